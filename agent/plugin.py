@@ -1,0 +1,114 @@
+"""The seam between the agent and a piece of equipment.
+
+A plugin *reads* the equipment (metrics, identity), *reports* what happens to it (events and
+operational state through an :class:`EventSink`) and *offers actions* a technician may run.
+Real equipment drivers and the simulators implement the same protocol, so simulated fleets run
+the real agent runtime.
+
+Plugins are found through the ``fleetcare.equipment`` entry-point group; each entry point names a
+:class:`PluginFactory`: ``factory(device_id, options) -> EquipmentPlugin``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from protocol import EquipmentInfo, EquipmentState, Severity
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ActionContext",
+    "ActionHandler",
+    "ActionResult",
+    "ActionSpec",
+    "EquipmentPlugin",
+    "EventSink",
+    "PluginFactory",
+]
+
+ENTRY_POINT_GROUP = "fleetcare.equipment"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    ok: bool
+    output: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class ActionContext(Protocol):
+    """What an action handler may use while it runs."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def command_id(self) -> str: ...
+
+    def now(self) -> datetime: ...
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        """Report progress (0..1); sent to the technician as a ``progress`` reply."""
+        ...
+
+
+ActionHandler = Callable[[Mapping[str, Any], ActionContext], Awaitable[ActionResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    """An action a command may name. ``args_schema`` is a JSON Schema for ``args`` (informative
+    until argument validation lands); ``timeout`` bounds the handler's run time in seconds."""
+
+    name: str
+    handler: ActionHandler
+    description: str = ""
+    disruptive: bool = False
+    timeout: float = 30.0
+    args_schema: Mapping[str, Any] = field(default_factory=dict)
+
+
+class EventSink(Protocol):
+    """Where a plugin reports what happens to its equipment. Calls never block: the agent
+    queues the message in its disk outbox and publishes it when the broker is reachable."""
+
+    def emit_event(
+        self,
+        event: str,
+        *,
+        code: str | None = None,
+        severity: Severity = Severity.INFO,
+        detail: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> None: ...
+
+    def set_state(self, state: EquipmentState, reason: str = "") -> None:
+        """Report the equipment's operational state; the agent publishes it on change."""
+        ...
+
+
+class EquipmentPlugin(Protocol):
+    name: str
+
+    def equipment_info(self) -> EquipmentInfo:
+        """Identity for the inventory: kind, vendor, model, serial, firmware."""
+        ...
+
+    def read_metrics(self, now: datetime) -> Mapping[str, float]:
+        """Current equipment telemetry, e.g. ``{"printer.toner.black.percent": 42.0}``."""
+        ...
+
+    def actions(self) -> Sequence[ActionSpec]:
+        """Equipment-specific actions (e.g. ``printer.clear_jam``)."""
+        ...
+
+    async def run(self, sink: EventSink) -> None:
+        """Drive the equipment's own life (faults, state changes) until cancelled. A plugin with
+        nothing to drive returns at once."""
+        ...
+
+
+PluginFactory = Callable[[str, Mapping[str, Any]], EquipmentPlugin]

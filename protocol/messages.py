@@ -1,0 +1,234 @@
+"""Versioned message models: what travels on each topic.
+
+Every up-message carries ``v``, ``device_id``, ``seq`` (per-device monotonic, persisted by the
+agent: ``(device_id, seq)`` makes ingestion idempotent) and ``ts`` (device clock, UTC).
+Unknown fields are refused (``extra="forbid"``): ``v`` is the version, not silent tolerance.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+from protocol.topics import DEVICE_ID_PATTERN, UpKind
+
+__all__ = [
+    "EVENT_TYPES",
+    "PROTOCOL_VERSION",
+    "AgentInfo",
+    "Command",
+    "DeviceId",
+    "EquipmentInfo",
+    "EquipmentState",
+    "Event",
+    "Inventory",
+    "Reply",
+    "ReplyType",
+    "Sample",
+    "Severity",
+    "Status",
+    "SystemInfo",
+    "Telemetry",
+    "UpMessage",
+    "UtcDateTime",
+    "format_ts",
+    "model_for",
+]
+
+PROTOCOL_VERSION: Literal[1] = 1
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def format_ts(value: datetime) -> str:
+    """The one wire format for time: microsecond precision, always ``Z``. Signatures depend on it."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+UtcDateTime = Annotated[
+    AwareDatetime,
+    AfterValidator(_to_utc),
+    PlainSerializer(format_ts, return_type=str, when_used="json"),
+]
+DeviceId = Annotated[str, StringConstraints(pattern=f"^{DEVICE_ID_PATTERN.pattern}$")]
+MetricName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_-]+)*$", max_length=128)]
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+(\.[a-z_]+)+$", max_length=64)]
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+Text = Annotated[str, StringConstraints(max_length=8192)]
+JsonDict = dict[str, Any]
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class EquipmentState(StrEnum):
+    """Operational state reported by the agent. The server adds ``unknown`` (no data)."""
+
+    RUNNING = "running"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    MAINTENANCE = "maintenance"
+
+
+EVENT_TYPES = frozenset(
+    {
+        "agent.started",
+        "fault.raised",
+        "fault.cleared",
+        "consumable.low",
+        "state.changed",
+        "maintenance.started",
+        "maintenance.ended",
+        "command.rejected",
+    }
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Up(_Model):
+    v: Literal[1] = PROTOCOL_VERSION
+    device_id: DeviceId
+    seq: int = Field(ge=0)
+    ts: UtcDateTime
+
+
+class Sample(_Model):
+    metric: MetricName
+    value: float = Field(allow_inf_nan=False)
+    ts: UtcDateTime
+
+
+class Telemetry(_Up):
+    kind: Literal["telemetry"] = "telemetry"
+    samples: list[Sample] = Field(min_length=1, max_length=2000)
+
+
+class Event(_Up):
+    kind: Literal["event"] = "event"
+    event: EventType
+    code: ShortText | None = None
+    severity: Severity = Severity.INFO
+    detail: Text = ""
+    data: JsonDict = Field(default_factory=dict)
+
+
+class Status(_Up):
+    """Retained. ``online=False`` is also the agent's last will; its ``ts`` is then the connect time."""
+
+    kind: Literal["status"] = "status"
+    online: bool
+    state: EquipmentState | None = None
+    reason: ShortText = ""
+
+
+class EquipmentInfo(_Model):
+    kind: ShortText = "generic"
+    vendor: ShortText = ""
+    model: ShortText = ""
+    serial: ShortText = ""
+    firmware: ShortText = ""
+
+
+class SystemInfo(_Model):
+    hostname: ShortText = ""
+    os: ShortText = ""
+    os_version: ShortText = ""
+    arch: ShortText = ""
+    cpu_count: int | None = None
+    memory_total: int | None = None
+    disk_total: int | None = None
+    python: ShortText = ""
+    boot_time: UtcDateTime | None = None
+
+
+class AgentInfo(_Model):
+    version: ShortText
+    plugins: list[ShortText] = Field(default_factory=list)
+    actions: list[ShortText] = Field(default_factory=list)
+
+
+class Inventory(_Up):
+    """The installation profile: what a support engineer must know before touching the system."""
+
+    kind: Literal["inventory"] = "inventory"
+    equipment: EquipmentInfo
+    system: SystemInfo
+    agent: AgentInfo
+    site: ShortText | None = None
+    config: JsonDict = Field(default_factory=dict)
+
+
+class ReplyType(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    PROGRESS = "progress"
+    OUTPUT = "output"  # one numbered chunk of a large output
+    RESULT = "result"
+    ERROR = "error"
+
+
+class Reply(_Up):
+    """A device's answer to one command. Exactly one of accepted/rejected, then progress/output
+    chunks, then one terminal ``result`` or ``error`` (or ``rejected``)."""
+
+    kind: Literal["reply"] = "reply"
+    command_id: ShortText
+    type: ReplyType
+    reason: ShortText = ""  # rejected: a RejectReason value; error: an exception class name
+    ok: bool | None = None  # result only
+    output: Text = ""
+    data: JsonDict = Field(default_factory=dict)
+    chunk: int | None = Field(default=None, ge=0)
+    progress: float | None = Field(default=None, ge=0, le=1)
+
+
+UpMessage = Telemetry | Event | Status | Inventory | Reply
+
+_UP_MODELS: dict[UpKind, type[_Up]] = {
+    UpKind.TELEMETRY: Telemetry,
+    UpKind.EVENT: Event,
+    UpKind.STATUS: Status,
+    UpKind.INVENTORY: Inventory,
+    UpKind.REPLY: Reply,
+}
+
+
+def model_for(kind: UpKind) -> type[_Up]:
+    return _UP_MODELS[kind]
+
+
+class Command(_Model):
+    """A signed order for one device. ``sig`` is Ed25519 over :func:`protocol.signing.canonical_bytes`."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+    device_id: DeviceId
+    action: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)*$", max_length=64)]
+    args: JsonDict = Field(default_factory=dict)
+    issued_at: UtcDateTime
+    expires_at: UtcDateTime
+    issuer: ShortText
+    session_id: ShortText | None = None
+    nonce: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+    kid: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    sig: Annotated[str, StringConstraints(max_length=128)] = ""
