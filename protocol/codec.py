@@ -29,9 +29,11 @@ def _load(payload: bytes, limit: int) -> dict[str, Any]:
     if len(payload) > limit:
         raise PayloadTooLarge(len(payload), limit)
     try:
-        obj = json.loads(payload)
+        text = payload.decode("utf-8")  # explicit: json.loads(bytes) would also guess UTF-16/32
     except UnicodeDecodeError as exc:
         raise NotJson(f"not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    try:
+        obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise NotJson(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except RecursionError as exc:

@@ -108,6 +108,7 @@ class CommandSigner:
         session_id: str | None = None,
         now: datetime | None = None,
         command_id: str | None = None,
+        nonce: str | None = None,
     ) -> Command:
         issued = (now or datetime.now(UTC)).astimezone(UTC)
         unsigned = Command(
@@ -119,7 +120,7 @@ class CommandSigner:
             expires_at=issued + ttl,
             issuer=issuer,
             session_id=session_id,
-            nonce=new_nonce(),
+            nonce=nonce or new_nonce(),
             kid=self.kid,
         )
         return unsigned.model_copy(update={"sig": _b64(self._key.sign(canonical_bytes(unsigned)))})

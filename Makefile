@@ -1,0 +1,48 @@
+# fleetcare — the two commands that matter: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint format bench system-deps venv clean help
+
+help:
+	@echo "make demo   - install, then run broker + server + simulated fleet (Ctrl-C to stop)"
+	@echo "make test   - install, then run the full test suite (real Mosquitto, SQLite, PostgreSQL)"
+	@echo "make lint   - ruff + mypy"
+	@echo "make bench  - run the benchmarks and append to benchmarks/RESULTS.md"
+
+# Debian packages the project needs at run/test time; installed only when missing.
+system-deps:
+	@bash scripts/system-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: system-deps venv
+	$(BIN)/fleetcare demo
+
+test: system-deps venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: system-deps venv
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var
