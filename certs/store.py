@@ -73,6 +73,10 @@ class PkiDir:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.root, Path):
+            object.__setattr__(self, "root", Path(self.root))  # accept a str as well
+
     @property
     def ca_cert(self) -> Path:
         return self.root / "ca.crt"

@@ -1,0 +1,125 @@
+"""Certificate revocation: ``crl.pem``, signed by the fleet CA, read by the broker and the server.
+
+``crl.pem`` is itself the store of revoked serials: each update reads it (checking the CA's
+signature), adds entries and re-signs it with the next CRL number, under a file lock.
+
+``nextUpdate`` is set to the CA's expiry. The broker (OpenSSL) refuses *every* client once a
+CRL's nextUpdate has passed, and a stale-CRL attack needs write access to the broker's own
+files anyway, so a short CRL lifetime would buy an outage risk and no security.
+
+The broker reads the CRL when it starts and on SIGHUP (see docs/pki.md); revoking does not
+disconnect a session that is already open.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certs.authority import CA_HASH, load_authority, verify_issued_by_ca
+from certs.errors import PkiCorruptError, PkiMissingError
+from certs.store import PkiDir, pki_lock, read_records, validate_identity, write_file
+
+__all__ = ["refresh_crl", "revoke_device", "revoke_serials", "revoked_serials", "write_crl"]
+
+logger = logging.getLogger(__name__)
+
+_CRL_BACKDATE = timedelta(minutes=5)
+
+
+def _read_crl(pki: PkiDir) -> x509.CertificateRevocationList | None:
+    try:
+        data = pki.crl.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        crl = x509.load_pem_x509_crl(data)
+    except ValueError as exc:
+        raise PkiCorruptError(pki.crl, f"not a PEM CRL ({exc})") from exc
+    authority = load_authority(pki)
+    if crl.issuer != authority.cert.subject or not crl.is_signature_valid(authority.key.public_key()):
+        raise PkiCorruptError(pki.crl, "is not signed by this PKI's CA")
+    return crl
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int:
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return 0
+
+
+def write_crl(pki: PkiDir, entries: Mapping[int, datetime], *, number: int = 1) -> None:
+    """Sign and write ``crl.pem`` listing ``entries`` (serial -> revocation time)."""
+    authority = load_authority(pki)
+    now = datetime.now(UTC).replace(microsecond=0)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(authority.cert.subject)
+        .last_update(now - _CRL_BACKDATE)
+        .next_update(authority.not_after)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(authority.aki, critical=False)
+    )
+    for serial, when in sorted(entries.items()):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    crl = builder.sign(authority.key, CA_HASH)
+    write_file(pki.crl, crl.public_bytes(serialization.Encoding.PEM), private=False, overwrite=True)
+
+
+def _update(pki: PkiDir, add: Iterable[int]) -> None:
+    with pki_lock(pki):
+        crl = _read_crl(pki)
+        entries = {r.serial_number: r.revocation_date_utc for r in crl} if crl is not None else {}
+        now = datetime.now(UTC).replace(microsecond=0)
+        for serial in add:
+            entries.setdefault(serial, now)
+        write_crl(pki, entries, number=(_crl_number(crl) + 1) if crl is not None else 1)
+
+
+def revoke_serials(pki: PkiDir, serials: Iterable[int]) -> None:
+    """Add certificate serial numbers to the CRL (entries already there keep their date)."""
+    _update(pki, list(serials))
+
+
+def revoke_device(pki: PkiDir, device_id: str) -> None:
+    """Revoke every certificate ever issued to ``device_id`` and re-sign ``crl.pem``.
+
+    Serials come from ``issued.jsonl`` and from the current ``devices/<id>.crt``, so a
+    certificate superseded with ``overwrite=True`` is revoked as well. Idempotent.
+    """
+    validate_identity(device_id)
+    serials = {r.serial for r in read_records(pki) if r.kind == "device" and r.common_name == device_id}
+    cert_path = pki.device_cert(device_id)
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except FileNotFoundError:
+        pass
+    except ValueError as exc:
+        raise PkiCorruptError(cert_path, f"not a PEM certificate ({exc})") from exc
+    else:
+        verify_issued_by_ca(pki, cert, cert_path)
+        serials.add(cert.serial_number)
+    if not serials:
+        raise PkiMissingError(cert_path, f"no certificate was ever issued to device {device_id!r}")
+    _update(pki, serials)
+    logger.info("revoked device %s (%d certificate(s))", device_id, len(serials))
+
+
+def revoked_serials(pki: PkiDir) -> frozenset[int]:
+    """Serial numbers on the CA-verified CRL; what the server consults to refuse a revoked peer."""
+    crl = _read_crl(pki)
+    if crl is None:
+        raise PkiMissingError(pki.crl, "initialise the PKI first (`fleetcare certs init`)")
+    return frozenset(r.serial_number for r in crl)
+
+
+def refresh_crl(pki: PkiDir) -> None:
+    """Re-sign ``crl.pem`` with its current entries (e.g. after the CA was renewed)."""
+    _update(pki, ())
