@@ -1,0 +1,62 @@
+"""Dependencies as ``Annotated`` aliases: ``SessionDep``, ``RuntimeDep``, ``CurrentUser``,
+``require_role(...)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.models import Role
+from server.errors import Forbidden, Unauthorized
+from server.runtime import Runtime
+from server.services import users
+from server.services.users import Principal
+
+__all__ = ["CurrentUser", "RuntimeDep", "SessionDep", "require_role"]
+
+_bearer = HTTPBearer(auto_error=False, description="An API token from `fleetcare server create-user/token`")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    async with runtime.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def current_user(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise Unauthorized("missing API token: send 'Authorization: Bearer <token>'")
+    return await users.authenticate(session, credentials.credentials)
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+def require_role(*roles: Role) -> Any:
+    """``Depends`` that lets only ``roles`` through (admin always passes)."""
+    allowed = frozenset(roles) | {Role.ADMIN}
+
+    async def check(user: CurrentUser) -> Principal:
+        if user.role not in allowed:
+            names = ", ".join(sorted(role.value for role in allowed))
+            raise Forbidden(f"role {user.role.value!r} may not do this (needs one of: {names})")
+        return user
+
+    return Depends(check)

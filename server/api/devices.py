@@ -1,0 +1,86 @@
+"""Devices: the fleet list, one device, its telemetry and its events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from server.api.deps import CurrentUser, SessionDep
+from server.api.schemas import DeviceDetailPublic, DevicePublic, EventPublic, Page, TelemetryPublic
+from server.services import fleet
+
+__all__ = ["DeviceIdPath", "router"]
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+DeviceIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Device id")]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0)]
+
+
+@router.get("", response_model=Page[DevicePublic])
+async def list_devices(
+    *,
+    session: SessionDep,
+    _user: CurrentUser,
+    online: bool | None = None,
+    model: str | None = None,
+    site: str | None = None,
+    q: Annotated[
+        str | None, Query(max_length=128, description="Substring of id, serial, model or site")
+    ] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[DevicePublic]:
+    rows, total = await fleet.list_devices(
+        session, fleet.DeviceFilter(online=online, model=model, site=site, q=q), limit=limit, offset=offset
+    )
+    return Page(
+        items=[DevicePublic.model_validate(row) for row in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{device_id}", response_model=DeviceDetailPublic)
+async def get_device(device_id: DeviceIdPath, session: SessionDep, _user: CurrentUser) -> DeviceDetailPublic:
+    return DeviceDetailPublic.model_validate(await fleet.get_device(session, device_id))
+
+
+@router.get("/{device_id}/telemetry", response_model=list[TelemetryPublic])
+async def get_telemetry(
+    *,
+    device_id: DeviceIdPath,
+    session: SessionDep,
+    _user: CurrentUser,
+    metric: Annotated[str | None, Query(max_length=128)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+) -> list[TelemetryPublic]:
+    """Samples in [since, until), newest first."""
+    rows = await fleet.list_telemetry(
+        session, device_id, metric=metric, since=since, until=until, limit=limit
+    )
+    return [TelemetryPublic.model_validate(row) for row in rows]
+
+
+@router.get("/{device_id}/events", response_model=Page[EventPublic])
+async def get_events(
+    *,
+    device_id: DeviceIdPath,
+    session: SessionDep,
+    _user: CurrentUser,
+    type: Annotated[str | None, Query(max_length=64)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[EventPublic]:
+    """Events in [since, until), newest first."""
+    rows, total = await fleet.list_events(
+        session, device_id, type_=type, since=since, until=until, limit=limit, offset=offset
+    )
+    return Page(
+        items=[EventPublic.model_validate(row) for row in rows], total=total, limit=limit, offset=offset
+    )

@@ -1,0 +1,70 @@
+"""The one place where errors become HTTP responses: ``{"error": {"code", "message", "field"?}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.errors import ServerError, Unauthorized
+
+__all__ = ["error_response", "install_error_handlers"]
+
+logger = logging.getLogger(__name__)
+
+_SOURCES = {"body", "query", "path", "header", "cookie"}
+
+
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+async def _server_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServerError)
+    if exc.status >= 500:
+        logger.error("%s: %s", exc.code, exc.message)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return error_response(exc.status, exc.code, exc.message, exc.field, headers)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in _SOURCES and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    field = _field(tuple(first.get("loc", ())))
+    message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    if len(errors) > 1:
+        message += f" (+{len(errors) - 1} more)"
+    return error_response(422, "invalid_input", message, field or None)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
+        exc.status_code, "http_error"
+    )
+    return error_response(
+        exc.status_code, code, str(exc.detail), headers=dict(exc.headers) if exc.headers else None
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServerError, _server_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,112 @@
+"""The app factory. The lifespan owns the database engine (migrations first), the MQTT link,
+the ingest task and the command sweeper; routes reach them through ``server.api.deps``.
+
+Shutdown order: stop taking messages, flush the pending batch (commit), acknowledge it,
+then disconnect from the broker, then close the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+import protocol
+from fleetcare import __version__
+from server.api import api_router
+from server.api.errors import install_error_handlers
+from server.db import create_engine, create_sessionmaker, run_migrations
+from server.errors import ConfigError
+from server.ingest import BatchWriter, Consumer, IngestStats
+from server.mqtt import MqttLink
+from server.runtime import Runtime
+from server.services.commands import CommandService
+from server.settings import ServerSettings
+
+__all__ = ["create_app", "load_signer", "start_runtime"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_signer(path: Path | None) -> protocol.CommandSigner | None:
+    """The command signer from ``signing_key_file``; None when not configured."""
+    if path is None:
+        logger.warning("signing_key_file is not set: commands cannot be sent")
+        return None
+    try:
+        return protocol.CommandSigner(protocol.load_private_key(path.read_bytes()))
+    except OSError as exc:
+        raise ConfigError("signing_key_file", f"cannot read {str(path)!r}: {exc.strerror}") from exc
+    except protocol.InvalidKey as exc:
+        raise ConfigError("signing_key_file", exc.problem) from exc
+
+
+@asynccontextmanager
+async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> AsyncIterator[Runtime]:
+    """Everything the server runs, started; stopped in order on exit."""
+    signer = load_signer(settings.signing_key_file)
+    if migrate:
+        await asyncio.to_thread(run_migrations, settings.database_url)
+    engine = create_engine(settings.database_url)
+    try:
+        sessions = create_sessionmaker(engine)
+        link = MqttLink(settings.mqtt) if settings.mqtt.enabled else None
+        commands = CommandService(sessions, link, signer, default_timeout=settings.command_default_timeout)
+        runtime = Runtime(settings, engine, sessions, commands, IngestStats(), link)
+        async with asyncio.TaskGroup() as tg:
+            sweeper = tg.create_task(
+                commands.run_sweeper(settings.command_sweep_interval), name="server.commands.sweeper"
+            )
+            consumer: Consumer | None = None
+            if link is not None:
+                consumer = Consumer(
+                    link.messages,
+                    link.ack,
+                    BatchWriter(sessions),
+                    settings.ingest,
+                    runtime.stats,
+                    on_commands=commands.notify,
+                )
+                link_task = tg.create_task(link.run(), name="server.mqtt")
+                consumer_task = tg.create_task(consumer.run(), name="server.ingest")
+            try:
+                yield runtime
+            finally:
+                sweeper.cancel()
+                if link is not None and consumer is not None:
+                    consumer.stop()
+                    await consumer_task  # the last batch is committed and acknowledged
+                    await link.close()
+                    await link_task  # disconnected
+    finally:
+        await engine.dispose()
+
+
+def create_app(settings: ServerSettings, *, migrate: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with start_runtime(settings, migrate=migrate) as runtime:
+            app.state.runtime = runtime
+            logger.info(
+                "fleetcare server ready (database %s)",
+                make_url(settings.database_url).render_as_string(hide_password=True),
+            )
+            yield
+        logger.info("fleetcare server stopped")
+
+    app = FastAPI(
+        title="fleetcare server",
+        version=__version__,
+        description="Fleet API: devices, telemetry, events, commands, audit. Auth: `Authorization: Bearer <token>`.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.include_router(api_router())
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,205 @@
+"""The batched idempotent writer: one transaction per batch of decoded up-messages.
+
+1. ``INSERT INTO messages … ON CONFLICT DO NOTHING RETURNING device_id, seq`` tells which
+   messages are new; redeliveries are counted as duplicates and go no further.
+2. Devices seen for the first time are registered (the broker already authenticated them).
+3. The new messages are applied in arrival order: status, inventory, telemetry, events,
+   command replies.
+4. The caller commits, then acknowledges the MQTT messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, case, insert, or_, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+import protocol
+from server.db.dialect import insert_ignore
+from server.db.models import Device, Event, Message, TelemetrySample
+from server.services import commands
+
+__all__ = ["BatchOutcome", "BatchWriter", "Decoded", "write_batch"]
+
+# The hot path uses Core tables (executemany, cached statements), not ORM bulk operations.
+MESSAGES: Table = Message.__table__  # type: ignore[assignment]
+DEVICES: Table = Device.__table__  # type: ignore[assignment]
+TELEMETRY: Table = TelemetrySample.__table__  # type: ignore[assignment]
+EVENTS: Table = Event.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    message: protocol.UpMessage
+    received_at: datetime
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.message.device_id, self.message.seq
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    stored: int = 0
+    duplicates: int = 0
+    commands: set[str] = field(default_factory=set)  # command ids whose state may have changed
+
+
+async def _apply_status(session: AsyncSession, item: Decoded, status: protocol.Status) -> None:
+    values: dict[str, Any] = {
+        "online": status.online,
+        "status_changed_at": case(
+            (
+                or_(Device.online.is_not(status.online), Device.status_changed_at.is_(None)),
+                item.received_at,
+            ),
+            else_=Device.status_changed_at,
+        ),
+    }
+    if status.state is not None:
+        values["state"] = status.state.value
+    await session.execute(update(Device).where(Device.id == status.device_id).values(**values))
+
+
+async def _apply_inventory(session: AsyncSession, inventory: protocol.Inventory) -> None:
+    equipment = inventory.equipment
+    await session.execute(
+        update(Device)
+        .where(Device.id == inventory.device_id)
+        .values(
+            inventory=inventory.model_dump(mode="json", exclude={"v", "kind", "device_id"}),
+            model=equipment.model or None,
+            serial=equipment.serial or None,
+            firmware=equipment.firmware or None,
+            site=inventory.site,
+        )
+    )
+
+
+async def _claim(session: AsyncSession, items: Sequence[Decoded], outcome: BatchOutcome) -> list[Decoded]:
+    """Record the message keys; return the items never stored before, in arrival order."""
+    unique: dict[tuple[str, int], Decoded] = {}
+    for item in items:
+        if item.key in unique:
+            outcome.duplicates += 1
+        else:
+            unique[item.key] = item
+    if not unique:
+        return []
+    # Core executemany ("insertmanyvalues"): SQLAlchemy batches the rows into multi-row
+    # INSERTs with one cached compiled statement; RETURNING lists only the rows inserted.
+    result = await session.execute(
+        insert_ignore(session, MESSAGES).returning(MESSAGES.c.device_id, MESSAGES.c.seq),
+        [
+            {
+                "device_id": item.message.device_id,
+                "seq": item.message.seq,
+                "kind": item.message.kind,
+                "ts": item.message.ts,
+                "received_at": item.received_at,
+            }
+            for item in unique.values()
+        ],
+    )
+    new_keys = {(device_id, seq) for device_id, seq in result}
+    fresh = [item for key, item in unique.items() if key in new_keys]
+    outcome.duplicates += len(unique) - len(fresh)
+    outcome.stored = len(fresh)
+    return fresh
+
+
+async def _register_devices(session: AsyncSession, fresh: Sequence[Decoded]) -> dict[str, datetime]:
+    """Register unknown devices; return, per device, the latest receive time of a message that
+    shows it alive (everything but an offline status, which may be the broker's last will)."""
+    first_seen: dict[str, datetime] = {}
+    last_seen: dict[str, datetime] = {}
+    for item in fresh:
+        device_id = item.message.device_id
+        first_seen.setdefault(device_id, item.received_at)
+        if not (isinstance(item.message, protocol.Status) and not item.message.online):
+            last_seen[device_id] = max(item.received_at, last_seen.get(device_id, item.received_at))
+    await session.execute(
+        insert_ignore(session, DEVICES),
+        [{"id": device_id, "first_seen": ts, "online": False} for device_id, ts in first_seen.items()],
+    )
+    return last_seen
+
+
+def _event_row(item: Decoded, event: protocol.Event) -> dict[str, Any]:
+    return {
+        "device_id": event.device_id,
+        "seq": event.seq,
+        "type": event.event,
+        "code": event.code,
+        "severity": event.severity.value,
+        "ts": event.ts,
+        "received_at": item.received_at,
+        "detail": event.detail,
+        "data": event.data,
+    }
+
+
+async def write_batch(session: AsyncSession, items: Sequence[Decoded]) -> BatchOutcome:
+    """Apply ``items`` in the session's transaction (no commit)."""
+    outcome = BatchOutcome()
+    fresh = await _claim(session, items, outcome)
+    if not fresh:
+        return outcome
+    last_seen = await _register_devices(session, fresh)
+
+    samples: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    for item in fresh:
+        message = item.message
+        changed: str | None = None
+        if isinstance(message, protocol.Telemetry):
+            samples.extend(
+                {"device_id": message.device_id, "metric": s.metric, "ts": s.ts, "value": s.value}
+                for s in message.samples
+            )
+        elif isinstance(message, protocol.Status):
+            await _apply_status(session, item, message)
+        elif isinstance(message, protocol.Inventory):
+            await _apply_inventory(session, message)
+        elif isinstance(message, protocol.Event):
+            events.append(_event_row(item, message))
+            if message.event == "command.rejected":
+                changed = await commands.apply_rejected_event(
+                    session, message.device_id, message, item.received_at
+                )
+        elif isinstance(message, protocol.Reply):
+            changed = await commands.apply_reply(session, message.device_id, message, item.received_at)
+        if changed:
+            outcome.commands.add(changed)
+    if samples:
+        await session.execute(insert(TELEMETRY), samples)
+    if events:
+        await session.execute(insert(EVENTS), events)
+    if last_seen:
+        await session.execute(
+            update(DEVICES)
+            .where(
+                DEVICES.c.id == bindparam("device"),
+                or_(DEVICES.c.last_seen.is_(None), DEVICES.c.last_seen < bindparam("seen")),
+            )
+            .values(last_seen=bindparam("seen")),
+            [{"device": device_id, "seen": ts} for device_id, ts in last_seen.items()],
+        )
+    return outcome
+
+
+class BatchWriter:
+    """:func:`write_batch` in its own transaction, committed."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def write(self, items: Sequence[Decoded]) -> BatchOutcome:
+        async with self._sessions() as session:
+            outcome = await write_batch(session, items)
+            await session.commit()
+            return outcome

@@ -1,0 +1,1 @@
+"""Domain services. Functions here commit; the helpers they call join the caller's transaction."""

@@ -1,0 +1,208 @@
+"""The server's one settings object, built at start-up and passed in (never at import time).
+
+Sources, highest priority first: keyword arguments, environment (``FLEETCARE_`` prefix, ``__``
+between nested names: ``FLEETCARE_MQTT__HOST``), the TOML file given to :func:`load_settings`.
+Obviously broken values are refused with :class:`server.errors.ConfigError` naming the setting.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from protocol.topics import DEVICE_ID_PATTERN
+from server.errors import ConfigError
+
+__all__ = [
+    "ApiSettings",
+    "IngestSettings",
+    "MqttSettings",
+    "ServerSettings",
+    "load_settings",
+    "sync_database_url",
+]
+
+_TOML_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "fleetcare_server_toml", default=None
+)
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+_ASYNC_DRIVERS = {"sqlite+aiosqlite": "sqlite", "postgresql+psycopg": "postgresql+psycopg"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class MqttSettings(_Section):
+    """The server's own broker connection: mutual TLS, persistent session."""
+
+    enabled: bool = True  # False: API only (no ingest, commands cannot be sent)
+    host: str = "localhost"
+    port: Port = 8883
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_id: str = "fleetcare-server-1"
+    shared_group: str | None = "fleetcare"  # None or "": plain subscription (brokers without $share)
+    keepalive: int = Field(default=30, ge=5, le=3600)
+    reconnect_min: float = Field(default=0.5, gt=0)
+    reconnect_max: float = Field(default=30.0, gt=0)
+    publish_timeout: float = Field(default=10.0, gt=0)
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str) -> str:
+        if not DEVICE_ID_PATTERN.fullmatch(value):
+            raise ValueError("must be 1-64 characters of A-Z a-z 0-9 . _ -")
+        return value
+
+    @field_validator("shared_group", mode="before")
+    @classmethod
+    def _group(cls, value: object) -> object:
+        if value == "":
+            return None  # "" disables $share (TOML has no null)
+        if isinstance(value, str) and any(ch in value for ch in "/+# "):
+            raise ValueError("must be a name without '/', '+', '#' or spaces (\"\" disables $share)")
+        return value
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _tls_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if not info.data.get("enabled", True):
+            return value
+        if value is None:
+            raise ValueError("is required (the broker connection is mutual TLS)")
+        if not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff(self) -> MqttSettings:
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must be >= reconnect_min")
+        return self
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+
+
+class IngestSettings(_Section):
+    batch_size: int = Field(default=500, ge=1, le=10000)
+    batch_interval: float = Field(default=0.05, gt=0, le=10)
+    stats_log_interval: float = Field(default=60.0, gt=0)
+    retry_max: float = Field(default=10.0, gt=0)  # longest pause between retries of a failed batch
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLEETCARE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./var/fleetcare.db"
+    # a dict default, validated like any input, so errors name mqtt.<field>
+    mqtt: MqttSettings = Field(default_factory=dict)  # type: ignore[assignment]
+    signing_key_file: Path | None = None  # Ed25519 PKCS8 PEM; without it commands cannot be sent
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    command_default_timeout: float = Field(default=60.0, gt=0, le=86400)
+    command_sweep_interval: float = Field(default=1.0, gt=0, le=60)
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0]
+        if "://" not in value or scheme not in _ASYNC_DRIVERS:
+            raise ValueError(
+                f"must start with sqlite+aiosqlite:/// or postgresql+psycopg:// (got scheme {scheme!r})"
+            )
+        return value
+
+    @field_validator("signing_key_file")
+    @classmethod
+    def _key_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a readable file")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return upper
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _TOML_FILE.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def sync_database_url(self) -> str:
+        return sync_database_url(self.database_url)
+
+
+def sync_database_url(url: str) -> str:
+    """The URL Alembic (synchronous) uses for the same database."""
+    scheme, rest = url.split("://", 1)
+    return f"{_ASYNC_DRIVERS.get(scheme, scheme)}://{rest}"
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> ServerSettings:
+    """Build the settings from ``config`` (TOML), the environment and ``overrides``.
+
+    Raises :class:`ConfigError` naming the first bad setting.
+    """
+    if config is not None:
+        try:
+            with config.open("rb") as fh:
+                tomllib.load(fh)  # a clear error for a broken file before pydantic sees it
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {str(config)!r}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{str(config)!r} is not valid TOML: {exc}") from exc
+    token = _TOML_FILE.set(config)
+    try:
+        return ServerSettings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        loc = ".".join(str(part) for part in err["loc"])
+        problem = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(loc or "settings", problem) from exc
+    finally:
+        _TOML_FILE.reset(token)

@@ -1,0 +1,66 @@
+"""``fleetcare server`` administration commands: tokens on stdout, errors as one line, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fleetcare.cli import main
+
+
+def fleetcare(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "FLEETCARE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "FLEETCARE_MQTT__ENABLED": "false",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", "from fleetcare.cli import main; main()", "server", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+        timeout=60,
+    )
+
+
+def test_create_user_token_and_revoke(tmp_path: Path) -> None:
+    created = fleetcare(tmp_path, "create-user", "alice", "--role", "admin")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert len(token) >= 40
+    assert "\n" not in token
+    assert "shown once" in created.stderr
+
+    again = fleetcare(tmp_path, "create-user", "alice")
+    assert again.returncode == 2
+    assert again.stderr.strip() == "error: user 'alice' already exists"
+
+    second = fleetcare(tmp_path, "token", "alice", "--expires-days", "1")
+    assert second.returncode == 0
+    assert second.stdout.strip() != token
+
+    revoked = fleetcare(tmp_path, "revoke-token", token)
+    assert revoked.returncode == 0, revoked.stderr
+    all_revoked = fleetcare(tmp_path, "revoke-token", "--user", "alice")
+    assert "revoked 1 token(s)" in all_revoked.stderr
+
+    unknown = fleetcare(tmp_path, "token", "nobody")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "error: user 'nobody' not found"
+
+
+def test_bad_settings_exit_2_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FLEETCARE_DATABASE_URL", "mysql://nope")
+    with pytest.raises(SystemExit) as info:
+        main(["server", "migrate"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: setting database_url: ")
+    assert "\n" not in err

@@ -1,0 +1,159 @@
+"""The batched idempotent writer and the consumer, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.db.models import Device, Event, Message, TelemetrySample
+from server.ingest import BatchWriter, Consumer, IngestStats
+from server.mqtt import InboundMessage
+from server.settings import IngestSettings
+from tests.server import factory as f
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def count(sessions: Sessions, model: type, **where: object) -> int:
+    async with sessions() as session:
+        stmt = select(func.count()).select_from(model)
+        for key, value in where.items():
+            stmt = stmt.where(getattr(model, key) == value)
+        return (await session.scalar(stmt)) or 0
+
+
+async def test_writer_stores_a_redelivered_message_once(sessions: Sessions) -> None:
+    writer = BatchWriter(sessions)
+    first = await writer.write([f.decoded(f.telemetry("dev-a", 1, 10.0))])
+    again = await writer.write(
+        [f.decoded(f.telemetry("dev-a", 1, 10.0)), f.decoded(f.telemetry("dev-a", 2, 11.0))]
+    )
+    assert (first.stored, first.duplicates) == (1, 0)
+    assert (again.stored, again.duplicates) == (1, 1)
+    assert await count(sessions, TelemetrySample, device_id="dev-a") == 2
+    assert await count(sessions, Message, device_id="dev-a") == 2
+
+
+async def test_writer_counts_duplicates_inside_one_batch(sessions: Sessions) -> None:
+    outcome = await BatchWriter(sessions).write([f.decoded(f.telemetry("dev-b", 7))] * 3)
+    assert (outcome.stored, outcome.duplicates) == (1, 2)
+    assert await count(sessions, TelemetrySample, device_id="dev-b") == 1
+
+
+async def test_writer_registers_device_and_applies_status_inventory_events(sessions: Sessions) -> None:
+    writer = BatchWriter(sessions)
+    await writer.write(
+        [
+            f.decoded(f.status("dev-c", 1, online=True, state="running")),
+            f.decoded(f.inventory("dev-c", 2, model="LX-9", site="north")),
+            f.decoded(f.event("dev-c", 3, "fault.raised", code="E42", severity="error", detail="jam")),
+        ]
+    )
+    async with sessions() as session:
+        device = await session.get(Device, "dev-c")
+        assert device is not None
+        assert device.online is True
+        assert device.state == "running"
+        assert (device.model, device.site, device.serial) == ("LX-9", "north", "SN-dev-c")
+        assert device.inventory is not None
+        assert device.inventory["equipment"]["vendor"] == "acme"
+        assert device.last_seen is not None
+        assert device.status_changed_at is not None
+        ev = await session.scalar(select(Event).where(Event.device_id == "dev-c"))
+        assert ev is not None
+        assert (ev.type, ev.code, ev.severity, ev.detail) == (
+            "fault.raised",
+            "E42",
+            "error",
+            "jam",
+        )
+    changed_at = device.status_changed_at
+    await writer.write([f.decoded(f.status("dev-c", 4, online=False, state=None))])
+    async with sessions() as session:
+        device = await session.get(Device, "dev-c")
+        assert device is not None
+        assert device.online is False
+        assert device.state == "running"
+        assert device.status_changed_at is not None
+        assert device.status_changed_at > changed_at
+
+
+class FakeSource:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[InboundMessage | None] = asyncio.Queue()
+        self.acked: list[int] = []
+        self.all_acked = asyncio.Event()
+        self.expected = 0
+
+    def ack(self, message: InboundMessage) -> None:
+        self.acked.append(message.mid)
+        if len(self.acked) >= self.expected:
+            self.all_acked.set()
+
+
+async def run_consumer(
+    sessions: Sessions, messages: list[InboundMessage], **settings: object
+) -> tuple[IngestStats, FakeSource]:
+    source = FakeSource()
+    source.expected = len(messages)
+    stats = IngestStats()
+    consumer = Consumer(source.queue, source.ack, BatchWriter(sessions), IngestSettings(**settings), stats)
+    for message in messages:
+        source.queue.put_nowait(message)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(consumer.run())
+        async with asyncio.timeout(10):
+            await source.all_acked.wait()
+        consumer.stop()
+    assert task.done()
+    return stats, source
+
+
+@pytest.mark.parametrize(
+    ("label", "topic", "payload", "reason"),
+    [
+        ("oversize", "fc/v1/d/dev-m/up/telemetry", b"{" + b" " * (256 * 1024) + b"}", "too_large"),
+        ("not json", "fc/v1/d/dev-m/up/telemetry", b"\xff\xfe not json", "not_json"),
+        (
+            "wrong version",
+            "fc/v1/d/dev-m/up/telemetry",
+            json.dumps({"v": 2, "device_id": "dev-m"}).encode(),
+            "bad_version",
+        ),
+        (
+            "schema",
+            "fc/v1/d/dev-m/up/telemetry",
+            json.dumps({"v": 1, "device_id": "dev-m", "seq": -1}).encode(),
+            "schema",
+        ),
+        ("device mismatch", "fc/v1/d/dev-m/up/telemetry", None, "device_mismatch"),
+        ("bad topic", "fc/v1/d/dev-m/up/gossip", None, "bad_topic"),
+        ("down topic", "fc/v1/d/dev-m/down/cmd", None, "schema"),
+    ],
+)
+async def test_malformed_message_is_counted_acked_and_ingestion_goes_on(
+    sessions: Sessions, label: str, topic: str, payload: bytes | None, reason: str
+) -> None:
+    if payload is None:  # a valid message from another device, or on a wrong topic
+        payload = f.inbound(f.telemetry("dev-other" if reason == "device_mismatch" else "dev-m", 1)).payload
+    bad = f.inbound(topic=topic, payload=payload)
+    good = f.inbound(f.telemetry("dev-m", 2, 5.0))
+    stats, source = await run_consumer(sessions, [bad, good])
+    assert stats.malformed == {reason: 1}, label
+    assert (stats.received, stats.stored) == (2, 1)
+    assert source.acked == [bad.mid, good.mid]  # acked in arrival order, after the commit
+    assert await count(sessions, TelemetrySample, device_id="dev-m") == 1
+
+
+async def test_consumer_batches_and_counts_duplicates(sessions: Sessions) -> None:
+    messages = [f.inbound(f.telemetry("dev-n", seq)) for seq in range(1, 51)]
+    messages += [f.inbound(f.telemetry("dev-n", seq)) for seq in range(1, 11)]  # redeliveries
+    stats, source = await run_consumer(sessions, messages, batch_size=20)
+    assert (stats.received, stats.stored, stats.duplicates) == (60, 50, 10)
+    assert stats.batches == 3
+    assert len(source.acked) == 60
+    assert await count(sessions, TelemetrySample, device_id="dev-n") == 50
