@@ -110,6 +110,8 @@ class ApiSettings(_Section):
 class IngestSettings(_Section):
     batch_size: int = Field(default=500, ge=1, le=10000)
     batch_interval: float = Field(default=0.05, gt=0, le=10)
+    # close a batch early when the stream pauses (see server/ingest/consumer.py)
+    batch_linger: float = Field(default=0.005, gt=0, le=10)
     stats_log_interval: float = Field(default=60.0, gt=0)
     retry_max: float = Field(default=10.0, gt=0)  # longest pause between retries of a failed batch
 

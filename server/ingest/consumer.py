@@ -1,6 +1,9 @@
 """The ingest loop: take messages, decode, write a batch, commit, then acknowledge.
 
-A batch closes at ``batch_size`` messages or ``batch_interval`` seconds after its first one.
+A batch closes at ``batch_size`` messages, ``batch_interval`` seconds after its first one, or
+when no message arrived for ``batch_linger`` seconds. The linger matters because messages are
+acknowledged only after their batch commits: the broker stops sending once its in-flight window
+is full, so waiting out the whole interval for a batch that cannot grow would cap throughput.
 A malformed message (``protocol.DecodeError`` / ``TopicError``) is counted by reason, logged
 with a truncated payload, acknowledged and dropped; the rest of the batch goes on.
 
@@ -91,7 +94,8 @@ class Consumer:
                 if remaining <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                    wait = min(remaining, self._settings.batch_linger)
+                    item = await asyncio.wait_for(self._queue.get(), wait)
                 except TimeoutError:
                     break
             if item is None:

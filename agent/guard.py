@@ -1,0 +1,144 @@
+"""Every command passes the guard before anything runs.
+
+Checks, in order (cheapest and least trusting first):
+
+1. decode        size, JSON, version, schema              → ``malformed``
+2. verify        pinned key id, Ed25519 signature         → ``unknown_key`` / ``bad_signature``
+                 device binding                           → ``wrong_device``
+                 not yet valid (beyond the skew allowance) → ``not_yet_valid``
+                 expired, lifetime over the maximum       → ``expired`` / ``lifetime_too_long``
+3. local policy  action exists here and is allow-listed   → ``not_allowed``
+4. arguments     fit the action's ``args_schema``          → ``bad_args``
+5. replay cache  id not seen before (persistent)          → ``replayed``
+
+The replay cache is consulted last, so junk and refused commands never fill it; an id is
+remembered before its command runs (at-most-once execution). A rejected command is never
+executed: :meth:`CommandGuard.inspect` returns a :class:`Rejection`, not the command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from agent.actions.args import check_args
+from agent.actions.registry import ActionRegistry, RegisteredAction
+from agent.errors import AgentError
+from agent.policy import ActionPolicy
+from protocol import (
+    MAX_PAYLOAD_BYTES,
+    Command,
+    CommandRejected,
+    CommandVerifier,
+    DecodeError,
+    RejectReason,
+    ReplayCache,
+    decode_command,
+)
+
+__all__ = ["Accepted", "CommandGuard", "Rejection"]
+
+logger = logging.getLogger(__name__)
+
+_COMMAND_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a command was refused. ``command_id``/``action``/``issuer`` are None when unknown;
+    for a malformed command they are best-effort readings of untrusted input."""
+
+    reason: RejectReason
+    detail: str
+    command_id: str | None = None
+    action: str | None = None
+    issuer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    command: Command
+    action: RegisteredAction
+
+
+def _peek(payload: bytes) -> tuple[str | None, str | None, str | None]:
+    """(id, action, issuer) from a payload that failed decoding; for the audit trail only."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return None, None, None
+    try:
+        obj: Any = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None, None, None
+    if not isinstance(obj, dict):
+        return None, None, None
+
+    def text(key: str, limit: int) -> str | None:
+        value = obj.get(key)
+        return value[:limit] if isinstance(value, str) else None
+
+    command_id = text("id", 64)
+    if command_id is not None and not _COMMAND_ID.fullmatch(command_id):
+        command_id = None
+    return command_id, text("action", 64), text("issuer", 128)
+
+
+class CommandGuard:
+    def __init__(
+        self,
+        *,
+        verifier: CommandVerifier,
+        policy: ActionPolicy,
+        registry: ActionRegistry,
+        replay_cache: ReplayCache,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.verifier = verifier
+        self.policy = policy
+        self.registry = registry
+        self.replay_cache = replay_cache
+        self._now = now
+
+    def inspect(self, payload: bytes) -> Accepted | Rejection:  # noqa: PLR0911 - one exit per check
+        """Decide on one raw command payload. Never raises for bad input."""
+        try:
+            command = decode_command(payload)
+        except DecodeError as exc:
+            command_id, action, issuer = _peek(payload)
+            return Rejection(RejectReason.MALFORMED, str(exc), command_id, action, issuer)
+
+        def reject(reason: RejectReason, detail: str) -> Rejection:
+            return Rejection(reason, detail, command.id, command.action, command.issuer)
+
+        try:
+            self.verifier.verify(command, now=self._now())
+        except CommandRejected as exc:
+            return reject(exc.reason, exc.detail)
+
+        registered = self.registry.get(command.action)
+        if registered is None:
+            return reject(RejectReason.NOT_ALLOWED, f"this device has no action {command.action!r}")
+        if not self.policy.allows(registered.spec):
+            why = " (disruptive actions must be listed by exact name)" if registered.spec.disruptive else ""
+            return reject(
+                RejectReason.NOT_ALLOWED,
+                f"action {command.action!r} is not in this device's allowed_actions{why}",
+            )
+
+        problems = check_args(command.args, registered.spec.args_schema)
+        if problems:
+            return reject(RejectReason.BAD_ARGS, "; ".join(problems)[:1024])
+
+        try:
+            self.verifier.check_replay(command, self.replay_cache)
+        except CommandRejected as exc:
+            return reject(exc.reason, exc.detail)
+        except AgentError as exc:
+            # Fail closed: without the replay cache we cannot promise at-most-once execution.
+            logger.error("replay cache unavailable, refusing command %s: %s", command.id, exc)
+            return reject(RejectReason.REPLAYED, f"replay cache unavailable on the device: {exc}")
+        return Accepted(command, registered)

@@ -1,0 +1,79 @@
+"""Draining the outbox to the broker, in seq order, whenever the link is connected.
+
+Woken by new messages (:meth:`Publisher.notify`) and by reconnections, never by a polling
+sleep. Up to :data:`agent.link.PUBLISH_WINDOW` QoS 1 publishes are in flight at once (handed to
+the connection in seq order); each message is deleted from the outbox only once the broker
+acknowledged it. When a publish fails, the rest stay queued and the publisher waits for the
+next connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from agent.errors import LinkError
+from agent.link import PUBLISH_WINDOW, MqttLink
+from agent.outbox import Outbox, OutboxEntry
+
+__all__ = ["Publisher"]
+
+logger = logging.getLogger(__name__)
+
+
+class Publisher:
+    def __init__(self, outbox: Outbox, link: MqttLink, *, name: str, window: int = PUBLISH_WINDOW) -> None:
+        self.outbox = outbox
+        self.link = link
+        self.name = name
+        self.window = window
+        self._wakeup = asyncio.Event()  # something new in the outbox
+        self._empty = asyncio.Event()  # the outbox was seen empty
+
+    def notify(self) -> None:
+        """A message was queued."""
+        self._empty.clear()
+        self._wakeup.set()
+
+    async def drained(self) -> None:
+        """Until the outbox is empty: everything queued so far was acknowledged."""
+        while self.outbox.depth() > 0:
+            self._empty.clear()
+            await self._empty.wait()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.link.wait_connected()
+            except LinkError:
+                return  # the link stopped or failed; its own task reports why
+            self._wakeup.clear()
+            batch = self.outbox.pending(self.window)
+            if not batch:
+                self._empty.set()
+                await self._wakeup.wait()
+                continue
+            if not await self._publish(batch):
+                await self.link.wait_disconnected()  # the failed publish aborted the connection
+
+    async def _publish(self, batch: Sequence[OutboxEntry]) -> bool:
+        results = await asyncio.gather(
+            *(self.link.publish(e.topic, e.payload, qos=1, retain=e.retain) for e in batch),
+            return_exceptions=True,
+        )
+        ok = True
+        for entry, result in zip(batch, results, strict=True):
+            if result is None:
+                self.outbox.ack(entry.seq)
+            elif isinstance(result, LinkError):
+                ok = False
+            elif isinstance(result, BaseException):
+                raise result
+        if not ok:
+            logger.info(
+                "%s: publishing interrupted; %d message(s) stay queued", self.name, self.outbox.depth()
+            )
+        elif self.outbox.depth() == 0:
+            self._empty.set()
+        return ok

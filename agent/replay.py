@@ -1,0 +1,71 @@
+"""Persistent replay cache: command ids remembered until they expire, across restarts.
+
+Implements :class:`protocol.ReplayCache`. An id is stored *before* its command runs, so a
+command is executed at most once even if the agent dies half-way and the broker redelivers
+it. Entries are pruned once ``expires_at`` is further in the past than the clock skew
+allowance: by then the verifier rejects the command as expired anyway, so forgetting the id
+opens no window. Synchronous for the same reasons as :mod:`agent.outbox` (one indexed
+statement, and the guard must decide before anything else happens).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from agent.errors import AgentError
+from protocol.signing import DEFAULT_CLOCK_SKEW
+
+__all__ = ["SqliteReplayCache"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen (command_id TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS seen_expiry ON seen (expires_at);
+"""
+
+
+class SqliteReplayCache:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        skew: timedelta = DEFAULT_CLOCK_SKEW,
+    ) -> None:
+        self.path = path
+        self._now = now
+        self._skew = skew
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise AgentError(f"cannot open the replay cache {path}: {exc}") from exc
+
+    def remember(self, command_id: str, expires_at: datetime) -> bool:
+        """Record ``command_id``; False if it is already there (a replay)."""
+        horizon = (self._now() - self._skew).timestamp()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM seen WHERE expires_at < ?", (horizon,))
+                inserted = self._db.execute(
+                    "INSERT OR IGNORE INTO seen (command_id, expires_at) VALUES (?, ?)",
+                    (command_id, expires_at.timestamp()),
+                ).rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise AgentError(f"replay cache unusable: {exc}") from exc
+        return inserted == 1
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM seen").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()

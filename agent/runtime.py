@@ -1,0 +1,492 @@
+"""The agent runtime: wires link, outbox, collectors, guard, actions and plugins together.
+
+    async with AgentRuntime(settings) as agent:      # or: await run_agent(settings)
+        await agent.wait_connected()
+        ...
+        await agent.drained()                          # everything queued reached the broker
+
+One :class:`asyncio.TaskGroup` of named tasks per runtime — ``agent[<id>].link``, ``.publisher``,
+``.telemetry``, ``.commands``, ``.plugin[<name>]`` — owned by the context manager. Leaving the
+``async with`` is the one teardown path: goodbye status (on a clean exit, bounded by
+``shutdown_grace``), cancel the tasks, wait for them, close the databases, release the data-dir
+lock. If a task fails (e.g. :class:`FatalLinkError`), the others are cancelled and its exception
+is raised from the ``async with`` (unwrapped when it is the only one).
+
+Every up-message goes through the outbox (``seq`` assigned and stored before publishing); the
+publisher drains it in seq order whenever the link is connected, woken by new messages and by
+reconnections, never by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from agent.actions import ActionExecutor, ActionRegistry, LogAccess, builtin_actions
+from agent.clock import Clock, SystemClock
+from agent.collectors import PluginCollector, SystemCollector, clean_metrics, system_info
+from agent.config import AgentSettings
+from agent.errors import AgentConfigError, DataDirInUse, PluginError
+from agent.guard import Accepted, CommandGuard, Rejection
+from agent.link import LinkState, MqttLink
+from agent.outbox import Outbox
+from agent.plugin import EquipmentPlugin
+from agent.plugins import check_plugin, load_plugins
+from agent.policy import ActionPolicy
+from agent.publisher import Publisher
+from agent.replay import SqliteReplayCache
+from agent.uplink import MAX_SAMPLES, Uplink
+from fleetcare import __version__
+from protocol import (
+    AgentInfo,
+    CommandVerifier,
+    EquipmentInfo,
+    EquipmentState,
+    InvalidKey,
+    ReplyType,
+    Severity,
+    load_public_key,
+)
+
+__all__ = ["AgentRuntime", "run_agent"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    fd = os.open(data_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise DataDirInUse(data_dir) from exc
+    return fd
+
+
+class AgentRuntime:
+    """One device's agent. Construct with settings (and optionally plugin instances and a
+    clock), then enter it as an async context manager — or call :meth:`run`."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        plugins: Sequence[EquipmentPlugin] | None = None,
+        clock: Clock | None = None,
+        command_clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.device_id = settings.device_id
+        self.name = f"agent[{settings.device_id}]"
+        self.clock: Clock = clock or SystemClock()
+        # Commands are signed with the server's wall clock: a simulator running equipment on a
+        # fast clock passes SystemClock() here so validity windows stay meaningful.
+        self.command_clock: Clock = command_clock or self.clock
+        self.state: EquipmentState | None = None
+        policy = settings.policy
+        if plugins is not None:
+            self.plugins = [check_plugin(p, str(getattr(p, "name", p))) for p in plugins]
+        else:
+            self.plugins = load_plugins(settings.plugins, self.device_id)
+        try:
+            key = load_public_key(Path(settings.server_key_file).read_bytes())
+        except (OSError, InvalidKey) as exc:
+            raise AgentConfigError(
+                [("server_key_file", f"cannot use {settings.server_key_file}: {exc}")]
+            ) from exc
+        self._verifier = CommandVerifier(key, self.device_id, clock_skew=timedelta(seconds=policy.clock_skew))
+        self.registry = ActionRegistry()
+        logs = LogAccess(policy.log_paths, max_lines=policy.max_log_lines, max_bytes=policy.max_log_bytes)
+        self.registry.add_all(
+            builtin_actions(metrics=self._metrics_now, info=self.info, logs=logs), source="built-in"
+        )
+        for plugin in self.plugins:
+            self.registry.add_all(plugin.actions(), source=f"plugin {plugin.name!r}")
+        self._policy = ActionPolicy(policy.allowed_actions)
+        for name in sorted(self._policy.exact - set(self.registry.names())):
+            logger.warning("%s: allowed action %r is not offered by any built-in or plugin", self.name, name)
+        self.executor = ActionExecutor(device_id=self.device_id, send=self._reply, now=self.clock.now)
+        self._system = SystemCollector() if settings.collect_system_metrics else None
+        self._collectors = [PluginCollector(p) for p in self.plugins]
+        self._link = MqttLink(settings, will=self._will, on_connected=self._birth, name=f"{self.name}.link")
+        self._guard: CommandGuard | None = None
+        self._entered = False
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._lock_fd: int | None = None
+        self._outbox: Outbox | None = None
+        self._replay: SqliteReplayCache | None = None
+        self._uplink: Uplink | None = None
+        self._publisher: Publisher | None = None
+        self._started_monotonic = time.monotonic()
+
+    # -- public surface ----------------------------------------------------------------------
+
+    @property
+    def link(self) -> MqttLink:
+        return self._link
+
+    @property
+    def link_state(self) -> LinkState:
+        return self._link.state
+
+    @property
+    def actions(self) -> list[str]:
+        return self.registry.names()
+
+    async def wait_connected(self) -> None:
+        """Until the link is connected (raises the FatalLinkError if it failed for good)."""
+        await self._link.wait_connected()
+
+    def outbox_depth(self) -> int:
+        return self.outbox.depth()
+
+    async def drained(self) -> None:
+        """Until the outbox is empty: everything queued so far was acknowledged by the broker."""
+        await self._running(self._publisher).drained()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` / :meth:`wait_stopped` to return (signal-handler safe, idempotent)."""
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def run(self) -> None:
+        """Start, run until :meth:`stop`, shut down."""
+        async with self:
+            await self._stop.wait()
+
+    def _running(self, part: _T | None) -> _T:
+        if part is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return part
+
+    @property
+    def guard(self) -> CommandGuard:
+        return self._running(self._guard)
+
+    @property
+    def outbox(self) -> Outbox:
+        return self._running(self._outbox)
+
+    @property
+    def uplink(self) -> Uplink:
+        return self._running(self._uplink)
+
+    def emit_event(
+        self,
+        event: str,
+        *,
+        code: str | None = None,
+        severity: Severity = Severity.INFO,
+        detail: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Queue an Event (the EventSink behind every plugin). Raises ValueError if invalid."""
+        self.uplink.event(event, code=code, severity=severity, detail=detail, data=data)
+
+    def set_state(self, state: EquipmentState, reason: str = "") -> None:
+        """Record the equipment's state; on change, queue a retained Status and a state.changed event."""
+        state = EquipmentState(state)
+        if state == self.state:
+            return
+        previous, self.state = self.state, state
+        self.uplink.status(online=True, state=state, reason=reason)
+        severity = (
+            Severity.WARNING if state in (EquipmentState.DOWN, EquipmentState.DEGRADED) else Severity.INFO
+        )
+        self.emit_event(
+            "state.changed",
+            severity=severity,
+            detail=reason,
+            data={"from": previous.value if previous else None, "to": state.value, "reason": reason},
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AgentRuntime:
+        if self._entered:
+            raise RuntimeError(f"{self.name} can only be started once")
+        self._entered = True
+        try:
+            self._open()
+            self._queue_start_messages()
+        except BaseException:
+            self._close()
+            raise
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._spawn(self._link.run(), "link")
+        self._spawn(self._running(self._publisher).run(), "publisher")
+        self._spawn(self._telemetry(), "telemetry")
+        self._spawn(self._commands(), "commands")
+        for plugin in self.plugins:
+            self._spawn(self._plugin_task(plugin), f"plugin[{plugin.name}]")
+        logger.info(
+            "%s started: plugins %s, actions %s", self.name, [p.name for p in self.plugins], self.actions
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        assert self._tg is not None
+        cancelled = False
+        try:
+            if exc_type is None:
+                try:
+                    await self._goodbye()
+                except asyncio.CancelledError:
+                    cancelled = True  # a task failed meanwhile (the group cancelled us) or we were cancelled
+                except Exception:  # the teardown must go on: tasks, databases, lock
+                    logger.exception("%s: goodbye failed", self.name)
+            for task in self._tasks:
+                task.cancel()
+            try:
+                await self._tg.__aexit__(exc_type, exc, None)
+            except BaseExceptionGroup as group:
+                # The same FatalLinkError may arrive twice: from the link task and from a
+                # wait_connected() in the body. One distinct error is raised as itself.
+                leaves = list({id(e): e for e in _leaves(group)}.values())
+                if len(leaves) == 1:
+                    raise leaves[0] from None
+                raise
+        finally:
+            self._close()
+            self._stop.set()
+            logger.info("%s stopped", self.name)
+        if cancelled:
+            raise asyncio.CancelledError
+
+    def _spawn(self, coro: Any, role: str) -> None:
+        assert self._tg is not None
+        self._tasks.append(self._tg.create_task(coro, name=f"{self.name}.{role}"))
+
+    def _open(self) -> None:
+        settings = self.settings
+        data_dir = Path(settings.data_dir)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_fd = _lock_data_dir(data_dir)
+        self._outbox = Outbox(
+            data_dir / "outbox.sqlite3",
+            self.device_id,
+            max_messages=settings.outbox_max_messages,
+            now=lambda: self.clock.now().timestamp(),
+        )
+        self._replay = SqliteReplayCache(
+            data_dir / "replay.sqlite3", now=self.command_clock.now, skew=self._verifier.clock_skew
+        )
+        self._guard = CommandGuard(
+            verifier=self._verifier,
+            policy=self._policy,
+            registry=self.registry,
+            replay_cache=self._replay,
+            now=self.command_clock.now,
+        )
+        self._publisher = Publisher(self._outbox, self._link, name=f"{self.name}.publisher")
+        self._uplink = Uplink(self._outbox, self.device_id, self.clock, on_queued=self._publisher.notify)
+        self._started_monotonic = time.monotonic()
+
+    def _close(self) -> None:
+        for store in (self._outbox, self._replay):
+            if store is not None:
+                store.close()
+        self._outbox = self._replay = None
+        self._uplink = self._publisher = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    async def _goodbye(self) -> None:
+        """Clean exit: say we are going offline, give the queue ``shutdown_grace`` seconds."""
+        grace = self.settings.shutdown_grace
+        if grace <= 0 or self._link.state is not LinkState.CONNECTED:
+            return
+        self.uplink.status(online=False, state=None, reason="agent stopped")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.drained()
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def _will(self) -> bytes:
+        return self.uplink.will()
+
+    def _birth(self) -> None:
+        # Through the outbox: it supersedes queued statuses and goes out after the backlog, so
+        # the retained status at the broker ends up being the newest one.
+        self.uplink.status(online=True, state=self.state, reason="connected")
+
+    def _reply(self, command_id: str, type: ReplyType, **fields: Any) -> None:
+        self.uplink.reply(command_id, type, **fields)
+
+    def _queue_start_messages(self) -> None:
+        names = [p.name for p in self.plugins]
+        self.emit_event(
+            "agent.started",
+            detail=f"fleetcare agent {__version__}",
+            data={"version": __version__, "plugins": names},
+        )
+        try:
+            equipment = self.plugins[0].equipment_info() if self.plugins else EquipmentInfo()
+        except Exception as exc:  # the plugin boundary
+            raise PluginError(self.plugins[0].name, f"equipment_info() failed: {exc!r}") from exc
+        policy = self.settings.policy
+        config = {
+            "telemetry_interval": self.settings.telemetry_interval,
+            "allowed_actions": list(policy.allowed_actions),
+            "log_paths": [str(p) for p in policy.log_paths],
+            "plugins": names,
+            "outbox_max_messages": self.settings.outbox_max_messages,
+        }
+        self.uplink.inventory(
+            equipment=equipment,
+            system=system_info(),
+            agent=AgentInfo(version=__version__, plugins=names, actions=self.actions),
+            site=self.settings.site,
+            config=config,
+        )
+
+    def info(self) -> dict[str, Any]:
+        """Self-description for ``agent.info``."""
+        return {
+            "version": __version__,
+            "device_id": self.device_id,
+            "plugins": [p.name for p in self.plugins],
+            "actions": self.actions,
+            "outbox_depth": self.outbox.depth(),
+            "dropped_telemetry": self.outbox.dropped_telemetry,
+            "uptime_seconds": round(time.monotonic() - self._started_monotonic, 3),
+            "link": self._link.state.value,
+            "connections": self._link.connections,
+            "state": self.state.value if self.state else None,
+        }
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def _metrics_now(self) -> dict[str, float]:
+        now = self.clock.now()
+        metrics: dict[str, float] = {}
+        if self._system is not None:
+            metrics.update(clean_metrics("system", await asyncio.to_thread(self._system.collect, now)))
+        for collector in self._collectors:
+            try:
+                readings = collector.collect(now)
+            except Exception:  # the plugin boundary: one failing reader does not stop telemetry
+                logger.warning("%s: %s failed to read metrics", self.name, collector.name, exc_info=True)
+                continue
+            metrics.update(clean_metrics(collector.name, readings))
+        metrics["agent.outbox.depth"] = float(self.outbox.depth())
+        metrics["agent.outbox.dropped_telemetry"] = float(self.outbox.dropped_telemetry)
+        return metrics
+
+    async def _telemetry(self) -> None:
+        interval = self.settings.telemetry_interval
+        while True:
+            started = self.clock.now()
+            metrics = await self._metrics_now()
+            if len(metrics) > MAX_SAMPLES:
+                logger.warning("%s: %d metrics, sending the first %d", self.name, len(metrics), MAX_SAMPLES)
+            self.uplink.telemetry(started, metrics)
+            elapsed = (self.clock.now() - started).total_seconds()
+            await self.clock.sleep(max(0.0, interval - elapsed))
+
+    async def _commands(self) -> None:
+        slots = asyncio.Semaphore(self.settings.policy.max_concurrent_actions)
+
+        async def execute(verdict: Accepted) -> None:
+            async with slots:
+                await self.executor.execute(verdict.command, verdict.action)
+
+        async with asyncio.TaskGroup() as running:
+            while True:
+                payload = await self._link.incoming.get()
+                verdict = self.guard.inspect(payload)
+                if isinstance(verdict, Rejection):
+                    self._report_rejection(verdict)
+                    continue
+                command = verdict.command
+                logger.info(
+                    "%s: command %s %s from %s accepted",
+                    self.name,
+                    command.id,
+                    command.action,
+                    command.issuer,
+                )
+                running.create_task(execute(verdict), name=f"{self.name}.command[{command.id}]")
+
+    def _report_rejection(self, rejection: Rejection) -> None:
+        logger.warning(
+            "%s: command %s (%s) rejected: %s: %s",
+            self.name,
+            rejection.command_id or "?",
+            rejection.action or "?",
+            rejection.reason.value,
+            rejection.detail,
+        )
+        detail = rejection.detail[:1024]
+        if rejection.command_id is not None:
+            self._reply(
+                rejection.command_id, ReplyType.REJECTED, reason=rejection.reason.value, output=detail
+            )
+        self.emit_event(
+            "command.rejected",
+            severity=Severity.WARNING,
+            detail=f"{rejection.reason.value}: {detail}",
+            data={
+                "command_id": rejection.command_id,
+                "action": rejection.action,
+                "reason": rejection.reason.value,
+                "issuer": rejection.issuer,
+                "detail": detail,
+            },
+        )
+
+    async def _plugin_task(self, plugin: EquipmentPlugin) -> None:
+        try:
+            await plugin.run(self)  # the runtime is the plugins' EventSink
+        except Exception as exc:  # the plugin boundary: the agent keeps serving without it
+            logger.exception("%s: plugin %r stopped with an error", self.name, plugin.name)
+            self.emit_event(
+                "fault.raised",
+                code="agent.plugin_failed",
+                severity=Severity.WARNING,
+                detail=f"equipment plugin {plugin.name!r} stopped: {exc!r}"[:8192],
+                data={"plugin": plugin.name},
+            )
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
+
+
+async def run_agent(settings: AgentSettings, *, plugins: Sequence[EquipmentPlugin] | None = None) -> None:
+    """Run one agent until SIGTERM/SIGINT (the CLI's ``fleetcare agent run``)."""
+    loop = asyncio.get_running_loop()
+    runtime = AgentRuntime(settings, plugins=plugins)
+    handled = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread / platform
+            loop.add_signal_handler(sig, runtime.stop)
+            handled.append(sig)
+    try:
+        await runtime.run()
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,259 @@
+"""Helpers for agent tests (unit and integration): settings, keys, fake plugin, manual clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent import AgentSettings
+from agent.plugin import ActionContext, ActionResult, ActionSpec, EventSink
+from protocol import EquipmentInfo
+
+__all__ = [
+    "FakePlugin",
+    "ManualClock",
+    "ServerSide",
+    "closed_port",
+    "device_settings",
+    "fake_factory",
+    "make_settings",
+    "write_public_key",
+]
+
+
+def write_public_key(key: Ed25519PrivateKey, path: Path) -> Path:
+    path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path
+
+
+def closed_port() -> int:
+    """A localhost port nobody listens on (connection refused at once)."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def make_settings(
+    tmp_path: Path,
+    *,
+    device_id: str = "dev-1",
+    server_key_file: Path,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    tls: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> AgentSettings:
+    """Settings for a test agent. Without ``tls``: plaintext to a closed port (offline agent)."""
+    data: dict[str, Any] = {
+        "device_id": device_id,
+        "broker": {
+            "host": host,
+            "port": port or closed_port(),
+            "allow_plaintext": tls is None,
+            "connect_timeout": 5,
+        },
+        "server_key_file": server_key_file,
+        "data_dir": tmp_path / f"data-{device_id}",
+        "reconnect": {"initial": 0.05, "max": 0.5},
+        "collect_system_metrics": False,
+        "shutdown_grace": 1.0,
+    }
+    if tls is not None:
+        data["tls"] = dict(tls)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return AgentSettings.model_validate(data)
+
+
+class FakePlugin:
+    """Equipment that counts every call of its action: proof a rejected command never ran."""
+
+    def __init__(self, name: str = "fake", metrics: Mapping[str, float] | None = None) -> None:
+        self.name = name
+        self.metrics = dict(metrics if metrics is not None else {"fake.temperature.celsius": 21.5})
+        self.calls: list[Mapping[str, Any]] = []
+        self.called = asyncio.Event()
+        self.sink: EventSink | None = None
+        self.running = asyncio.Event()
+        self.extra_actions: list[ActionSpec] = []
+
+    def equipment_info(self) -> EquipmentInfo:
+        return EquipmentInfo(kind="test-rig", vendor="Acme", model="T-1", serial="SN-1", firmware="1.0")
+
+    def read_metrics(self, now: datetime) -> Mapping[str, float]:
+        return self.metrics
+
+    async def _touch(self, args: Mapping[str, Any], ctx: ActionContext) -> ActionResult:
+        self.calls.append(dict(args))
+        self.called.set()
+        return ActionResult(ok=True, output="touched", data={"count": len(self.calls)})
+
+    def actions(self) -> Sequence[ActionSpec]:
+        return [ActionSpec(f"{self.name}.touch", self._touch, "Count a call."), *self.extra_actions]
+
+    async def run(self, sink: EventSink) -> None:
+        self.sink = sink
+        self.running.set()
+
+
+def fake_factory(device_id: str, options: Mapping[str, Any]) -> FakePlugin:
+    """A :class:`agent.plugin.PluginFactory`, as an entry point would name it."""
+    if options.get("explode"):
+        raise ValueError("no equipment at the configured address")
+    return FakePlugin(str(options.get("name", "fake")), options.get("metrics"))
+
+
+class ManualClock:
+    """A clock that only moves when told: ``await clock.advance(seconds)``."""
+
+    def __init__(self, start: datetime = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)) -> None:
+        self._now = start
+        self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
+        self._counter = itertools.count()
+        self.sleeping = asyncio.Event()
+
+    def now(self) -> datetime:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._now + timedelta(seconds=seconds), next(self._counter), future))
+        self.sleeping.set()
+        await future
+
+    async def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            _, _, future = heapq.heappop(self._sleepers)
+            if not future.done():
+                future.set_result(None)
+        for _ in range(5):  # let the woken tasks run
+            await asyncio.sleep(0)
+
+
+class ServerSide:
+    """Plays the fleet server in integration tests: the server identity on the broker, a
+    command signer over the fleet's signing key, and every uplink message of one device."""
+
+    def __init__(self, broker: Any, pki: Any, device_id: str) -> None:
+        from protocol import CommandSigner, load_private_key  # noqa: PLC0415
+
+        self.broker = broker
+        self.pki = pki
+        self.device_id = device_id
+        self.signer = CommandSigner(load_private_key(Path(pki.signing_key).read_bytes()))
+        self.received: list[tuple[Any, bool]] = []  # (decoded message, retained flag)
+        self._changed = asyncio.Condition()
+        self._client: Any = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ServerSide:
+        import uuid  # noqa: PLC0415
+
+        import aiomqtt  # noqa: PLC0415
+
+        from certs import SERVER_IDENTITY  # noqa: PLC0415
+        from tests.support.broker import tls_context  # noqa: PLC0415
+
+        self._client = aiomqtt.Client(
+            self.broker.host,
+            self.broker.port,
+            tls_context=tls_context(self.pki, SERVER_IDENTITY),
+            identifier=f"test-server-{uuid.uuid4().hex[:8]}",
+        )
+        await self._client.__aenter__()
+        await self._client.subscribe(f"fc/v1/d/{self.device_id}/up/#", qos=1)
+        self._reader = asyncio.create_task(self._read(), name=f"test-server[{self.device_id}].reader")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._reader is not None
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        with contextlib.suppress(Exception):
+            await self._client.__aexit__(None, None, None)
+
+    async def _read(self) -> None:
+        from protocol import decode_uplink  # noqa: PLC0415
+
+        async for message in self._client.messages:
+            decoded = decode_uplink(message.topic.value, message.payload)
+            async with self._changed:
+                self.received.append((decoded, bool(message.retain)))
+                self._changed.notify_all()
+
+    def messages(self, kind: type[Any] | None = None) -> list[Any]:
+        return [m for m, _ in self.received if kind is None or isinstance(m, kind)]
+
+    async def wait_for(self, predicate: Callable[[Any], bool]) -> Any:
+        """The first received message matching ``predicate`` (waits for it to arrive)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: any(predicate(m) for m, _ in self.received))
+            return next(m for m, _ in self.received if predicate(m))
+
+    async def wait_count(self, predicate: Callable[[Any], bool], count: int) -> list[Any]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: sum(1 for m, _ in self.received if predicate(m)) >= count)
+            return [m for m, _ in self.received if predicate(m)]
+
+    def sign(self, action: str = "ping", **kw: Any) -> Any:
+        params: dict[str, Any] = {
+            "device_id": self.device_id,
+            "action": action,
+            "issuer": "test-technician",
+            "ttl": timedelta(minutes=5),
+        }
+        params.update(kw)
+        return self.signer.sign(**params)
+
+    async def send(self, command: Any) -> None:
+        from protocol import command_topic, encode  # noqa: PLC0415
+
+        payload = command if isinstance(command, bytes) else encode(command)
+        await self._client.publish(command_topic(self.device_id), payload, qos=1)
+
+    async def replies(self, command_id: str, *, until: str = "result") -> list[Any]:
+        """Every reply to ``command_id`` once one of type ``until`` has arrived."""
+        from protocol import Reply  # noqa: PLC0415
+
+        await self.wait_for(
+            lambda m: isinstance(m, Reply) and m.command_id == command_id and m.type.value == until
+        )
+        return [m for m in self.messages(Reply) if m.command_id == command_id]
+
+
+def device_settings(tmp_path: Path, pki: Any, broker: Any, device_id: str, **overrides: Any) -> AgentSettings:
+    """Settings for a real device identity against the test broker (mutual TLS)."""
+    return make_settings(
+        tmp_path,
+        device_id=device_id,
+        server_key_file=Path(pki.signing_pub),
+        host=broker.host,
+        port=broker.port,
+        tls={
+            "ca_file": pki.ca_cert,
+            "cert_file": pki.device_cert(device_id),
+            "key_file": pki.device_key(device_id),
+        },
+        **overrides,
+    )

@@ -1,0 +1,266 @@
+"""The runtime without a broker (plaintext to a closed port): everything lands in the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import ActionConflict, AgentRuntime, DataDirInUse, FatalLinkError
+from agent.plugin import ActionContext, ActionResult, ActionSpec, EventSink
+from protocol import (
+    CommandSigner,
+    EquipmentState,
+    Event,
+    Inventory,
+    Reply,
+    ReplyType,
+    Status,
+    Telemetry,
+    UpMessage,
+    decode_uplink,
+    encode,
+)
+from tests.agent.support import FakePlugin, ManualClock, make_settings
+
+
+def _messages(runtime: AgentRuntime) -> list[UpMessage]:
+    return [decode_uplink(e.topic, e.payload) for e in runtime.outbox.pending(10_000)]
+
+
+def _of(runtime: AgentRuntime, kind: type[Any]) -> list[Any]:
+    return [m for m in _messages(runtime) if isinstance(m, kind)]
+
+
+async def test_runtime_queues_started_event_inventory_and_telemetry_while_offline(
+    tmp_path: Path, server_key_file: Path
+) -> None:
+    plugin = FakePlugin()
+    settings = make_settings(tmp_path, server_key_file=server_key_file, site="Ward 3")
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[plugin]) as runtime:
+        await plugin.running.wait()
+        messages = _messages(runtime)
+    started, inventory, telemetry = messages[0], messages[1], messages[2]
+    assert isinstance(started, Event)
+    assert started.event == "agent.started"
+    assert started.seq == 0
+    assert isinstance(inventory, Inventory)
+    assert inventory.seq == 1
+    assert inventory.equipment.vendor == "Acme"
+    assert inventory.site == "Ward 3"
+    assert inventory.agent.plugins == ["fake"]
+    assert "fake.touch" in inventory.agent.actions
+    assert "ping" in inventory.agent.actions
+    assert isinstance(telemetry, Telemetry)
+    values = {s.metric: s.value for s in telemetry.samples}
+    assert values["fake.temperature.celsius"] == 21.5
+    assert "system.cpu.percent" not in values  # collect_system_metrics=False
+
+
+async def test_runtime_collects_system_metrics_when_enabled(tmp_path: Path, server_key_file: Path) -> None:
+    settings = make_settings(tmp_path, server_key_file=server_key_file, collect_system_metrics=True)
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[]) as runtime:
+        values = await runtime._metrics_now()
+    for name in (
+        "system.cpu.percent",
+        "system.memory.percent",
+        "system.memory.used_bytes",
+        "system.disk.percent",
+    ):
+        assert name in values
+    assert values["system.uptime.seconds"] > 0
+
+
+async def test_runtime_sends_telemetry_every_interval_of_its_clock(
+    tmp_path: Path, server_key_file: Path
+) -> None:
+    clock = ManualClock()
+    settings = make_settings(tmp_path, server_key_file=server_key_file, telemetry_interval=30)
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[FakePlugin()], clock=clock) as runtime:
+        await clock.sleeping.wait()
+        assert len(_of(runtime, Telemetry)) == 1
+        await clock.advance(29)
+        assert len(_of(runtime, Telemetry)) == 1
+        await clock.advance(1)
+        batches = _of(runtime, Telemetry)
+    assert len(batches) == 2
+    assert batches[1].ts - batches[0].ts == timedelta(seconds=30)
+
+
+async def test_runtime_set_state_queues_retained_status_and_state_changed_once(
+    tmp_path: Path, server_key_file: Path
+) -> None:
+    plugin = FakePlugin()
+    settings = make_settings(tmp_path, server_key_file=server_key_file)
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[plugin]) as runtime:
+        await plugin.running.wait()
+        assert plugin.sink is not None
+        plugin.sink.set_state(EquipmentState.DOWN, "paper jam")
+        plugin.sink.set_state(EquipmentState.DOWN, "paper jam")  # no change: nothing new
+        plugin.sink.emit_event("fault.raised", code="E42", detail="jam in tray 2")
+        statuses = _of(runtime, Status)
+        changes = [e for e in _of(runtime, Event) if e.event == "state.changed"]
+        faults = [e for e in _of(runtime, Event) if e.event == "fault.raised"]
+        retained = [e.retain for e in runtime.outbox.pending(100) if e.kind.value == "status"]
+    assert len(statuses) == 1
+    assert statuses[0].online
+    assert statuses[0].state is EquipmentState.DOWN
+    assert retained == [True]
+    assert len(changes) == 1
+    assert changes[0].data == {"from": None, "to": "down", "reason": "paper jam"}
+    assert faults[0].code == "E42"
+
+
+async def test_runtime_rejected_command_is_answered_and_audited_and_never_executed(
+    tmp_path: Path, server_key_file: Path, signer: CommandSigner
+) -> None:
+    plugin = FakePlugin()
+    settings = make_settings(
+        tmp_path, server_key_file=server_key_file, policy={"allowed_actions": ["fake.touch"]}
+    )
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[plugin]) as runtime:
+        now = runtime.command_clock.now()
+        expired = signer.sign(
+            device_id="dev-1",
+            action="fake.touch",
+            issuer="eve",
+            ttl=timedelta(seconds=1),
+            now=now - timedelta(hours=1),
+        )
+        good = signer.sign(device_id="dev-1", action="fake.touch", issuer="alice", ttl=timedelta(minutes=1))
+        runtime.link.incoming.put_nowait(b"garbage")
+        runtime.link.incoming.put_nowait(encode(expired))
+        runtime.link.incoming.put_nowait(encode(good))
+        await plugin.called.wait()  # commands are inspected in order: the rejections came first
+        replies = _of(runtime, Reply)
+        rejected_events = [e for e in _of(runtime, Event) if e.event == "command.rejected"]
+    assert len(plugin.calls) == 1  # only the good one ran
+    assert [(r.command_id, r.type, r.reason) for r in replies if r.type is ReplyType.REJECTED] == [
+        (expired.id, ReplyType.REJECTED, "expired")
+    ]
+    assert [e.data["reason"] for e in rejected_events] == ["malformed", "expired"]
+    assert rejected_events[1].data["command_id"] == expired.id
+    assert rejected_events[1].data["issuer"] == "eve"
+    assert rejected_events[1].data["action"] == "fake.touch"
+    assert [r.type for r in replies if r.command_id == good.id][:2] == [ReplyType.ACCEPTED, ReplyType.RESULT]
+
+
+async def test_runtime_agent_info_and_metrics_snapshot_answer(
+    tmp_path: Path, server_key_file: Path, signer: CommandSigner
+) -> None:
+    plugin = FakePlugin()
+    settings = make_settings(tmp_path, server_key_file=server_key_file)
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[plugin]) as runtime:
+        info = signer.sign(device_id="dev-1", action="agent.info", issuer="alice", ttl=timedelta(minutes=1))
+        snapshot = signer.sign(
+            device_id="dev-1", action="metrics.snapshot", issuer="alice", ttl=timedelta(minutes=1)
+        )
+        done = {info.id: asyncio.Event(), snapshot.id: asyncio.Event()}
+        original = runtime._reply
+
+        def spy(command_id: str, type: ReplyType, **fields: Any) -> None:
+            original(command_id, type, **fields)
+            if type is ReplyType.RESULT:
+                done[command_id].set()
+
+        runtime.executor._send = spy
+        runtime.link.incoming.put_nowait(encode(info))
+        runtime.link.incoming.put_nowait(encode(snapshot))
+        await asyncio.gather(*(e.wait() for e in done.values()))
+        results = {r.command_id: r for r in _of(runtime, Reply) if r.type is ReplyType.RESULT}
+    assert results[info.id].ok
+    assert results[info.id].data["plugins"] == ["fake"]
+    assert results[info.id].data["link"] in {"connecting", "backing_off"}
+    assert results[snapshot.id].data["metrics"]["fake.temperature.celsius"] == 21.5
+
+
+async def test_runtime_survives_a_crashing_plugin_and_reports_it(
+    tmp_path: Path, server_key_file: Path
+) -> None:
+    class Crashing(FakePlugin):
+        async def run(self, sink: EventSink) -> None:
+            raise RuntimeError("driver lost the serial port")
+
+    settings = make_settings(tmp_path, server_key_file=server_key_file)
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[Crashing()]) as runtime:
+        while not [e for e in _of(runtime, Event) if e.event == "fault.raised"]:
+            await asyncio.sleep(0)
+        fault = next(e for e in _of(runtime, Event) if e.event == "fault.raised")
+        assert runtime.link.state.value in {"connecting", "backing_off"}
+    assert fault.code == "agent.plugin_failed"
+    assert "serial port" in fault.detail
+
+
+def test_runtime_refuses_a_plugin_action_that_collides_with_a_builtin(
+    tmp_path: Path, server_key_file: Path
+) -> None:
+    async def handler(args: Mapping[str, Any], ctx: ActionContext) -> ActionResult:
+        return ActionResult(ok=True)
+
+    plugin = FakePlugin()
+    plugin.extra_actions.append(ActionSpec("ping", handler))
+    with pytest.raises(ActionConflict, match="'ping'"):
+        AgentRuntime(make_settings(tmp_path, server_key_file=server_key_file), plugins=[plugin])
+
+
+async def test_runtime_refuses_a_data_dir_held_by_another_agent(
+    tmp_path: Path, server_key_file: Path
+) -> None:
+    settings = make_settings(tmp_path, server_key_file=server_key_file)
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[]):
+        with pytest.raises(DataDirInUse):
+            async with AgentRuntime(settings, plugins=[]):
+                pass
+
+
+async def test_runtime_keeps_queue_and_seq_across_restart(tmp_path: Path, server_key_file: Path) -> None:
+    settings = make_settings(tmp_path, server_key_file=server_key_file)
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[]) as first:
+        first.emit_event("fault.raised", code="E1")
+        events_before = [m.seq for m in _of(first, Event)]
+        last_before = max(m.seq for m in _messages(first))
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[]) as second:
+        messages = _messages(second)
+    events_after = [m.seq for m in messages if isinstance(m, Event)]
+    assert events_after[: len(events_before)] == events_before  # still queued, same seqs
+    assert [m.seq for m in messages] == sorted(m.seq for m in messages)
+    assert min(m.seq for m in messages if m.seq not in events_before) > last_before
+    inventories = [m for m in messages if isinstance(m, Inventory)]
+    assert len(inventories) == 1  # the new inventory superseded the queued one
+
+
+async def test_runtime_leaves_no_task_behind(tmp_path: Path, server_key_file: Path) -> None:
+    before = asyncio.all_tasks()
+    settings = make_settings(tmp_path, server_key_file=server_key_file)
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[FakePlugin()]) as runtime:
+        names = {t.get_name() for t in asyncio.all_tasks() - before}
+        assert {"agent[dev-1].link", "agent[dev-1].publisher", "agent[dev-1].telemetry"} <= names
+        assert {"agent[dev-1].commands", "agent[dev-1].plugin[fake]"} <= names
+        runtime.stop()
+    assert asyncio.all_tasks() == before
+
+
+async def test_runtime_raises_fatal_link_error_unwrapped(tmp_path: Path, server_key_file: Path) -> None:
+    tls = {
+        "ca_file": tmp_path / "no-ca.crt",
+        "cert_file": tmp_path / "no.crt",
+        "key_file": tmp_path / "no.key",
+    }
+    settings = make_settings(tmp_path, server_key_file=server_key_file, tls=tls)
+    with pytest.raises(FatalLinkError, match="cannot load the TLS files"):
+        async with asyncio.timeout(10), AgentRuntime(settings, plugins=[]) as runtime:
+            await runtime.wait_stopped()
+
+
+async def test_runtime_rejects_config_with_unusable_server_key(tmp_path: Path) -> None:
+    bad = tmp_path / "signing.pub"
+    bad.write_text("not a key")
+    from agent import AgentConfigError  # noqa: PLC0415
+
+    with pytest.raises(AgentConfigError) as info:
+        AgentRuntime(make_settings(tmp_path, server_key_file=bad), plugins=[])
+    assert info.value.field == "server_key_file"
