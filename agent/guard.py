@@ -121,7 +121,7 @@ class CommandGuard:
 
         registered = self.registry.get(command.action)
         if registered is None:
-            return reject(RejectReason.NOT_ALLOWED, f"this device has no action {command.action!r}")
+            return reject(RejectReason.UNKNOWN_ACTION, f"this device has no action {command.action!r}")
         if not self.policy.allows(registered.spec):
             why = " (disruptive actions must be listed by exact name)" if registered.spec.disruptive else ""
             return reject(
@@ -140,5 +140,5 @@ class CommandGuard:
         except AgentError as exc:
             # Fail closed: without the replay cache we cannot promise at-most-once execution.
             logger.error("replay cache unavailable, refusing command %s: %s", command.id, exc)
-            return reject(RejectReason.REPLAYED, f"replay cache unavailable on the device: {exc}")
+            return reject(RejectReason.GUARD_UNAVAILABLE, f"replay cache unavailable on the device: {exc}")
         return Accepted(command, registered)

@@ -121,8 +121,10 @@ class RejectReason(StrEnum):
     LIFETIME_TOO_LONG = "lifetime_too_long"
     REPLAYED = "replayed"
     NOT_ALLOWED = "not_allowed"
+    UNKNOWN_ACTION = "unknown_action"
     NEEDS_CONSENT = "needs_consent"
     BAD_ARGS = "bad_args"
+    GUARD_UNAVAILABLE = "guard_unavailable"  # the device cannot check (e.g. replay cache unreadable): fail closed
 
 
 class CommandRejected(ProtocolError):

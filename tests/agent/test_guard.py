@@ -177,11 +177,11 @@ def test_guard_rejects_action_not_in_allow_list(
     assert _reason(verdict) is RejectReason.NOT_ALLOWED
 
 
-def test_guard_rejects_unknown_action_as_not_allowed(
+def test_guard_rejects_unknown_action(
     tmp_path: Path, signing_key: Ed25519PrivateKey, signer: CommandSigner, handler: Handler
 ) -> None:
     verdict = _guard(tmp_path, signing_key, handler).inspect(encode(_sign(signer, action="shell.exec")))
-    assert _reason(verdict) is RejectReason.NOT_ALLOWED
+    assert _reason(verdict) is RejectReason.UNKNOWN_ACTION
     assert isinstance(verdict, Rejection)
     assert "no action" in verdict.detail
 
@@ -243,3 +243,11 @@ def test_replay_cache_prunes_ids_past_expiry_and_skew(tmp_path: Path) -> None:
     clock["now"] = NOW + timedelta(hours=1)
     assert cache.remember("new-command", NOW + timedelta(hours=2))
     assert len(cache) == 1
+
+
+def test_guard_fails_closed_when_the_replay_cache_is_unusable(
+    tmp_path: Path, signing_key: Ed25519PrivateKey, signer: CommandSigner, handler: Handler
+) -> None:
+    guard = _guard(tmp_path, signing_key, handler)
+    guard.replay_cache.close()  # type: ignore[attr-defined]  # any later use raises AgentError
+    assert _reason(guard.inspect(encode(_sign(signer)))) is RejectReason.GUARD_UNAVAILABLE
