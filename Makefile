@@ -42,7 +42,8 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 bench: system-deps venv
-	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python -m benchmarks.ingest
+	$(BIN)/python -m benchmarks.agent_footprint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var
