@@ -18,7 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
 
 from server.db.types import BigId, Json, UtcDateTime, utcnow
 
@@ -26,15 +26,28 @@ __all__ = [
     "ApiToken",
     "AuditEntry",
     "Base",
+    "Channel",
     "Command",
     "CommandReply",
     "CommandState",
+    "Customer",
     "Device",
+    "DeviceState",
     "Event",
+    "Incident",
+    "IncidentEntry",
+    "IncidentKind",
+    "IncidentStatus",
     "Message",
     "Role",
+    "Rule",
+    "RuleAlert",
+    "Site",
+    "StateInterval",
     "TelemetrySample",
+    "TransientFault",
     "User",
+    "epoch",
 ]
 
 NAMING = {
@@ -98,7 +111,11 @@ class Device(Base):
     model: Mapped[str | None] = mapped_column(String(256), index=True)
     serial: Mapped[str | None] = mapped_column(String(256))
     firmware: Mapped[str | None] = mapped_column(String(256))
-    site: Mapped[str | None] = mapped_column(String(256), index=True)
+    site: Mapped[str | None] = mapped_column(String(256), index=True)  # as reported in the inventory
+    customer_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("customers.id"), index=True)
+    site_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("sites.id"), index=True)
+    criticality: Mapped[int | None] = mapped_column(Integer)  # None: inherit from site, then customer
+    decommissioned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Message(Base):
@@ -220,3 +237,201 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(256))
     detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     result: Mapped[str] = mapped_column(String(64))
+
+
+# --- service: customers, incidents, equipment state, preventive maintenance -------------------
+
+
+def epoch(value: datetime | None) -> float | None:
+    """Seconds since 1970 (UTC). Incidents and state intervals keep these next to their
+    timestamps so KPI queries do interval arithmetic in SQL identically on both backends."""
+    return None if value is None else value.timestamp()
+
+
+class DeviceState(StrEnum):
+    """Equipment state per instant (shared/KPIS.md). ``unknown``: the server has no data."""
+
+    RUNNING = "running"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    MAINTENANCE = "maintenance"
+    UNKNOWN = "unknown"
+
+
+class IncidentKind(StrEnum):
+    FAULT = "fault"  # a fault that makes the device down or degraded
+    OFFLINE = "offline"  # no data past the grace period (possibly external)
+
+
+class IncidentStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class Channel(StrEnum):
+    """How a resolved incident was resolved."""
+
+    AUTO = "auto"  # cleared with no human action
+    CUSTOMER = "customer"  # the customer followed guided steps
+    REMOTE = "remote"  # a technician's remote session or command
+    FIELD = "field"  # an engineer was dispatched
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(256), unique=True)
+    criticality: Mapped[int] = mapped_column(Integer, default=3)  # 1 low … 5 life-critical
+    # contract: covered hours ({"days": [0-6], "start": "08:00", "end": "18:00", "tz": "Europe/Berlin"};
+    # None = 24x7) and the cost of one field dispatch, for "dispatches avoided" value
+    contract_hours: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    cost_per_dispatch: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Site(Base):
+    __tablename__ = "sites"
+    __table_args__ = (UniqueConstraint("customer_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(Integer, ForeignKey("customers.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(256))
+    criticality: Mapped[int | None] = mapped_column(Integer)  # None: the customer's
+
+
+class StateInterval(Base):
+    """One device's equipment state over [start, end); ``end`` None while it lasts. Derived from
+    the event history (device time) and presence; rebuilt for a device when late data arrives."""
+
+    __tablename__ = "state_intervals"
+    __table_args__ = (
+        Index("ix_state_intervals_device_start", "device_id", "start_s"),
+        Index("ix_state_intervals_state_start", "state", "start_s"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16))  # a DeviceState value
+    start: Mapped[datetime] = mapped_column(UtcDateTime)
+    end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float | None] = mapped_column(Float)
+    external: Mapped[bool] = mapped_column(Boolean, default=False)  # customer power/network loss
+    planned_end: Mapped[datetime | None] = mapped_column(UtcDateTime)  # maintenance: announced end
+
+    @validates("start", "end")
+    def _keep_epoch(self, key: str, value: datetime | None) -> datetime | None:
+        setattr(self, f"{key}_s", epoch(value))
+        return value
+
+
+class Incident(Base):
+    """One failure episode of one device: overlapping faults join it. Timestamps follow
+    shared/KPIS.md; ``*_s`` mirror them as epoch seconds for SQL arithmetic."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_device_fault", "device_id", "fault_s"),
+        Index("ix_incidents_resolved", "resolved_s"),
+        Index("ix_incidents_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # IncidentKind
+    status: Mapped[str] = mapped_column(String(16), default=IncidentStatus.OPEN.value)
+    fault_code: Mapped[str | None] = mapped_column(String(256), index=True)  # the first fault's code
+    codes: Mapped[list[str]] = mapped_column(Json, default=list)  # every fault code that joined
+    severity: Mapped[str] = mapped_column(String(16))
+    effect: Mapped[str] = mapped_column(String(16))  # "down" | "degraded"
+    priority: Mapped[int] = mapped_column(Integer, default=3)  # 1 urgent … 4 low
+    external: Mapped[bool] = mapped_column(Boolean, default=False)
+    t_fault: Mapped[datetime] = mapped_column(UtcDateTime)  # device time, skew-corrected, <= t_detect
+    t_detect: Mapped[datetime] = mapped_column(UtcDateTime)
+    t_ack: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    t_respond: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    t_onsite: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    t_restored: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    t_resolved: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    t_closed: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    fault_s: Mapped[float] = mapped_column(Float)
+    detect_s: Mapped[float] = mapped_column(Float)
+    ack_s: Mapped[float | None] = mapped_column(Float)
+    respond_s: Mapped[float | None] = mapped_column(Float)
+    restored_s: Mapped[float | None] = mapped_column(Float)
+    resolved_s: Mapped[float | None] = mapped_column(Float)
+    channel: Mapped[str | None] = mapped_column(String(16))  # Channel, set on resolve
+    assigned_to: Mapped[str | None] = mapped_column(String(128))
+    symptom: Mapped[str] = mapped_column(Text, default="")
+    cause: Mapped[str] = mapped_column(Text, default="")
+    resolution: Mapped[str] = mapped_column(Text, default="")
+    needs_dispatch: Mapped[bool] = mapped_column(Boolean, default=False)  # triage under the baseline policy
+    remote_used: Mapped[bool] = mapped_column(Boolean, default=False)  # a remote session/command was used
+    visits: Mapped[int] = mapped_column(Integer, default=0)  # field visits
+    reopened: Mapped[int] = mapped_column(Integer, default=0)
+
+    @validates("t_fault", "t_detect", "t_ack", "t_respond", "t_restored", "t_resolved")
+    def _keep_epoch(self, key: str, value: datetime | None) -> datetime | None:
+        setattr(self, key.removeprefix("t_") + "_s", epoch(value))
+        return value
+
+
+class IncidentEntry(Base):
+    """The incident's timeline: events, acknowledgements, commands, resolution — append-only."""
+
+    __tablename__ = "incident_timeline"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    ts: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(64))  # e.g. fault.raised, acknowledged, command.sent
+    actor: Mapped[str] = mapped_column(String(256))
+    detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+
+class TransientFault(Base):
+    """A fault that cleared itself within the debounce window: counted, opens no incident."""
+
+    __tablename__ = "transient_faults"
+    __table_args__ = (Index("ix_transient_faults_device_raised", "device_id", "raised_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(256))
+    raised_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    cleared_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Rule(Base):
+    """Preventive maintenance: warn when ``metric op value`` holds for ``duration_s``."""
+
+    __tablename__ = "rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    metric: Mapped[str] = mapped_column(String(128), index=True)
+    op: Mapped[str] = mapped_column(String(2))  # one of < <= > >=
+    value: Mapped[float] = mapped_column(Float)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    severity: Mapped[str] = mapped_column(String(16), default="warning")
+    model: Mapped[str | None] = mapped_column(String(256))  # None: every model
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class RuleAlert(Base):
+    __tablename__ = "rule_alerts"
+    __table_args__ = (Index("ix_rule_alerts_device_started", "device_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rule_id: Mapped[int] = mapped_column(Integer, ForeignKey("rules.id", ondelete="CASCADE"), index=True)
+    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime)  # when the condition began to hold
+    raised_at: Mapped[datetime] = mapped_column(UtcDateTime)  # when it had held for duration_s
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    value: Mapped[float] = mapped_column(Float)
