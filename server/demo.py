@@ -1,0 +1,342 @@
+"""``fleetcare demo``: the whole system on one machine, with production security.
+
+    fleetcare demo [--devices 24] [--port 8000] [--workdir ./var/demo]
+
+In the work directory: a fleet PKI (created once, reused afterwards), an embedded MQTT broker
+with mutual TLS and the fleet ACL (Mosquitto if installed, else amqtt), the fleet server
+(API, ingest, commands; SQLite in the work directory) on the API port, and a simulated fleet of
+printers, each a real agent. Prints the URLs, an admin token and curl examples; runs until
+Ctrl-C, then stops the fleet (agents say goodbye), the server (last batch committed), the broker.
+
+Programmatic use (tests): ``async with running_demo(DemoConfig(workdir=...)) as demo: ...``.
+Guide: docs/demo.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import socket
+import sys
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from fastapi import FastAPI
+
+from certs import PkiDir, init_pki
+from server.app import create_app
+from server.db.models import Role
+from server.embedded_broker import EmbeddedBroker, EmbeddedBrokerError, Preference
+from server.errors import Conflict, ServerError
+from server.services import users
+from server.settings import load_settings
+from simulators.cli import stop_on_signals
+from simulators.clock import ScaledClock
+from simulators.fleet import SimulatedFleet
+
+__all__ = ["Demo", "DemoConfig", "DemoError", "app", "running_demo"]
+
+logger = logging.getLogger(__name__)
+
+ADMIN_USER = "admin"
+_API_START_TIMEOUT = 60.0
+_CONNECT_TIMEOUT = 60.0
+
+
+class DemoError(Exception):
+    """The demo could not start."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoConfig:
+    workdir: Path
+    devices: int = 24
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000  # 0: any free port
+    broker: Preference = "auto"
+    broker_port: int = 0  # 0: any free port
+    telemetry_interval: float = 10.0
+    speed: float = 1.0
+    jam_rate_per_hour: float = 0.5
+    jam_self_clear_minutes: float | None = 20.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Demo:
+    config: DemoConfig
+    api_url: str
+    token: str
+    broker: EmbeddedBroker
+    fleet: SimulatedFleet
+    app: FastAPI
+
+    @property
+    def docs_url(self) -> str:
+        return f"{self.api_url}/docs"
+
+    def banner(self) -> str:
+        broker = self.broker
+        first = self.fleet.device_ids[0]
+        auth = f"Authorization: Bearer {self.token}"
+        devices = f"{self.api_url}/api/v1/devices"
+        command = f"{self.api_url}/api/v1/devices/{first}/commands"
+        ping = '{"action": "ping", "wait": true}'
+        clear = '{"action": "printer.clear_jam", "wait": true}'
+        log = f" (log {broker.log_path})" if broker.log_path else ""
+        shared = "shared subscriptions" if broker.supports_shared_subscriptions else "no shared subscriptions"
+        return "\n".join(
+            [
+                "",
+                "fleetcare demo is running",
+                f"  API          {self.api_url}",
+                f"  API docs     {self.docs_url}",
+                f"  admin token  {self.token}",
+                f"  broker       {broker.kind} on {broker.host}:{broker.port}, mutual TLS ({shared}){log}",
+                f"  fleet        {len(self.fleet.device_ids)} simulated printers "
+                f"({self.fleet.device_ids[0]} … {self.fleet.device_ids[-1]})",
+                f"  work dir     {self.config.workdir}",
+                "",
+                "List the devices:",
+                f"  curl -s -H {shlex.quote(auth)} {devices}",
+                "",
+                f"Ping {first} (waits for the device's answer):",
+                f"  curl -s -X POST -H {shlex.quote(auth)} -H 'Content-Type: application/json' \\",
+                f"       -d {shlex.quote(ping)} {command}",
+                "",
+                "Clear a paper jam (a device whose state is 'down'):",
+                f"  curl -s -X POST -H {shlex.quote(auth)} -H 'Content-Type: application/json' \\",
+                f"       -d {shlex.quote(clear)} {command}",
+                "",
+                "Ctrl-C stops everything.",
+                "",
+            ]
+        )
+
+
+def _ensure_pki(root: Path) -> PkiDir:
+    pki = PkiDir(root)
+    if pki.ca_cert.exists() and pki.ca_key.exists():
+        return pki
+    logger.info("creating the demo PKI in %s", root)
+    return init_pki(root)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the demo stops the parts in its own order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn calls sys.exit() when the app's lifespan fails to start; in a task that would
+        # escape the event loop and skip every teardown. ``started`` stays False instead.
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            self.should_exit = True
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise DemoError(f"cannot listen on {host}:{port} for the API: {exc.strerror}") from exc
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def _serve(app: FastAPI, host: str, port: int) -> AsyncIterator[int]:
+    """uvicorn in this event loop on a socket we bound (so a busy port is a clear error)."""
+    sock = _bind(host, port)
+    bound_port = int(sock.getsockname()[1])
+    server = _Server(
+        uvicorn.Config(app, log_config=None, lifespan="on", access_log=False, timeout_graceful_shutdown=5)
+    )
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="demo.api")
+    try:
+        async with asyncio.timeout(_API_START_TIMEOUT):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise DemoError("the fleet server did not start (see the log above)")
+                await asyncio.sleep(0.02)
+        yield bound_port
+    finally:
+        server.should_exit = True
+        try:
+            await task
+        finally:
+            sock.close()
+
+
+async def _admin_token(app: FastAPI) -> str:
+    runtime = app.state.runtime
+    async with runtime.sessions() as session:
+        with contextlib.suppress(Conflict):
+            await users.create_user(session, ADMIN_USER, Role.ADMIN, actor="demo")
+    async with runtime.sessions() as session:
+        issued = await users.issue_token(session, ADMIN_USER, actor="demo")
+    return issued.token
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - only for the printed URL
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+@contextlib.asynccontextmanager
+async def running_demo(config: DemoConfig) -> AsyncIterator[Demo]:
+    """Broker, server and fleet running; torn down in reverse order on exit."""
+    workdir = config.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    pki = await asyncio.to_thread(_ensure_pki, workdir / "pki")
+    async with EmbeddedBroker(
+        pki, workdir / "broker", prefer=config.broker, port=config.broker_port
+    ) as broker:
+        try:
+            settings = load_settings(
+                None,
+                database_url=f"sqlite+aiosqlite:///{workdir / 'fleetcare.db'}",
+                signing_key_file=pki.signing_key,
+                mqtt={
+                    "host": broker.host,
+                    "port": broker.port,
+                    "ca_file": pki.ca_cert,
+                    "cert_file": pki.server_client_cert,
+                    "key_file": pki.server_client_key,
+                    "client_id": "fleetcare-demo-server",
+                    "shared_group": "fleetcare" if broker.supports_shared_subscriptions else None,
+                },
+            )
+        except ServerError as exc:
+            raise DemoError(f"server settings: {exc}") from exc
+        app = create_app(settings)
+        async with _serve(app, config.api_host, config.api_port) as api_port:
+            token = await _admin_token(app)
+            (workdir / "admin.token").write_text(token + "\n", encoding="utf-8")
+            os.chmod(workdir / "admin.token", 0o600)
+            fleet = SimulatedFleet(
+                pki,
+                broker.host,
+                broker.port,
+                config.devices,
+                data_root=workdir / "agents",
+                telemetry_interval=config.telemetry_interval,
+                printer_options={
+                    "jam_rate_per_hour": config.jam_rate_per_hour,
+                    "jam_self_clear_minutes": config.jam_self_clear_minutes,
+                },
+                seed=config.seed,
+                clock=ScaledClock(config.speed) if config.speed != 1.0 else None,
+            )
+            async with fleet:
+                async with asyncio.timeout(_CONNECT_TIMEOUT):
+                    await fleet.wait_connected()
+                yield Demo(
+                    config=config,
+                    api_url=f"http://{_url_host(config.api_host)}:{api_port}",
+                    token=token,
+                    broker=broker,
+                    fleet=fleet,
+                    app=app,
+                )
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+app = typer.Typer(
+    help="Run the whole system locally: broker, server, simulated fleet.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # amqtt and its state machines log every connection and state change at INFO.
+    for name in ("amqtt", "transitions", "fleetcare.embedded_broker", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+async def _main(config: DemoConfig) -> None:
+    with stop_on_signals() as stop:
+        typer.echo(f"starting the demo in {config.workdir} …", err=True)
+        async with running_demo(config) as demo:
+            typer.echo(demo.banner())
+            tty = sys.stderr.isatty()
+            while not stop.is_set():
+                if tty:
+                    typer.echo(f"\r{demo.fleet.progress().line()}   ", err=True, nl=False)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+            typer.echo("\nstopping: fleet, then server, then broker …", err=True)
+    typer.echo("demo stopped", err=True)
+
+
+@app.callback(invoke_without_command=True)
+def demo(
+    *,
+    devices: Annotated[int, typer.Option("--devices", "-n", min=1, help="Simulated printers.")] = 24,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="API port (0: any free port).")
+    ] = 8000,
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="PKI, database, broker and agent data live here.")
+    ] = Path("var/demo"),
+    host: Annotated[str, typer.Option("--host", help="API listen address.")] = "127.0.0.1",
+    broker: Annotated[str, typer.Option("--broker", help="auto, mosquitto or amqtt.")] = "auto",
+    broker_port: Annotated[
+        int, typer.Option("--broker-port", min=0, max=65535, help="Broker port (0: any free port).")
+    ] = 0,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, help="Telemetry interval, seconds.")
+    ] = 10.0,
+    speed: Annotated[
+        float, typer.Option("--speed", min=0.001, help="Equipment clock speed (60: a minute per second).")
+    ] = 1.0,
+    jam_rate: Annotated[
+        float, typer.Option("--jam-rate", min=0.0, help="Paper jams per printer per (simulated) hour.")
+    ] = 0.5,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed of the fleet.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what every part is doing.")] = False,
+) -> None:
+    """Run broker, server and a simulated fleet until Ctrl-C."""
+    if broker not in ("auto", "mosquitto", "amqtt"):
+        raise typer.BadParameter("expected auto, mosquitto or amqtt", param_hint="--broker")
+    _quiet_libraries(verbose)
+    config = DemoConfig(
+        workdir=workdir,
+        devices=devices,
+        api_host=host,
+        api_port=port,
+        broker=broker,  # type: ignore[arg-type]
+        broker_port=broker_port,
+        telemetry_interval=interval,
+        speed=speed,
+        jam_rate_per_hour=jam_rate,
+        seed=seed,
+    )
+    try:
+        asyncio.run(_main(config))
+    except (DemoError, EmbeddedBrokerError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except asyncio.CancelledError:  # a second Ctrl-C
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None

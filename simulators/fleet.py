@@ -1,0 +1,208 @@
+"""N real agent runtimes with simulated printers, in one process, in one task group.
+
+    async with SimulatedFleet(pki, "127.0.0.1", 8883, 100, data_root=Path("var/sim")) as fleet:
+        await fleet.wait_connected()
+        print(fleet.progress())
+
+Each device gets a certificate from the fleet PKI (an existing one is reused), its own data
+directory (outbox, replay cache) under ``data_root``, and settings built in code: mutual TLS to
+the broker, the pinned command-signing key, no psutil metrics (thousands of agents in one
+process would each measure the same machine). Agents start a little apart (``start_interval``)
+so a large fleet does not hit the broker with every TLS handshake at once. One agent failing
+(e.g. its certificate was revoked) is logged and counted; the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from agent.clock import Clock, SystemClock
+from agent.config import DEFAULT_ALLOWED_ACTIONS, AgentSettings, BrokerSettings, PolicySettings, TlsSettings
+from agent.link import LinkState
+from agent.runtime import AgentRuntime
+from certs import PkiDir, issue_device_cert
+from protocol import validate_device_id
+from simulators.printer import PrinterPlugin
+
+__all__ = ["PRINTER_ACTIONS", "FleetProgress", "SimulatedFleet", "device_ids"]
+
+logger = logging.getLogger(__name__)
+
+PRINTER_ACTIONS = ("printer.status", "printer.clear_jam")
+SITES = ("HQ floor 1", "HQ floor 2", "Warehouse", "Branch office North", "Branch office South")
+
+
+def device_ids(prefix: str, count: int) -> list[str]:
+    """``prefix-0001`` … ``prefix-<count>`` (at least four digits, so ids sort naturally)."""
+    width = max(4, len(str(count)))
+    return [validate_device_id(f"{prefix}-{i:0{width}d}") for i in range(1, count + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetProgress:
+    devices: int
+    connected: int
+    sent: int  # up-messages the broker acknowledged (or that a newer status superseded)
+    failed: int
+
+    def line(self) -> str:
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"{self.connected}/{self.devices} devices connected, {self.sent} messages sent{failed}"
+
+
+class SimulatedFleet:
+    """Async context manager: on entry every agent is started (not necessarily connected yet);
+    on exit every agent says goodbye and stops, then the task group is left."""
+
+    def __init__(
+        self,
+        pki: PkiDir,
+        broker_host: str,
+        broker_port: int,
+        count: int,
+        *,
+        data_root: Path,
+        prefix: str = "sim-printer",
+        telemetry_interval: float = 10.0,
+        printer_options: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        clock: Clock | None = None,
+        allowed_actions: Sequence[str] | None = None,
+        start_interval: float = 0.01,
+        shutdown_grace: float = 1.0,
+    ) -> None:
+        if count < 1:
+            raise ValueError(f"a fleet needs at least one device, got {count}")
+        self.pki = pki
+        self.broker_host = broker_host
+        self.broker_port = broker_port
+        self.device_ids = device_ids(prefix, count)
+        self.data_root = Path(data_root)
+        self.telemetry_interval = telemetry_interval
+        self.printer_options = dict(printer_options or {})
+        self.seed = seed
+        self.clock: Clock = clock or SystemClock()
+        self.allowed_actions = list(allowed_actions or (*DEFAULT_ALLOWED_ACTIONS, *PRINTER_ACTIONS))
+        self.start_interval = start_interval
+        self.shutdown_grace = shutdown_grace
+        self.agents: dict[str, AgentRuntime] = {}
+        self.printers: dict[str, PrinterPlugin] = {}
+        self.failures: dict[str, BaseException] = {}
+        self._base_seq: dict[str, int] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._starter: asyncio.Task[None] | None = None
+
+    # -- building ----------------------------------------------------------------------------
+
+    def _ensure_certificates(self) -> None:
+        for device_id in self.device_ids:
+            if not (self.pki.device_cert(device_id).exists() and self.pki.device_key(device_id).exists()):
+                issue_device_cert(self.pki, device_id, overwrite=True)
+
+    def settings_for(self, device_id: str, index: int) -> AgentSettings:
+        return AgentSettings(
+            device_id=device_id,
+            broker=BrokerSettings(host=self.broker_host, port=self.broker_port),
+            tls=TlsSettings(
+                ca_file=self.pki.ca_cert,
+                cert_file=self.pki.device_cert(device_id),
+                key_file=self.pki.device_key(device_id),
+            ),
+            server_key_file=self.pki.signing_pub,
+            data_dir=self.data_root / device_id,
+            telemetry_interval=self.telemetry_interval,
+            policy=PolicySettings(allowed_actions=self.allowed_actions),
+            site=SITES[index % len(SITES)],
+            collect_system_metrics=False,
+            shutdown_grace=self.shutdown_grace,
+        )
+
+    def _printer_for(self, device_id: str, index: int) -> PrinterPlugin:
+        options = dict(self.printer_options)
+        if self.seed is not None:
+            options["seed"] = self.seed + index
+        return PrinterPlugin(device_id, options, clock=self.clock)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await asyncio.to_thread(self._ensure_certificates)
+        for index, device_id in enumerate(self.device_ids):
+            printer = self._printer_for(device_id, index)
+            self.printers[device_id] = printer
+            self.agents[device_id] = AgentRuntime(
+                self.settings_for(device_id, index),
+                plugins=[printer],
+                clock=self.clock,
+                command_clock=SystemClock(),
+            )
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._starter = self._tg.create_task(self._start_all(), name="fleet.starter")
+        return self
+
+    async def _start_all(self) -> None:
+        assert self._tg is not None
+        for device_id, agent in self.agents.items():
+            self._tg.create_task(self._run_agent(device_id, agent), name=f"fleet.agent[{device_id}]")
+            await asyncio.sleep(self.start_interval)
+
+    async def _run_agent(self, device_id: str, agent: AgentRuntime) -> None:
+        try:
+            async with agent:
+                self._base_seq[device_id] = agent.outbox.next_seq() - agent.outbox.depth()
+                await agent.wait_stopped()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # one device's failure must not stop the fleet
+            self.failures[device_id] = exc
+            logger.error("simulated device %s stopped: %s", device_id, exc)
+
+    def stop(self) -> None:
+        """Ask every agent to stop (idempotent; the context exit waits for them)."""
+        if self._starter is not None:
+            self._starter.cancel()
+        for agent in self.agents.values():
+            agent.stop()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+        assert self._tg is not None
+        tg, self._tg = self._tg, None
+        await tg.__aexit__(exc_type, exc, tb)
+
+    # -- observing ---------------------------------------------------------------------------
+
+    async def wait_connected(self, count: int | None = None) -> None:
+        """Until ``count`` agents (default: all) are connected; raise if too many failed."""
+        target = len(self.agents) if count is None else count
+        while True:
+            connected = self.progress().connected
+            if connected >= target:
+                return
+            if len(self.agents) - len(self.failures) < target:
+                failed = ", ".join(f"{d}: {e}" for d, e in list(self.failures.items())[:3])
+                raise RuntimeError(f"{len(self.failures)} simulated devices failed ({failed})")
+            await asyncio.sleep(0.05)
+
+    def progress(self) -> FleetProgress:
+        connected = sent = 0
+        for device_id, agent in self.agents.items():
+            if agent.link_state is LinkState.CONNECTED:
+                connected += 1
+            base = self._base_seq.get(device_id)
+            if base is not None:
+                try:
+                    outbox = agent.outbox
+                    sent += max(0, outbox.next_seq() - outbox.depth() - base)
+                except RuntimeError:  # stopped meanwhile
+                    continue
+        return FleetProgress(len(self.agents), connected, sent, len(self.failures))

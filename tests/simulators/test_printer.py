@@ -1,0 +1,277 @@
+"""The simulated printer against a fake EventSink and a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from agent.plugin import ActionResult, EquipmentPlugin, EventSink
+from agent.plugins import build_plugin
+from protocol import EquipmentState, Severity
+from simulators.printer import LOW_TONER_PERCENT, TONER_COLORS, PrinterPlugin
+
+T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeSink:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    states: list[tuple[EquipmentState, str]] = field(default_factory=list)
+
+    def emit_event(
+        self,
+        event: str,
+        *,
+        code: str | None = None,
+        severity: Severity = Severity.INFO,
+        detail: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.events.append(
+            {"event": event, "code": code, "severity": severity, "detail": detail, "data": dict(data or {})}
+        )
+
+    def set_state(self, state: EquipmentState, reason: str = "") -> None:
+        self.states.append((state, reason))
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == event]
+
+
+class FakeClock:
+    def __init__(self, now: datetime = T0) -> None:
+        self.current = now
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        return self.current
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.current += timedelta(seconds=seconds)
+        await asyncio.sleep(0)
+
+
+@dataclass
+class FakeContext:
+    clock: FakeClock
+    device_id: str = "sim-printer-test"
+    command_id: str = "cmd-00000001"
+    progress_calls: list[tuple[float, str]] = field(default_factory=list)
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    async def progress(self, fraction: float, message: str = "") -> None:
+        self.progress_calls.append((fraction, message))
+
+
+def printer(clock: FakeClock | None = None, **options: Any) -> PrinterPlugin:
+    options.setdefault("seed", 42)
+    return PrinterPlugin("sim-printer-test", options, clock=clock or FakeClock())
+
+
+async def run_action(plugin: PrinterPlugin, name: str, ctx: FakeContext) -> ActionResult:
+    spec = next(a for a in plugin.actions() if a.name == name)
+    return await spec.handler({}, ctx)
+
+
+def test_printer_satisfies_the_plugin_protocols() -> None:
+    plugin: EquipmentPlugin = printer()
+    sink: EventSink = FakeSink()
+    assert plugin.name == "sim-printer"
+    assert isinstance(sink, FakeSink)
+
+
+def test_equipment_info_is_a_printer_with_a_serial_derived_from_the_device_id() -> None:
+    a1 = PrinterPlugin("sim-printer-a", {}).equipment_info()
+    a2 = PrinterPlugin("sim-printer-a", {"seed": 9}).equipment_info()
+    b = PrinterPlugin("sim-printer-b", {}).equipment_info()
+    assert (a1.kind, a1.vendor, a1.model) == ("printer", "Simulated", "SimPrint 4000")
+    assert a1.serial == a2.serial != b.serial
+    assert a1.firmware
+
+
+def test_metrics_cover_toner_pages_drum_fuser_and_jams() -> None:
+    metrics = printer().read_metrics(T0)
+    assert set(metrics) == {
+        *(f"printer.toner.{c}.percent" for c in TONER_COLORS),
+        "printer.pages.total",
+        "printer.drum.wear.percent",
+        "printer.fuser.temperature.celsius",
+        "printer.jams.total",
+    }
+    assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_random_jam_raises_fault_and_sets_state_down() -> None:
+    plugin, sink = printer(jam_rate_per_hour=60.0, pages_per_hour=0.0), FakeSink()
+    for _ in range(1000):
+        plugin.advance(5.0, sink)
+        if plugin.jam is not None:
+            break
+    assert plugin.jam is not None
+    [raised] = sink.named("fault.raised")
+    assert raised["code"] == "PAPER_JAM"
+    assert raised["severity"] == Severity.ERROR
+    assert raised["data"]["effect"] == "down"
+    assert sink.states[-1][0] == EquipmentState.DOWN
+    assert plugin.read_metrics(T0)["printer.jams.total"] == 1.0
+
+
+def test_jammed_printer_prints_nothing_and_raises_no_second_jam() -> None:
+    plugin, sink = printer(jam_rate_per_hour=1000.0, pages_per_hour=3600.0), FakeSink()
+    assert plugin.inject_fault("PAPER_JAM", sink)
+    pages = plugin.pages_total
+    assert sum(plugin.advance(60.0, sink) for _ in range(10)) == 0
+    assert plugin.pages_total == pages
+    assert len(sink.named("fault.raised")) == 1
+    assert not plugin.inject_fault("PAPER_JAM", sink)
+
+
+async def test_clear_jam_clears_fault_and_returns_to_running() -> None:
+    clock = FakeClock()
+    plugin, sink = printer(clock), FakeSink()
+    plugin.inject_fault("PAPER_JAM", sink)
+    clock.current += timedelta(minutes=3)
+    ctx = FakeContext(clock)
+
+    result = await run_action(plugin, "printer.clear_jam", ctx)
+
+    assert result.ok
+    assert "cleared" in result.output
+    assert result.data["down_seconds"] == 180.0
+    [cleared] = sink.named("fault.cleared")
+    assert cleared["code"] == "PAPER_JAM"
+    assert cleared["data"]["cleared_by"] == "remote"
+    assert cleared["data"]["command_id"] == ctx.command_id
+    assert sink.states[-1][0] == EquipmentState.RUNNING
+    assert plugin.jam is None
+    assert ctx.progress_calls
+
+
+async def test_clear_jam_without_a_jam_is_an_honest_failure() -> None:
+    plugin, sink = printer(), FakeSink()
+    plugin.advance(1.0, sink)
+    result = await run_action(plugin, "printer.clear_jam", FakeContext(FakeClock()))
+    assert not result.ok
+    assert "No paper jam" in result.output
+    assert result.data == {"state": "running", "jammed": False}
+    assert sink.named("fault.cleared") == []
+    assert sink.states == []
+
+
+async def test_status_reports_the_active_fault() -> None:
+    clock = FakeClock()
+    plugin = printer(clock)
+    ok = await run_action(plugin, "printer.status", FakeContext(clock))
+    assert ok.ok
+    assert ok.data["state"] == "running"
+    assert ok.data["fault"] is None
+    plugin.inject_fault("PAPER_JAM", FakeSink())
+    jammed = await run_action(plugin, "printer.status", FakeContext(clock))
+    assert jammed.data["state"] == "down"
+    assert jammed.data["fault"]["code"] == "PAPER_JAM"
+    assert "PAPER_JAM" in jammed.output
+
+
+def test_printing_consumes_toner_and_wears_the_drum() -> None:
+    plugin, sink = printer(pages_per_hour=600.0, jam_rate_per_hour=0.0), FakeSink()
+    before = plugin.read_metrics(T0)
+    printed = sum(plugin.advance(60.0, sink) for _ in range(60))
+    after = plugin.read_metrics(T0)
+    assert printed > 400
+    assert after["printer.pages.total"] == before["printer.pages.total"] + printed
+    for color in TONER_COLORS:
+        assert after[f"printer.toner.{color}.percent"] < before[f"printer.toner.{color}.percent"]
+    black_used = before["printer.toner.black.percent"] - after["printer.toner.black.percent"]
+    assert black_used == pytest.approx(printed * 100 / 2500, abs=0.02)
+    assert after["printer.drum.wear.percent"] > before["printer.drum.wear.percent"]
+
+
+def test_fuser_sits_near_the_setpoint_while_printing_and_cools_when_idle() -> None:
+    plugin, sink = printer(pages_per_hour=36000.0, jam_rate_per_hour=0.0), FakeSink()
+    plugin.advance(5.0, sink)
+    assert abs(plugin.fuser_celsius - 185.0) < 10
+    idle = printer(pages_per_hour=0.0, jam_rate_per_hour=0.0)
+    idle.fuser_celsius = 185.0
+    for _ in range(10):
+        idle.advance(60.0, sink)
+    assert idle.fuser_celsius < 80
+
+
+def test_toner_crossing_ten_percent_emits_consumable_low_once() -> None:
+    plugin = printer(pages_per_hour=3600.0, jam_rate_per_hour=0.0, toner={"black": LOW_TONER_PERCENT + 0.5})
+    sink = FakeSink()
+    for _ in range(60):
+        plugin.advance(10.0, sink)
+    assert plugin.toner["black"] < LOW_TONER_PERCENT - 5
+    low = [e for e in sink.named("consumable.low") if e["data"]["consumable"] == "toner.black"]
+    assert len(low) == 1
+    assert low[0]["severity"] == Severity.WARNING
+    assert low[0]["data"]["percent"] < LOW_TONER_PERCENT
+
+
+def test_same_seed_same_life() -> None:
+    def life(seed: int) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        plugin, sink = (
+            printer(seed=seed, pages_per_hour=900.0, jam_rate_per_hour=2.0, jam_self_clear_minutes=10.0),
+            FakeSink(),
+        )
+        for _ in range(2000):
+            plugin.advance(30.0, sink)
+        return sink.events, plugin.read_metrics(T0)
+
+    events, metrics = life(7)
+    assert life(7) == (events, metrics)
+    assert life(8) != (events, metrics)
+    assert {e["event"] for e in events} >= {"fault.raised", "fault.cleared"}
+
+
+def test_customer_clears_jam_when_configured() -> None:
+    plugin, sink = printer(jam_self_clear_minutes=5.0, pages_per_hour=0.0), FakeSink()
+    plugin.inject_fault("PAPER_JAM", sink)
+    for _ in range(24 * 60):
+        plugin.advance(60.0, sink)
+        if plugin.jam is None:
+            break
+    [cleared] = sink.named("fault.cleared")
+    assert cleared["data"]["cleared_by"] == "customer"
+
+
+def test_unknown_fault_and_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown fault code"):
+        printer().inject_fault("ON_FIRE")
+    with pytest.raises(ValueError, match="unknown printer option"):
+        printer(pages_per_minute=3)
+    with pytest.raises(ValueError, match="tick_seconds"):
+        printer(tick_seconds=0)
+    with pytest.raises(ValueError, match=r"toner\.black"):
+        printer(toner={"black": 120})
+
+
+async def test_run_reports_initial_state_and_advances_on_the_clock() -> None:
+    clock = FakeClock()
+    plugin, sink = printer(clock, tick_seconds=5.0, pages_per_hour=3600.0, jam_rate_per_hour=0.0), FakeSink()
+    pages = plugin.pages_total
+    task = asyncio.create_task(plugin.run(sink))
+    async with asyncio.timeout(5):
+        while len(clock.slept) < 20:
+            await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sink.states[0] == (EquipmentState.RUNNING, "printer ready")
+    assert set(clock.slept) == {5.0}
+    assert plugin.pages_total > pages
+
+
+def test_entry_point_builds_the_printer() -> None:
+    plugin = build_plugin("sim-printer", "sim-printer-ep", {"seed": 1})
+    assert isinstance(plugin, PrinterPlugin)
+    assert plugin.device_id == "sim-printer-ep"
