@@ -62,7 +62,10 @@ class MqttSettings(_Section):
     cert_file: Path | None = None
     key_file: Path | None = None
     client_id: str = "fleetcare-server-1"
-    shared_group: str | None = "fleetcare"  # None or "": plain subscription (brokers without $share)
+    # None or "": plain subscription, the default, because Mosquitto 2.0 does not persist $share
+    # subscriptions across its own restart (messages published meanwhile would be dropped);
+    # set a group for several ingest workers on a broker that persists them (docs/server.md).
+    shared_group: str | None = None
     keepalive: int = Field(default=30, ge=5, le=3600)
     reconnect_min: float = Field(default=0.5, gt=0)
     reconnect_max: float = Field(default=30.0, gt=0)

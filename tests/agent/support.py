@@ -1,4 +1,8 @@
-"""Helpers for agent tests (unit and integration): settings, keys, fake plugin, manual clock."""
+"""Helpers for agent tests (unit and integration): settings, keys, manual clock, a server stand-in.
+
+The fake equipment plugin lives in :mod:`tests.support.equipment` (shared with the end-to-end
+tests) and is re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,8 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import AgentSettings
-from agent.plugin import ActionContext, ActionResult, ActionSpec, EventSink
-from protocol import EquipmentInfo
+from tests.support.equipment import FakePlugin, fake_factory
 
 __all__ = [
     "FakePlugin",
@@ -82,44 +85,6 @@ def make_settings(
         else:
             data[key] = value
     return AgentSettings.model_validate(data)
-
-
-class FakePlugin:
-    """Equipment that counts every call of its action: proof a rejected command never ran."""
-
-    def __init__(self, name: str = "fake", metrics: Mapping[str, float] | None = None) -> None:
-        self.name = name
-        self.metrics = dict(metrics if metrics is not None else {"fake.temperature.celsius": 21.5})
-        self.calls: list[Mapping[str, Any]] = []
-        self.called = asyncio.Event()
-        self.sink: EventSink | None = None
-        self.running = asyncio.Event()
-        self.extra_actions: list[ActionSpec] = []
-
-    def equipment_info(self) -> EquipmentInfo:
-        return EquipmentInfo(kind="test-rig", vendor="Acme", model="T-1", serial="SN-1", firmware="1.0")
-
-    def read_metrics(self, now: datetime) -> Mapping[str, float]:
-        return self.metrics
-
-    async def _touch(self, args: Mapping[str, Any], ctx: ActionContext) -> ActionResult:
-        self.calls.append(dict(args))
-        self.called.set()
-        return ActionResult(ok=True, output="touched", data={"count": len(self.calls)})
-
-    def actions(self) -> Sequence[ActionSpec]:
-        return [ActionSpec(f"{self.name}.touch", self._touch, "Count a call."), *self.extra_actions]
-
-    async def run(self, sink: EventSink) -> None:
-        self.sink = sink
-        self.running.set()
-
-
-def fake_factory(device_id: str, options: Mapping[str, Any]) -> FakePlugin:
-    """A :class:`agent.plugin.PluginFactory`, as an entry point would name it."""
-    if options.get("explode"):
-        raise ValueError("no equipment at the configured address")
-    return FakePlugin(str(options.get("name", "fake")), options.get("metrics"))
 
 
 class ManualClock:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,28 +20,14 @@ from sqlalchemy import func, select
 
 import protocol
 from certs import PkiDir
-from server.db import create_engine, run_migrations
+from server.db import create_engine
 from server.db.models import Message, Role, TelemetrySample
 from server.runtime import Runtime
 from tests.support.broker import MosquittoBroker, tls_context, unique_device
-from tests.support.databases import PostgresUnavailable, sqlite_url, temporary_postgres_database
-from tests.support.server import ServerProcess, api_client, create_token, server_settings
+from tests.support.server import V1, ServerProcess, bearer, connected_server, create_token, server_settings
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
-
-V1 = "/api/v1"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path / "fleetcare.db")
-        return
-    try:
-        with temporary_postgres_database("fc_it") as url:
-            yield url
-    except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
 
 
 @contextlib.asynccontextmanager
@@ -87,35 +73,19 @@ class Device:
         return protocol.up_topic(self.id, protocol.UpKind.REPLY), protocol.encode(message)
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 20, what: str = "condition"
-) -> None:
-    """Re-check ``check`` until true; bounded, for state that lives in another process."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.05)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 @contextlib.asynccontextmanager
 async def in_process_server(
     database: str, pki: PkiDir, broker: MosquittoBroker
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime, dict[str, str]]]:
     settings = server_settings(database, pki=pki, broker=broker, command_sweep_interval=0.2)
-    async with api_client(settings) as (client, runtime):
-        assert runtime.link is not None
-        async with asyncio.timeout(15):
-            await runtime.link.wait_connected()
+    async with connected_server(settings) as (client, runtime):
         token = await create_token(runtime, f"tech-{uuid.uuid4().hex[:6]}", Role.TECHNICIAN)
         yield client, runtime, bearer(token)
 
 
-async def test_telemetry_reaches_the_api(database: str, pki: PkiDir, broker: MosquittoBroker) -> None:
+async def test_telemetry_reaches_the_api(db_url: str, pki: PkiDir, broker: MosquittoBroker) -> None:
     device = Device(unique_device(pki, "srv-tel"))
-    async with in_process_server(database, pki, broker) as (client, _runtime, auth):
+    async with in_process_server(db_url, pki, broker) as (client, _runtime, auth):
         async with device_client(broker, pki, device.id) as mqtt:
             for value in (1.0, 2.0, 3.0):
                 await mqtt.publish(*device.telemetry(value), qos=1)
@@ -130,10 +100,10 @@ async def test_telemetry_reaches_the_api(database: str, pki: PkiDir, broker: Mos
 
 
 async def test_malformed_payload_is_counted_and_the_next_valid_one_stored(
-    database: str, pki: PkiDir, broker: MosquittoBroker
+    db_url: str, pki: PkiDir, broker: MosquittoBroker
 ) -> None:
     device = Device(unique_device(pki, "srv-bad"))
-    async with in_process_server(database, pki, broker) as (client, runtime, auth):
+    async with in_process_server(db_url, pki, broker) as (client, runtime, auth):
         async with device_client(broker, pki, device.id) as mqtt:
             topic, _ = device.telemetry(0)
             await mqtt.publish(topic, b"this is not json", qos=1)
@@ -153,11 +123,11 @@ async def test_malformed_payload_is_counted_and_the_next_valid_one_stored(
 
 
 async def test_command_round_trip_signed_and_succeeded(
-    database: str, pki: PkiDir, broker: MosquittoBroker
+    db_url: str, pki: PkiDir, broker: MosquittoBroker
 ) -> None:
     device = Device(unique_device(pki, "srv-cmd"))
     verifier = protocol.CommandVerifier(protocol.load_public_key(pki.signing_pub.read_bytes()), device.id)
-    async with in_process_server(database, pki, broker) as (client, _runtime, auth):
+    async with in_process_server(db_url, pki, broker) as (client, _runtime, auth):
         async with device_client(broker, pki, device.id) as mqtt:
             await mqtt.subscribe(protocol.command_topic(device.id), qos=1)
             await mqtt.publish(*device.telemetry(1.0), qos=1)  # the server learns the device
@@ -221,15 +191,14 @@ def _count_rows(database: str, device_id: str) -> Callable[[], Awaitable[tuple[i
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["graceful", "sigkill"])
 async def test_server_down_while_device_publishes_stores_everything_exactly_once(
-    database: str, pki: PkiDir, broker: MosquittoBroker, tmp_path: Path, how: str
+    db_url: str, pki: PkiDir, broker: MosquittoBroker, tmp_path: Path, how: str
 ) -> None:
     device = Device(unique_device(pki, "srv-kill"))
     total = 300
-    run_migrations(database)
     settings = server_settings(
-        database, pki=pki, broker=broker, client_id=f"fleetcare-it-{uuid.uuid4().hex[:8]}"
+        db_url, pki=pki, broker=broker, client_id=f"fleetcare-it-{uuid.uuid4().hex[:8]}"
     )
-    count = _count_rows(database, device.id)
+    count = _count_rows(db_url, device.id)
     server = ServerProcess(settings, tmp_path)
     server.start()  # creates the persistent session and its subscription
     try:

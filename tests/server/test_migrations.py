@@ -14,8 +14,7 @@ from sqlalchemy.exc import StatementError
 from server.db.migrate import run_migrations
 from server.db.models import Base, Device
 from server.settings import sync_database_url
-from tests.server.conftest import BACKENDS
-from tests.support.databases import PostgresUnavailable, sqlite_url, temporary_postgres_database
+from tests.support.databases import BACKENDS, PostgresUnavailable, sqlite_url, temporary_postgres_database
 
 
 @pytest.fixture(params=BACKENDS)

@@ -3,6 +3,9 @@
     with temporary_postgres_database() as url:      # postgresql+psycopg://…/fc_test_<random>
         ...                                          # dropped on exit
 
+Tests usually take the ``db_url`` fixture (tests/conftest.py) instead: an empty, migrated
+database, parametrised over :data:`BACKENDS`.
+
 The PostgreSQL server is the one at ``FLEETCARE_TEST_PG_URL`` (any database on it that the
 user may connect to, e.g. ``postgresql://postgres@127.0.0.1:5432/test``); by default
 127.0.0.1:5432/test as user ``postgres``, then as the current user. :class:`PostgresUnavailable`
@@ -19,10 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
 __all__ = [
+    "BACKENDS",
     "PG_URL_ENV",
     "PostgresUnavailable",
     "postgres_admin_url",
@@ -31,6 +36,9 @@ __all__ = [
 ]
 
 PG_URL_ENV = "FLEETCARE_TEST_PG_URL"
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+"""Parameters of a fixture that runs a test on each backend: ids ``[sqlite]`` and ``[postgres]``."""
 
 
 class PostgresUnavailable(RuntimeError):

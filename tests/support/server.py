@@ -5,6 +5,8 @@ async with running_server(settings) as (app, base_url):         # real uvicorn, 
     ...
 async with api_client(settings) as (client, runtime):           # lifespan + ASGITransport
     ...
+async with connected_server(settings) as (client, runtime):     # the same, MQTT link connected
+    await client.get(f"{V1}/devices", headers=bearer(token))
 with ServerProcess(settings, tmp_path) as proc:                  # `fleetcare server run`
     proc.kill()                                                  # SIGKILL: no graceful stop
 """
@@ -19,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,12 +39,17 @@ from server.settings import ServerSettings, load_settings
 from tests.support.broker import MosquittoBroker, free_port
 
 __all__ = [
+    "V1",
     "ServerProcess",
     "api_client",
+    "bearer",
+    "connected_server",
     "create_token",
     "running_server",
     "server_settings",
 ]
+
+V1 = "/api/v1"
 
 
 def server_settings(
@@ -51,10 +58,12 @@ def server_settings(
     pki: PkiDir | None = None,
     broker: MosquittoBroker | None = None,
     client_id: str | None = None,
+    mqtt: Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> ServerSettings:
     """Settings for a test: the broker's address and the PKI's server identity and signing key
-    when given; no MQTT at all when ``broker`` is None. ``overrides`` are settings fields."""
+    when given; no MQTT at all when ``broker`` is None. ``mqtt`` adds or replaces fields of the
+    broker connection (e.g. ``{"shared_group": None}``); ``overrides`` are settings fields."""
     values: dict[str, Any] = {"database_url": database_url, "ingest": {"batch_interval": 0.02}}
     if pki is not None:
         values["signing_key_file"] = pki.signing_key
@@ -68,6 +77,7 @@ def server_settings(
             "client_id": client_id or f"fleetcare-test-{os.getpid()}-{time.monotonic_ns() % 10**9}",
             "reconnect_min": 0.05,
             "reconnect_max": 0.5,
+            **(mqtt or {}),
         }
     else:
         values["mqtt"] = {"enabled": False}
@@ -90,6 +100,23 @@ async def api_client(settings: ServerSettings) -> AsyncIterator[tuple[httpx.Asyn
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://fleetcare.test") as client:
             yield client, app.state.runtime
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The ``Authorization`` header for an API token."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.asynccontextmanager
+async def connected_server(
+    settings: ServerSettings, *, timeout: float = 15.0
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
+    """:func:`api_client`, entered once the server's MQTT link is connected (ingest running)."""
+    async with api_client(settings) as (client, runtime):
+        if runtime.link is not None:
+            async with asyncio.timeout(timeout):
+                await runtime.link.wait_connected()
+        yield client, runtime
 
 
 @contextlib.asynccontextmanager
@@ -119,12 +146,19 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):  # e.g. maintenance.forecast_targets: an array of inline tables
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        pairs = (f"{json.dumps(str(k))} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{" + ", ".join(pairs) + "}"
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
 def write_config(settings: ServerSettings, path: Path) -> Path:
     """``settings`` as a TOML file for ``fleetcare server run --config``."""
     data = settings.model_dump(mode="json", exclude_none=True)
+    if settings.mqtt.shared_group is None:
+        data["mqtt"]["shared_group"] = ""  # TOML has no null; "" means a plain subscription
     lines = [f"{key} = {_toml_value(value)}" for key, value in data.items() if not isinstance(value, dict)]
     for key, value in data.items():
         if isinstance(value, dict):
