@@ -1,6 +1,8 @@
 """Users, roles and API tokens.
 
-A token is ``secrets.token_urlsafe(32)``, shown once; only its SHA-256 is stored, so a leaked
+A token is ``fct_`` + ``secrets.token_urlsafe(32)``, shown once. The prefix makes a leaked token
+recognisable to secret scanners and keeps it from starting with ``-`` (which a command line
+would take for an option); only its SHA-256 is stored, so a leaked
 database does not leak usable tokens. Tokens may expire and may be revoked.
 """
 
@@ -31,6 +33,7 @@ __all__ = [
     "revoke_user_tokens",
 ]
 
+TOKEN_PREFIX = "fct_"
 _NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 
 
@@ -91,7 +94,7 @@ async def issue_token(
     session: AsyncSession, name: str, *, actor: str, ttl: timedelta | None = None
 ) -> IssuedToken:
     user = await _user(session, name)
-    token = secrets.token_urlsafe(32)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     row = ApiToken(
         token_hash=hash_token(token),

@@ -64,3 +64,10 @@ def test_bad_settings_exit_2_with_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: setting database_url: ")
     assert "\n" not in err
+
+
+def test_tokens_are_prefixed_and_never_look_like_an_option(tmp_path: Path) -> None:
+    for name in ("bob", "carol", "dave"):
+        created = fleetcare(tmp_path, "create-user", name, "--role", "ops")
+        assert created.returncode == 0, created.stderr
+        assert created.stdout.strip().startswith("fct_")
