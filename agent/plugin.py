@@ -7,6 +7,10 @@ the real agent runtime.
 
 Plugins are found through the ``fleetcare.equipment`` entry-point group; each entry point names a
 :class:`PluginFactory`: ``factory(device_id, options) -> EquipmentPlugin``.
+
+A plugin may also describe the faults it can raise (``fault_catalogue() -> Sequence[FaultSpec]``,
+optional): the agent sends the catalogue in the inventory (``config["faults"]``) and the server
+uses each fault's ``effect`` when a ``fault.raised`` does not say (docs/incidents.md).
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from protocol import EquipmentInfo, EquipmentState, Severity
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "FAULT_EFFECTS",
     "ActionContext",
     "ActionHandler",
     "ActionResult",
     "ActionSpec",
     "EquipmentPlugin",
     "EventSink",
+    "FaultSpec",
     "PluginFactory",
+    "fault_catalogue",
 ]
 
 ENTRY_POINT_GROUP = "fleetcare.equipment"
@@ -112,3 +119,57 @@ class EquipmentPlugin(Protocol):
 
 
 PluginFactory = Callable[[str, Mapping[str, Any]], EquipmentPlugin]
+
+FAULT_EFFECTS = ("down", "degraded", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSpec:
+    """A fault the equipment can raise: its ``code`` (as in ``fault.raised``), what it
+    ``meaning`` is for a support engineer, its usual ``severity``, and its ``effect`` on the
+    equipment: ``down`` (cannot serve), ``degraded`` (serves, worse) or ``none``.
+
+    A ``fault.raised`` may still say otherwise with ``data={"effect": ...}``.
+    """
+
+    code: str
+    meaning: str = ""
+    severity: Severity = Severity.ERROR
+    effect: str = "down"
+
+    def __post_init__(self) -> None:
+        if not self.code or len(self.code) > 256:
+            raise ValueError(f"fault code {self.code!r} must be 1-256 characters")
+        if self.effect not in FAULT_EFFECTS:
+            raise ValueError(
+                f"fault {self.code}: effect {self.effect!r} is not one of {', '.join(FAULT_EFFECTS)}"
+            )
+        object.__setattr__(self, "severity", Severity(self.severity))
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "code": self.code,
+            "meaning": self.meaning,
+            "severity": self.severity.value,
+            "effect": self.effect,
+        }
+
+
+def fault_catalogue(plugin: object) -> list[FaultSpec]:
+    """The plugin's ``fault_catalogue()``; a plugin without one has an empty catalogue.
+
+    Raises ValueError (or whatever the plugin raises) when the catalogue is not a sequence of
+    :class:`FaultSpec` or repeats a code.
+    """
+    method = getattr(plugin, "fault_catalogue", None)
+    if method is None:
+        return []
+    specs = list(method())
+    for spec in specs:
+        if not isinstance(spec, FaultSpec):
+            raise ValueError(f"fault_catalogue() returned {type(spec).__name__}, not FaultSpec")
+    codes = [spec.code for spec in specs]
+    repeated = sorted({code for code in codes if codes.count(code) > 1})
+    if repeated:
+        raise ValueError(f"fault_catalogue() repeats {', '.join(repeated)}")
+    return specs

@@ -39,7 +39,7 @@ from agent.errors import AgentConfigError, DataDirInUse, PluginError
 from agent.guard import Accepted, CommandGuard, Rejection
 from agent.link import LinkState, MqttLink
 from agent.outbox import Outbox
-from agent.plugin import EquipmentPlugin
+from agent.plugin import EquipmentPlugin, fault_catalogue
 from agent.plugins import check_plugin, load_plugins
 from agent.policy import ActionPolicy
 from agent.publisher import Publisher
@@ -351,6 +351,7 @@ class AgentRuntime:
             "log_paths": [str(p) for p in policy.log_paths],
             "plugins": names,
             "outbox_max_messages": self.settings.outbox_max_messages,
+            "faults": self._fault_catalogue(),
         }
         self.uplink.inventory(
             equipment=equipment,
@@ -359,6 +360,21 @@ class AgentRuntime:
             site=self.settings.site,
             config=config,
         )
+
+    def _fault_catalogue(self) -> list[dict[str, str]]:
+        """Every plugin's fault catalogue, for the inventory (a broken one is logged and left out)."""
+        faults: dict[str, dict[str, str]] = {}
+        for plugin in self.plugins:
+            try:
+                specs = fault_catalogue(plugin)
+            except Exception:  # the plugin boundary
+                logger.warning(
+                    "%s: plugin %r has an unusable fault catalogue", self.name, plugin.name, exc_info=True
+                )
+                continue
+            for spec in specs:
+                faults.setdefault(spec.code, spec.to_json())
+        return list(faults.values())
 
     def info(self) -> dict[str, Any]:
         """Self-description for ``agent.info``."""

@@ -22,10 +22,12 @@ from server.api import api_router
 from server.api.errors import install_error_handlers
 from server.db import create_engine, create_sessionmaker, run_migrations
 from server.errors import ConfigError
+from server.incidents import IncidentTracker
 from server.ingest import BatchWriter, Consumer, IngestStats
 from server.mqtt import MqttLink
 from server.runtime import Runtime
 from server.services.commands import CommandService
+from server.services.rules import run_rule_evaluator
 from server.settings import ServerSettings
 
 __all__ = ["create_app", "load_signer", "start_runtime"]
@@ -62,12 +64,30 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
             sweeper = tg.create_task(
                 commands.run_sweeper(settings.command_sweep_interval), name="server.commands.sweeper"
             )
+            # preventive maintenance: threshold rules over new telemetry (server/services/rules.py)
+            rule_evaluator = None
+            if settings.maintenance.rule_interval > 0:
+                rule_evaluator = tg.create_task(
+                    run_rule_evaluator(
+                        sessions,
+                        settings.maintenance.rule_interval,
+                        batch_size=settings.maintenance.rule_batch_size,
+                    ),
+                    name="server.rules.evaluator",
+                )
+            # incidents and state intervals: at ingest, plus a sweeper (server/incidents)
+            incidents = IncidentTracker(settings.incidents) if settings.incidents.enabled else None
+            incident_sweeper = None
+            if incidents is not None:
+                incident_sweeper = tg.create_task(
+                    incidents.run_sweeper(sessions), name="server.incidents.sweeper"
+                )
             consumer: Consumer | None = None
             if link is not None:
                 consumer = Consumer(
                     link.messages,
                     link.ack,
-                    BatchWriter(sessions),
+                    BatchWriter(sessions, incidents=incidents),
                     settings.ingest,
                     runtime.stats,
                     on_commands=commands.notify,
@@ -78,6 +98,10 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
                 yield runtime
             finally:
                 sweeper.cancel()
+                if incident_sweeper is not None:
+                    incident_sweeper.cancel()
+                if rule_evaluator is not None:
+                    rule_evaluator.cancel()
                 if link is not None and consumer is not None:
                     consumer.stop()
                     await consumer_task  # the last batch is committed and acknowledged

@@ -221,6 +221,14 @@ async def running_demo(config: DemoConfig) -> AsyncIterator[Demo]:
                     "client_id": "fleetcare-demo-server",
                     "shared_group": "fleetcare" if broker.supports_shared_subscriptions else None,
                 },
+                # Device time is mapped onto the server's clock, so an equipment clock running
+                # `speed` times faster shows its faults in real seconds: scale the windows too.
+                incidents={
+                    "fault_debounce": 60.0 / config.speed,
+                    "offline_grace": 300.0 / config.speed,
+                    "offline_flap_window": 300.0 / config.speed,
+                    "sweep_interval": min(5.0, max(0.5, 5.0 / config.speed)),
+                },
             )
         except ServerError as exc:
             raise DemoError(f"server settings: {exc}") from exc

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -33,7 +33,10 @@ from server.errors import ConfigError
 
 __all__ = [
     "ApiSettings",
+    "ForecastTarget",
+    "IncidentSettings",
     "IngestSettings",
+    "MaintenanceSettings",
     "MqttSettings",
     "ServerSettings",
     "load_settings",
@@ -119,6 +122,60 @@ class IngestSettings(_Section):
     retry_max: float = Field(default=10.0, gt=0)  # longest pause between retries of a failed batch
 
 
+# --- preventive maintenance (docs/preventive-maintenance.md) ------------------------------------
+
+
+class ForecastTarget(_Section):
+    """A family of consumable / wear metrics and the threshold they move toward."""
+
+    pattern: str = Field(min_length=1, max_length=128)  # fnmatch glob over the metric name
+    direction: Literal["falling", "rising"]
+    threshold: float = Field(allow_inf_nan=False)
+    # a step at least this large in the wrong direction is a replacement (0: no reset detection)
+    reset_jump: float = Field(default=10.0, ge=0, allow_inf_nan=False)
+
+
+def default_forecast_targets() -> list[ForecastTarget]:
+    """Wear first (``printer.drum.wear.percent`` rises to 100), then levels that fall to 0."""
+    rising = ("*.wear.percent", "*.wear.*.percent")
+    falling = (
+        "*.toner.percent",
+        "*.toner.*.percent",
+        "*.ink.*.percent",
+        "*.drum.*.percent",
+        "*.fuser.*.percent",
+    )
+    return [ForecastTarget(pattern=glob, direction="rising", threshold=100.0) for glob in rising] + [
+        ForecastTarget(pattern=glob, direction="falling", threshold=0.0) for glob in falling
+    ]
+
+
+class MaintenanceSettings(_Section):
+    rule_interval: float = Field(default=30.0, ge=0, le=3600)  # seconds between rule evaluations; 0: off
+    rule_batch_size: int = Field(default=10000, ge=1, le=50000)  # telemetry rows per transaction
+    forecast_targets: list[ForecastTarget] = Field(default_factory=default_forecast_targets)
+    forecast_window_days: float = Field(default=30.0, gt=0)  # fit over readings this recent …
+    forecast_max_points: int = Field(default=500, ge=3, le=10000)  # … and at most this many
+    forecast_min_points: int = Field(default=5, ge=3)
+    forecast_min_span_s: float = Field(default=3600.0, ge=0)
+    forecast_min_r2: float = Field(default=0.5, ge=0, le=1)
+    forecast_min_t: float = Field(default=3.0, ge=0)  # |slope| / standard error of the slope
+    forecast_horizon_days: float = Field(default=730.0, gt=0)
+
+
+# --- incidents and equipment states (docs/incidents.md) ----------------------------------------
+
+
+class IncidentSettings(_Section):
+    enabled: bool = True  # derive state intervals and incidents at ingest (False: not at all)
+    fault_debounce: float = Field(default=60.0, ge=0, le=86400)  # s of device time: shorter is transient
+    offline_grace: float = Field(default=300.0, ge=0, le=7 * 86400)  # s away before unknown + incident
+    offline_flap_window: float = Field(default=300.0, ge=0, le=86400)  # s back before it is restored
+    reopen_window_days: float = Field(default=30.0, ge=0, le=365)  # same code within: same incident
+    clock_skew_tolerance: float = Field(default=5.0, ge=0, le=3600)  # s: smaller offsets stay as sent
+    sweep_interval: float = Field(default=5.0, gt=0, le=3600)  # s between sweeps (debounce, grace)
+
+
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FLEETCARE_",
@@ -133,8 +190,10 @@ class ServerSettings(BaseSettings):
     signing_key_file: Path | None = None  # Ed25519 PKCS8 PEM; without it commands cannot be sent
     api: ApiSettings = Field(default_factory=ApiSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     command_default_timeout: float = Field(default=60.0, gt=0, le=86400)
     command_sweep_interval: float = Field(default=1.0, gt=0, le=60)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     log_level: str = "INFO"
 
     @field_validator("database_url")

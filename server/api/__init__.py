@@ -2,7 +2,9 @@
 
 from fastapi import APIRouter
 
-from server.api import audit, commands, devices, health, ingest
+from server.api import audit, commands, devices, forecast, health, ingest, kpis, rules
+from server.api import customers as customers_api
+from server.api import incidents as incidents_api
 
 __all__ = ["API_PREFIX", "api_router"]
 
@@ -11,6 +13,8 @@ API_PREFIX = "/api/v1"
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
-    for module in (health, devices, commands, audit, ingest):
+    for module in (health, devices, commands, audit, ingest, rules, forecast, kpis):
+        router.include_router(module.router)
+    for module in (incidents_api, customers_api):  # incidents, customers and sites
         router.include_router(module.router)
     return router

@@ -65,6 +65,11 @@ class DevicePublic(_Out):
     serial: str | None
     firmware: str | None
     site: str | None
+    # who it belongs to (docs/incidents.md): set with PATCH /devices/{id}
+    customer_id: int | None = None
+    site_id: int | None = None
+    criticality: int | None = None
+    decommissioned_at: datetime | None = None
 
 
 class DeviceDetailPublic(DevicePublic):

@@ -42,8 +42,11 @@ __all__ = [
     "Role",
     "Rule",
     "RuleAlert",
+    "RuleState",
     "Site",
     "StateInterval",
+    "StateTracker",
+    "StatusRecord",
     "TelemetrySample",
     "TransientFault",
     "User",
@@ -302,6 +305,10 @@ class Site(Base):
     criticality: Mapped[int | None] = mapped_column(Integer)  # None: the customer's
 
 
+_KPI_COVER = ("state", "device_id", "external", "planned_end")  # the KPI queries read only these
+_KPI_FAILURE = ("effect", "external")
+
+
 class StateInterval(Base):
     """One device's equipment state over [start, end); ``end`` None while it lasts. Derived from
     the event history (device time) and presence; rebuilt for a device when late data arrives."""
@@ -310,6 +317,9 @@ class StateInterval(Base):
     __table_args__ = (
         Index("ix_state_intervals_device_start", "device_id", "start_s"),
         Index("ix_state_intervals_state_start", "state", "start_s"),
+        # migration 0004 (KPIs): intervals overlapping a period, by their end or by their start
+        Index("ix_state_intervals_end_start", "end_s", "start_s", *_KPI_COVER),
+        Index("ix_state_intervals_start_end", "start_s", "end_s", *_KPI_COVER),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -337,6 +347,12 @@ class Incident(Base):
         Index("ix_incidents_device_fault", "device_id", "fault_s"),
         Index("ix_incidents_resolved", "resolved_s"),
         Index("ix_incidents_status", "status"),
+        # migration 0004 (KPIs): incidents by period, and repeats of a fault code on a device
+        Index("ix_incidents_detect", "detect_s"),
+        Index("ix_incidents_fault", "fault_s"),
+        Index("ix_incidents_restored", "restored_s"),
+        Index("ix_incidents_device_code_fault", "device_id", "fault_code", "fault_s", "detect_s"),
+        Index("ix_incidents_device_code_restored", "device_id", "fault_code", "restored_s", *_KPI_FAILURE),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -372,6 +388,13 @@ class Incident(Base):
     remote_used: Mapped[bool] = mapped_column(Boolean, default=False)  # a remote session/command was used
     visits: Mapped[int] = mapped_column(Integer, default=0)  # field visits
     reopened: Mapped[int] = mapped_column(Integer, default=0)
+    # migration 0003 (docs/incidents.md): the failure episodes this incident covers (one, more
+    # once reopened) as [{"start_s", "end_s", "detect_s", "end_received_s", "codes", "effect",
+    # "severity"}]; who resolved it ("server" or "user:<name>"); and whether the server may still
+    # resolve it from evidence (a person who reopens an incident takes that over)
+    episodes: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    resolved_by: Mapped[str | None] = mapped_column(String(256))
+    auto_resolve: Mapped[bool] = mapped_column(Boolean, default=True)
 
     @validates("t_fault", "t_detect", "t_ack", "t_respond", "t_restored", "t_resolved")
     def _keep_epoch(self, key: str, value: datetime | None) -> datetime | None:
@@ -398,13 +421,54 @@ class TransientFault(Base):
     """A fault that cleared itself within the debounce window: counted, opens no incident."""
 
     __tablename__ = "transient_faults"
-    __table_args__ = (Index("ix_transient_faults_device_raised", "device_id", "raised_at"),)
+    __table_args__ = (
+        Index("ix_transient_faults_device_raised", "device_id", "raised_at"),
+        Index("ix_transient_faults_raised", "raised_at"),  # migration 0004 (KPIs)
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
     code: Mapped[str] = mapped_column(String(256))
     raised_at: Mapped[datetime] = mapped_column(UtcDateTime)
     cleared_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class StatusRecord(Base):
+    """Every status message (migration 0003): presence and reported state over time, so state
+    intervals and offline incidents can be rebuilt from history like everything else."""
+
+    __tablename__ = "status_history"
+    __table_args__ = (
+        UniqueConstraint("device_id", "seq"),
+        Index("ix_status_history_device_received", "device_id", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigId)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)  # device clock (the last will: its connect time)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    online: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(256), default="")
+
+
+class StateTracker(Base):
+    """Where the derivation of one device's states and incidents stands (migration 0003): the
+    position processed so far, the next time something falls due (debounce, grace, planned end),
+    and the derivation's state as JSON. Disposable: a rebuild recreates it from history."""
+
+    __tablename__ = "state_trackers"
+
+    device_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    mark_s: Mapped[float | None] = mapped_column(Float)
+    mark_seq: Mapped[int | None] = mapped_column(BigId)
+    due_s: Mapped[float | None] = mapped_column(Float, index=True)
+    dirty: Mapped[bool] = mapped_column(Boolean, default=False)  # rebuild at the next sweep
+    snapshot: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class Rule(Base):
@@ -422,6 +486,9 @@ class Rule(Base):
     model: Mapped[str | None] = mapped_column(String(256))  # None: every model
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # evaluation cursor (migration 0005): telemetry ids up to this one have been evaluated;
+    # set to the newest id when the rule is created, re-enabled or its condition changes
+    last_sample_id: Mapped[int | None] = mapped_column(BigId)
 
 
 class RuleAlert(Base):
@@ -435,3 +502,20 @@ class RuleAlert(Base):
     raised_at: Mapped[datetime] = mapped_column(UtcDateTime)  # when it had held for duration_s
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     value: Mapped[float] = mapped_column(Float)
+
+
+class RuleState(Base):
+    """Where the evaluation of one rule on one device stands (migration 0005): the device time of
+    the newest sample evaluated, since when the condition holds, and the alert it raised."""
+
+    __tablename__ = "rule_states"
+
+    rule_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("rules.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    last_ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    since: Mapped[datetime | None] = mapped_column(UtcDateTime)  # None: the condition does not hold
+    alert_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("rule_alerts.id", ondelete="SET NULL"))

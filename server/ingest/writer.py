@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, bindparam, case, insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,6 +22,9 @@ import protocol
 from server.db.dialect import insert_ignore
 from server.db.models import Device, Event, Message, TelemetrySample
 from server.services import commands
+
+if TYPE_CHECKING:
+    from server.incidents import IncidentTracker
 
 __all__ = ["BatchOutcome", "BatchWriter", "Decoded", "write_batch"]
 
@@ -143,8 +146,12 @@ def _event_row(item: Decoded, event: protocol.Event) -> dict[str, Any]:
     }
 
 
-async def write_batch(session: AsyncSession, items: Sequence[Decoded]) -> BatchOutcome:
-    """Apply ``items`` in the session's transaction (no commit)."""
+async def write_batch(
+    session: AsyncSession, items: Sequence[Decoded], *, incidents: IncidentTracker | None = None
+) -> BatchOutcome:
+    """Apply ``items`` in the session's transaction (no commit). With ``incidents``, the new
+    messages also update state intervals and incidents (server/incidents), in the same
+    transaction."""
     outcome = BatchOutcome()
     fresh = await _claim(session, items, outcome)
     if not fresh:
@@ -189,17 +196,27 @@ async def write_batch(session: AsyncSession, items: Sequence[Decoded]) -> BatchO
             .values(last_seen=bindparam("seen")),
             [{"device": device_id, "seen": ts} for device_id, ts in last_seen.items()],
         )
+    await _derive(session, fresh, incidents)
     return outcome
+
+
+async def _derive(session: AsyncSession, fresh: Sequence[Decoded], incidents: IncidentTracker | None) -> None:
+    """States and incidents (server/incidents), once everything above is written."""
+    if incidents is not None:
+        await incidents.on_batch(session, [(item.message, item.received_at) for item in fresh])
 
 
 class BatchWriter:
     """:func:`write_batch` in its own transaction, committed."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, incidents: IncidentTracker | None = None
+    ) -> None:
         self._sessions = sessions
+        self._incidents = incidents
 
     async def write(self, items: Sequence[Decoded]) -> BatchOutcome:
         async with self._sessions() as session:
-            outcome = await write_batch(session, items)
+            outcome = await write_batch(session, items, incidents=self._incidents)
             await session.commit()
             return outcome

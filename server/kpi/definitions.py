@@ -1,0 +1,313 @@
+"""Every KPI column: its name, label, unit and the definition shown as a tooltip.
+
+The texts say exactly what :mod:`server.kpi.reference` and :mod:`server.kpi.query` compute
+(docs/kpis.md has the same formulas with examples). Units: ``count``, ``seconds``, ``ratio``
+(0-1), ``money`` (the customer's ``cost_per_dispatch`` currency), ``bool``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["COLUMNS", "DEFINITIONS", "GROUP_COLUMNS", "REPEAT_WINDOW_S", "Kpi", "definitions_dict"]
+
+REPEAT_WINDOW_S = 30 * 86400.0
+"""A repeat is the same fault code on the same device within 30 days of a restore."""
+
+
+@dataclass(frozen=True, slots=True)
+class Kpi:
+    name: str
+    label: str
+    unit: str
+    definition: str
+
+
+_PERIOD = (
+    "P = [from, to) half-open, UTC, cut at the time of the report when `to` is later. "
+    "Device attributes (customer, site, model) are their current values."
+)
+_RESOLVED_IN_P = "over incidents resolved (t_resolved) in P, whenever they started; never clipped"
+
+
+def _durations(prefix: str, label: str, formula: str, population: str) -> list[Kpi]:
+    return [
+        Kpi(
+            f"{prefix}_n",
+            f"{label} — incidents",
+            "count",
+            f"Incidents with a value for {formula}, {population}.",
+        ),
+        Kpi(
+            f"{prefix}_mean_s",
+            f"{label} (mean)",
+            "seconds",
+            f"Mean of {formula}, {population}. Durations are never negative: t_fault is clamped to "
+            "<= t_detect and a negative difference counts 0.",
+        ),
+        Kpi(
+            f"{prefix}_median_s",
+            f"{label} (median)",
+            "seconds",
+            f"Median of {formula} (linear interpolation between closest ranks), {population}.",
+        ),
+        Kpi(
+            f"{prefix}_p90_s",
+            f"{label} (p90)",
+            "seconds",
+            f"90th percentile of {formula}: rank (n - 1)·0.9 with linear interpolation, {population}.",
+        ),
+    ]
+
+
+GROUP_COLUMNS = ("group_by", "group_key", "group", "from", "to")
+
+COLUMNS: tuple[Kpi, ...] = (
+    Kpi(
+        "devices",
+        "Devices",
+        "count",
+        "Devices in scope with required time in P. Empty when grouped or filtered by fault code "
+        "(equipment state carries no fault code).",
+    ),
+    Kpi(
+        "required_s",
+        "Required time",
+        "seconds",
+        "RequiredTime = |P| minus non-scheduled time (after the device's decommissioning; outside "
+        "the customer's contract hours when configured), summed over devices. " + _PERIOD,
+    ),
+    Kpi(
+        "downtime_s",
+        "Unplanned downtime",
+        "seconds",
+        "UDT = per device, the union (never the sum) of its `down` intervals and of maintenance "
+        "time past the announced end, not flagged external, within required time; summed over "
+        "devices. Open intervals last until the end of P.",
+    ),
+    Kpi(
+        "planned_downtime_s",
+        "Planned downtime",
+        "seconds",
+        "SDT = per device, the union of `maintenance` intervals up to their announced end, minus "
+        "unplanned and external downtime (unplanned wins overlaps), within required time.",
+    ),
+    Kpi(
+        "external_downtime_s",
+        "External downtime",
+        "seconds",
+        "Union of `down` intervals (and maintenance overruns) flagged external — customer power or "
+        "network loss — minus unplanned downtime. Not the equipment's downtime: shown separately, "
+        "does not lower availability.",
+    ),
+    Kpi(
+        "operating_s",
+        "Operating time",
+        "seconds",
+        "Required time in `running` or `degraded` and in none of the states above.",
+    ),
+    Kpi(
+        "unknown_s",
+        "Unknown time",
+        "seconds",
+        "Required time with no known state: `unknown` (agent or network offline) or no interval "
+        "at all. Neither up nor down.",
+    ),
+    Kpi(
+        "uptime_s",
+        "Uptime",
+        "seconds",
+        "Known required time not in unplanned downtime = required - unknown - downtime "
+        "(planned and external downtime are not unplanned downtime).",
+    ),
+    Kpi("coverage", "Coverage", "ratio", "Known time / required time = (required - unknown) / required."),
+    Kpi(
+        "availability",
+        "Availability",
+        "ratio",
+        "Σ uptime / Σ known required time = 1 - downtime / (required - unknown), device-hour "
+        "weighted over the devices of the row (never a mean of per-device percentages); unknown "
+        "time is left out. Read it with its coverage and bounds.",
+    ),
+    Kpi(
+        "availability_pessimistic",
+        "Availability (pessimistic)",
+        "ratio",
+        "Σ uptime / Σ required time: unknown time counted as down. Lower bound.",
+    ),
+    Kpi(
+        "availability_optimistic",
+        "Availability (optimistic)",
+        "ratio",
+        "1 - Σ downtime / Σ required time: unknown time counted as up. Upper bound; this is "
+        "Availability = 1 - Downtime / RequiredTime when every state is known.",
+    ),
+    Kpi(
+        "failure_episodes",
+        "Failure episodes",
+        "count",
+        "Failures (incidents with effect `down`, not external) of one device whose "
+        "[t_fault, t_restored) overlap are one episode (t_resolved when no restore was recorded; "
+        "no end while open); counted in the period its first t_fault falls in. By fault code: the "
+        "code of the episode's first incident.",
+    ),
+    Kpi(
+        "mtbf_s",
+        "MTBF",
+        "seconds",
+        "Σ uptime in P / failure episodes starting in P. Empty when none started (see "
+        "mtbf_censored). Empty when grouped or filtered by fault code.",
+    ),
+    Kpi(
+        "mtbf_censored",
+        "MTBF censored",
+        "bool",
+        "True when no failure episode started in P: MTBF is then only known to be > uptime "
+        "(reported in mtbf_lower_bound_s), never infinity.",
+    ),
+    Kpi(
+        "mtbf_lower_bound_s",
+        "MTBF lower bound",
+        "seconds",
+        "With no failure in P: MTBF > this uptime. Empty otherwise.",
+    ),
+    *_durations(
+        "mtrs",
+        "MTRS",
+        "t_restored - t_fault (restore of service: detection + repair, the downtime-relevant MTTR)",
+        _RESOLVED_IN_P,
+    ),
+    *_durations("mtta", "MTTA", "t_ack - t_detect (first human acknowledgement)", _RESOLVED_IN_P),
+    *_durations(
+        "mttrespond",
+        "MTTRespond",
+        "t_respond - t_detect (first remediation: command, guidance, engineer assigned)",
+        _RESOLVED_IN_P,
+    ),
+    *_durations("mttresolve", "MTTResolve", "t_resolved - t_detect", _RESOLVED_IN_P),
+    Kpi(
+        "open_at_end",
+        "Open at period end",
+        "count",
+        "Incidents detected before the end of P and not resolved by then (t_resolved empty or "
+        ">= end). Per week/month: at the end of each bucket.",
+    ),
+    Kpi("open_age_mean_s", "Open age (mean)", "seconds", "Mean of (end of P - t_detect) over open_at_end."),
+    Kpi(
+        "open_age_median_s",
+        "Open age (median)",
+        "seconds",
+        "Median of (end of P - t_detect) over open_at_end.",
+    ),
+    Kpi(
+        "open_age_p90_s",
+        "Open age (p90)",
+        "seconds",
+        "90th percentile of (end of P - t_detect) over open_at_end.",
+    ),
+    Kpi(
+        "open_age_max_s",
+        "Open age (max)",
+        "seconds",
+        "Age of the oldest incident still open at the end of P.",
+    ),
+    Kpi("incidents", "Incidents", "count", "Incidents opened (t_detect) in P."),
+    Kpi(
+        "remote_used",
+        "Remote sessions used",
+        "count",
+        "Incidents opened in P in which a remote session or command was used.",
+    ),
+    Kpi("remote_usage_rate", "Remote-maintenance usage", "ratio", "remote_used / incidents."),
+    Kpi(
+        "resolved",
+        "Resolved",
+        "count",
+        "Incidents resolved (t_resolved) in P; a reopened incident is the same incident.",
+    ),
+    Kpi(
+        "resolved_auto",
+        "Resolved: auto",
+        "count",
+        "Resolved in P with channel `auto` (cleared with no human action).",
+    ),
+    Kpi(
+        "resolved_customer",
+        "Resolved: customer",
+        "count",
+        "Resolved in P with channel `customer` (customer followed guided steps).",
+    ),
+    Kpi(
+        "resolved_remote",
+        "Resolved: remote",
+        "count",
+        "Resolved in P with channel `remote` (technician's remote session or command).",
+    ),
+    Kpi(
+        "resolved_field",
+        "Resolved: field",
+        "count",
+        "Resolved in P with channel `field` (engineer dispatched).",
+    ),
+    Kpi(
+        "self_resolution_rate",
+        "Self-resolution rate",
+        "ratio",
+        "(auto + customer + remote) / resolved: resolved without dispatching an engineer.",
+    ),
+    Kpi("remote_resolution_rate", "Remote-resolution rate", "ratio", "remote / resolved."),
+    Kpi("customer_self_service_rate", "Customer self-service rate", "ratio", "customer / resolved."),
+    Kpi("auto_recovery_rate", "Auto-recovery rate", "ratio", "auto / resolved."),
+    Kpi("dispatch_rate", "Dispatch rate", "ratio", "field / resolved."),
+    Kpi(
+        "dispatches_avoided",
+        "Dispatches avoided",
+        "count",
+        "Incidents resolved in P by `remote` or `customer` whose triage said 'needs dispatch' "
+        "under the baseline policy.",
+    ),
+    Kpi(
+        "dispatches_avoided_value",
+        "Dispatches avoided (value)",
+        "money",
+        "Σ over dispatches avoided of the device's customer's cost_per_dispatch.",
+    ),
+    Kpi(
+        "dispatched_resolved",
+        "Dispatched, resolved",
+        "count",
+        "Incidents resolved in P with channel `field`.",
+    ),
+    Kpi(
+        "first_time_fixes",
+        "First-time fixes",
+        "count",
+        "Of dispatched_resolved: at most one recorded visit, and no incident with the same fault "
+        "code on the same device with t_fault in [t_restored, t_restored + 30 days) (t_resolved "
+        "when t_restored is empty).",
+    ),
+    Kpi("first_time_fix_rate", "First-time fix rate", "ratio", "first_time_fixes / dispatched_resolved."),
+    Kpi("failures", "Failures", "count", "Incidents with effect `down`, not external, with t_fault in P."),
+    Kpi(
+        "repeat_failures",
+        "Repeat failures",
+        "count",
+        "Of failures: those whose t_fault is within 30 days after the t_restored of another "
+        "failure with the same fault code on the same device (t_restored <= t_fault < t_restored + 30 d).",
+    ),
+    Kpi("repeat_failure_rate", "Repeat-failure rate", "ratio", "repeat_failures / failures."),
+    Kpi(
+        "transient_faults",
+        "Transient faults",
+        "count",
+        "Faults raised in P that cleared within the debounce window: counted here, they open no "
+        "incident (so the auto-recovery rate is not a noise counter).",
+    ),
+)
+
+DEFINITIONS: dict[str, Kpi] = {kpi.name: kpi for kpi in COLUMNS}
+
+
+def definitions_dict() -> dict[str, dict[str, str]]:
+    """``{name: {"label", "unit", "definition"}}`` for the API and the UI's tooltips."""
+    return {kpi.name: {"label": kpi.label, "unit": kpi.unit, "definition": kpi.definition} for kpi in COLUMNS}

@@ -1,0 +1,592 @@
+"""The KPIs from the database, with SQL doing the work: the same numbers as the reference
+engine (:mod:`server.kpi.reference`), in a handful of statements.
+
+How the SQL does interval arithmetic on the ``*_s`` epoch columns:
+
+- **Union without double counting.** Per device and bucket, rows ordered by start; each row
+  owns ``[max(start, M), end)`` where M is the largest end of the rows before it
+  (``MAX(end) OVER (… ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)``). These shares are
+  disjoint and their union is the union of the rows. Four running maxima, one per precedence
+  level, give the nested unions (down ⊆ +external ⊆ +planned ⊆ +running) in one pass.
+- **Required time.** A share [a, e) counts C(e) - C(a), C(x) being the scheduled time of the
+  device's calendar before x (24x7: x; contract hours: a lookup in ``kpi_windows``); required
+  time is the calendar's windows, cut at decommissioning.
+- **Failure episodes** use the same running maximum over a device's failures: a failure
+  starts an episode when it starts at or after every earlier one ended.
+- **Percentiles** rank the durations in SQL (``ROW_NUMBER``) and fetch only the rows around
+  each wanted rank.
+- **Indexes** (migration 0004): intervals overlapping P are found through (end_s, start_s, …)
+  or (start_s, end_s, …), whichever is narrower for P; incidents through ranges on resolved_s,
+  detect_s, fault_s, restored_s — each candidate read once into ``kpi_incidents``.
+"""
+
+# SQL here is assembled from fixed fragments of this module; every value is a bound parameter.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.models import Channel, Customer, Site
+from server.db.types import UtcDateTime
+from server.kpi.calendar import Bucket, ContractHours, buckets, parse_contract_hours, to_datetime
+from server.kpi.definitions import REPEAT_WINDOW_S
+from server.kpi.intervals import interpolate
+from server.kpi.report import (
+    DEVICE_GROUPS,
+    DurationSummary,
+    GroupBy,
+    Names,
+    Period,
+    Report,
+    ReportSpec,
+    RowAggregates,
+    RowKey,
+    StateTotals,
+    assemble,
+)
+from server.kpi.sql import (
+    CAL_24X7,
+    DAY,
+    OPEN_END,
+    SLOTS,
+    Dialect,
+    create_temporary_tables,
+    empty_temporary_tables,
+    share_above,
+    share_below,
+)
+
+__all__ = ["compute_report"]
+
+logger = logging.getLogger(__name__)
+
+_METRICS = ("mtrs", "mtta", "mttrespond", "mttresolve", "open_age")
+_KNOWN_STATES = "('down', 'maintenance', 'running', 'degraded')"
+_DEVICE_COLUMN = {GroupBy.CUSTOMER: "customer_id", GroupBy.SITE: "site_id", GroupBy.MODEL: "model"}
+Bounds = tuple[float, float, float, float]
+
+
+class _Query:
+    def __init__(self, session: AsyncSession, spec: ReportSpec, period: Period, cuts: list[Bucket]) -> None:
+        self.session = session
+        self.spec = spec
+        self.period = period
+        self.cuts = cuts
+        self.d = Dialect(session.get_bind().dialect.name)
+        self.params: dict[str, Any] = {
+            "t0": period.t0,
+            "te": period.te,
+            "repeat": REPEAT_WINDOW_S,
+            "be_min": cuts[0].end if cuts else period.te,
+        }
+        filters = ["1 = 1"]
+        for name, column in (("customer", "d.customer_id"), ("site", "d.site_id"), ("model", "d.model")):
+            if getattr(spec, name) is not None:
+                filters.append(f"{column} = :f_{name}")
+                self.params[f"f_{name}"] = getattr(spec, name)
+        self.device_filter = " AND ".join(filters)
+        if spec.fault_code is not None:
+            self.params["f_code"] = spec.fault_code
+        self.rows: dict[RowKey, RowAggregates] = {}
+        self.timings: dict[str, float] = {}
+        self.bounds: dict[str, Bounds] = {}
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def group(self, alias: str, code: str | None = None) -> str:
+        """The group value of a row: a column of devices (alias d) or kpi_incidents (alias i),
+        the fault code, or NULL (whole fleet, week, month)."""
+        group_by = self.spec.group_by
+        if group_by in _DEVICE_COLUMN:
+            return f"{alias}.{_DEVICE_COLUMN[group_by]}"
+        if group_by is GroupBy.FAULT_CODE and code is not None:
+            return code
+        return "NULL"
+
+    def code_filter(self, column: str) -> str:
+        return f" AND {column} = :f_code" if self.spec.fault_code is not None else ""
+
+    def row(self, key: Any, index: int) -> RowAggregates:
+        if (key, index) not in self.rows:
+            self.rows[key, index] = RowAggregates(state=StateTotals() if self.spec.with_state else None)
+        return self.rows[key, index]
+
+    async def fetch(self, name: str, sql: str, **extra: Any) -> Sequence[Any]:
+        started = time.perf_counter()
+        statement = text(sql)
+        params = {**self.params, **extra}
+        for key in ("t0_dt", "te_dt"):
+            if key in params:
+                statement = statement.bindparams(bindparam(key, type_=UtcDateTime))
+        result = (await self.session.execute(statement, params)).all()
+        self.timings[name] = time.perf_counter() - started
+        return result
+
+    async def load_bounds(self) -> None:
+        """Column ranges (one index lookup each) from which the access paths are chosen."""
+        for key, table, low, high in (
+            ("states", "state_intervals", "start_s", "end_s"),
+            ("open", "incidents", "detect_s", "resolved_s"),
+            ("spanning", "incidents", "fault_s", "restored_s"),
+        ):
+            parts = [f"(SELECT {fn}({col}) FROM {table})" for col in (low, high) for fn in ("MIN", "MAX")]
+            row = (await self.session.execute(text("SELECT " + ", ".join(parts)))).one()
+            if None not in row:
+                self.bounds[key] = (row[0], row[1], row[2], row[3])
+
+    def through_end(self, key: str, start_bound: float, end_bound: float) -> bool:
+        """Find rows with start < start_bound and end > end_bound through their end (true) or
+        through their start, whichever range the column bounds say is narrower."""
+        bounds = self.bounds.get(key)
+        if bounds is None:
+            return True
+        start_lo, start_hi, end_lo, end_hi = bounds
+        return share_above(end_lo, end_hi, end_bound) <= share_below(start_lo, start_hi, start_bound)
+
+    # --- rows that exist even when empty -------------------------------------------------
+
+    async def keys(self) -> None:
+        group_by = self.spec.group_by
+        if group_by is None or group_by.is_time:
+            for bucket in self.cuts:
+                self.row(None, bucket.index)
+        elif group_by in DEVICE_GROUPS:
+            sql = f"SELECT DISTINCT {self.group('d')} FROM devices d WHERE {self.device_filter}"
+            for (g,) in await self.fetch("keys", sql):
+                self.row(g, 0)
+
+    # --- equipment state ------------------------------------------------------------------
+
+    def devices_cte(self, calendars: dict[int, ContractHours]) -> str:
+        cal = (
+            f"CASE WHEN d.customer_id IN ({', '.join(str(int(c)) for c in calendars)}) "
+            f"THEN d.customer_id ELSE {CAL_24X7} END"
+            if calendars
+            else str(CAL_24X7)
+        )
+        decommissioned = f"COALESCE({self.d.epoch('d.decommissioned_at')}, {OPEN_END})"
+        return f"""
+            dv AS (
+                SELECT d.id AS device_id, {self.group("d")} AS g, {cal} AS cal, {decommissioned} AS dec_s
+                FROM devices d WHERE {self.device_filter}
+            )"""
+
+    async def required_time(self, calendars: dict[int, ContractHours]) -> None:
+        sql = f"""
+            WITH {self.devices_cte(calendars)}
+            SELECT dv.g, w.b, COUNT(DISTINCT dv.device_id) AS n,
+                   SUM({self.d.least("w.we", "dv.dec_s")} - w.ws) AS req
+            FROM dv JOIN kpi_windows w ON w.cal = dv.cal AND w.ws < dv.dec_s
+            GROUP BY dv.g, w.b
+        """
+        for g, b, n, req in await self.fetch("required", sql):
+            state = self.row(g, b).state
+            assert state is not None
+            state.devices += n
+            state.required += req or 0.0
+
+    def overlapping(self, columns: str, states: str) -> str:
+        """Intervals overlapping [t0, te) in ``states``, through whichever covering index
+        (end_s, start_s, ...) or (start_s, end_s, ...) reads fewer entries."""
+        d = self.d
+        if self.through_end("states", self.period.te, self.period.t0):
+            return f"""
+                SELECT {columns} FROM state_intervals s
+                WHERE s.end_s > :t0 AND {d.hide("s.start_s")} < :te AND {states}
+                UNION ALL
+                SELECT {columns} FROM state_intervals s
+                WHERE s.end_s IS NULL AND {d.hide("s.start_s")} < :te AND {states}"""
+        return f"""
+                SELECT {columns} FROM state_intervals s
+                WHERE s.start_s < :te AND ({d.hide("s.end_s")} > :t0 OR s.end_s IS NULL) AND {states}"""
+
+    def pieces(self) -> str:
+        """The known-state pieces overlapping [t0, te) with their precedence level: every
+        interval up to its planned end, and every maintenance overrun (down)."""
+        d = self.d
+        g, lt = d.greatest, d.least
+        end = f"COALESCE(s.end_s, {OPEN_END})"
+        pe = d.epoch("s.planned_end")
+        level = (
+            "CASE WHEN s.state = 'down' THEN (CASE WHEN s.external THEN 2 ELSE 1 END) "
+            "WHEN s.state = 'maintenance' THEN 3 ELSE 4 END"
+        )
+        cut = f"CASE WHEN s.state = 'maintenance' AND s.planned_end IS NOT NULL THEN {lt(end, pe)} ELSE {end} END"
+        overrun = f"s.device_id, {g('s.start_s', pe)} AS s, {end} AS e, CASE WHEN s.external THEN 2 ELSE 1 END AS lvl"
+        return (
+            self.overlapping(
+                f"s.device_id, s.start_s AS s, {cut} AS e, {level} AS lvl",
+                f"{d.hide('s.state')} IN {_KNOWN_STATES}",
+            )
+            + "\n                UNION ALL"
+            + self.overlapping(
+                overrun, f"{d.hide('s.state')} = 'maintenance' AND s.planned_end IS NOT NULL AND {pe} < {end}"
+            )
+        )
+
+    def day(self, x: str) -> str:
+        """The UTC day number of epoch seconds ``x`` (>= 0)."""
+        return f"CAST(floor({x} / {DAY}) AS BIGINT)" if self.d.pg else f"CAST({x} / {DAY} AS INTEGER)"
+
+    def scheduled_in_day(self, alias: str, x: str) -> str:
+        """C(x) from x's kpi_days row ``alias``: scheduled time before the day + the day's
+        scheduled pieces before x."""
+        g, lt = self.d.greatest, self.d.least
+        pieces = " + ".join(g("0", f"{lt(x, f'{alias}.w{k}e')} - {alias}.w{k}s") for k in range(1, SLOTS + 1))
+        return f"{alias}.cum + {pieces}"
+
+    def scheduled_before(self, x: str, alias: str | None = None) -> str:
+        """C(x): scheduled time of the row's calendar before ``x`` (24x7: x itself), from the
+        joined kpi_days row ``alias``, or looked up."""
+        if alias is not None:
+            contract = self.scheduled_in_day(alias, x)
+        else:
+            contract = (
+                f"(SELECT {self.scheduled_in_day('kd', x)} FROM kpi_days kd "
+                f"WHERE kd.cal = wn.cal AND kd.day = {self.day(x)})"
+            )
+        return f"(CASE WHEN wn.cal = {CAL_24X7} THEN {x} ELSE {contract} END)"
+
+    async def state_time(self, calendars: dict[int, ContractHours]) -> None:
+        """Nested unions per device and bucket, in one pass; with no contract hours in scope,
+        plain arithmetic, else each share's scheduled part through C(x)."""
+        contract = bool(calendars)
+        g, lt = self.d.greatest, self.d.least
+        maxima = ",\n".join(f"MAX(CASE WHEN lvl <= {k} THEN e END) OVER win AS m{k}" for k in (1, 2, 3, 4))
+        # the row's share at level k is [a_k, e), a_k = max(s, M_k), when non-empty
+        starts = {k: g("wn.s", f"COALESCE(wn.m{k}, wn.s)") for k in (1, 2, 3, 4)}
+        if contract:  # scheduled part: C(e) - C(a_k), and C(a_k) is C(s) unless an earlier row overlaps
+            shares = ",\n".join(
+                f"CASE WHEN wn.lvl <= {k} AND wn.e > {starts[k]} THEN "
+                f"(CASE WHEN wn.m{k} IS NULL OR wn.m{k} <= wn.s THEN -1 "
+                f"ELSE {self.scheduled_before(f'wn.m{k}')} END) END AS c{k}"
+                for k in (1, 2, 3, 4)
+            )
+            contributions = ",\n".join(
+                f"SUM(CASE WHEN sg.c{k} IS NULL THEN 0 WHEN sg.c{k} = -1 THEN sg.ce - sg.cs "
+                f"ELSE sg.ce - sg.c{k} END) AS u{k}"
+                for k in (1, 2, 3, 4)
+            )
+            tail = f""",
+            sg AS (
+                SELECT wn.g, wn.b, {self.scheduled_before("wn.s", "ds")} AS cs,
+                       {self.scheduled_before("wn.e", "de")} AS ce,
+                       {shares}
+                FROM wn
+                LEFT JOIN kpi_days ds ON ds.cal = wn.cal AND ds.day = {self.day("wn.s")}
+                LEFT JOIN kpi_days de ON de.cal = wn.cal AND de.day = {self.day("wn.e")}
+            )
+            SELECT sg.g, sg.b,
+                   {contributions}
+            FROM sg GROUP BY sg.g, sg.b"""
+        else:
+            contributions = ",\n".join(
+                f"SUM(CASE WHEN wn.lvl <= {k} AND wn.e > {starts[k]} THEN wn.e - {starts[k]} ELSE 0 END) AS u{k}"
+                for k in (1, 2, 3, 4)
+            )
+            tail = f"""
+            SELECT wn.g, wn.b,
+                   {contributions}
+            FROM wn GROUP BY wn.g, wn.b"""
+        sql = f"""
+            WITH {self.devices_cte(calendars)},
+            pc AS ({self.pieces()}
+            ),
+            cl AS (
+                SELECT pc.device_id, dv.g, dv.cal, kb.b, pc.lvl,
+                       {g("pc.s", "kb.bs")} AS s, {lt("pc.e", "kb.be", "dv.dec_s")} AS e
+                FROM pc
+                JOIN dv ON dv.device_id = pc.device_id
+                JOIN kpi_buckets kb ON kb.bs < pc.e AND kb.be > pc.s
+            ),
+            wn AS (
+                SELECT g, cal, b, lvl, s, e,
+                       {maxima}
+                FROM cl WHERE e > s
+                WINDOW win AS (PARTITION BY device_id, b ORDER BY s
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+            ){tail}
+        """
+        for g_, b, u1, u2, u3, u4 in await self.fetch("state", sql):
+            state = self.row(g_, b).state
+            assert state is not None
+            state.down += u1 or 0.0
+            state.down_or_external += u2 or 0.0
+            state.not_up += u3 or 0.0
+            state.known += u4 or 0.0
+
+    # --- incidents ------------------------------------------------------------------------
+
+    async def load_incidents(self) -> None:
+        """Every incident a KPI of this report can touch, read once into kpi_incidents:
+        resolved, opened, failed or still open in P, or a failure reaching into P. Each branch
+        is an index range; the planners read each row once (SQLite's multi-index OR, PostgreSQL's
+        BitmapOr)."""
+        d = self.d
+        fault = d.least("i.fault_s", "i.detect_s")
+        te, be = self.period.te, self.params["be_min"]
+        if self.through_end("open", te, be):
+            still_open = f"i.resolved_s >= :be_min AND {d.hide('i.detect_s')} < :te"
+        else:
+            still_open = f"i.detect_s < :te AND {d.hide('i.resolved_s')} >= :be_min"
+        if self.through_end("spanning", self.period.t0, self.period.t0):  # a failure's end after t0
+            spanning = ["i.restored_s > :t0", f"i.resolved_s > :t0 AND {d.hide('i.restored_s')} IS NULL"]
+        else:  # a failure's start before t0
+            spanning = ["i.fault_s < :t0", "i.detect_s < :t0"]
+        branches = [
+            "i.resolved_s >= :t0 AND i.resolved_s < :te",
+            "i.detect_s >= :t0 AND i.detect_s < :te",
+            "i.fault_s >= :t0 AND i.fault_s < :te",
+            still_open,
+            "i.resolved_s IS NULL",  # open: at the end of P, or a failure without an end
+            *spanning,
+        ]
+        failure = "i.effect = 'down' AND NOT i.external"
+        anywhere = "\n                   OR ".join(f"({branch})" for branch in branches)
+        sql = f"""
+            INSERT INTO kpi_incidents
+            SELECT i.id, i.device_id, d.customer_id, d.site_id, d.model, i.fault_code,
+                   CASE WHEN {failure} THEN 1 ELSE 0 END, {fault}, i.detect_s, i.ack_s, i.respond_s,
+                   i.restored_s, i.resolved_s, i.channel, CASE WHEN i.needs_dispatch THEN 1 ELSE 0 END,
+                   CASE WHEN i.remote_used THEN 1 ELSE 0 END, i.visits, COALESCE(c.cost_per_dispatch, 0)
+            FROM incidents i
+            JOIN devices d ON d.id = i.device_id
+            LEFT JOIN customers c ON c.id = d.customer_id
+            WHERE ({anywhere}) AND {self.device_filter}
+        """
+        started = time.perf_counter()
+        await self.session.execute(text(sql), self.params)
+        if d.pg:
+            await self.session.execute(text("ANALYZE kpi_incidents"))
+        self.timings["incidents"] = time.perf_counter() - started
+
+    async def resolved(self) -> None:
+        fixed = "COALESCE(i.rss, i.rvs)"
+        channels = ",\n".join(
+            f"SUM(CASE WHEN i.channel = '{c.value}' THEN 1 ELSE 0 END) AS ch_{c.value}" for c in Channel
+        )
+        avoided = "i.channel IN ('remote', 'customer') AND i.nd = 1"
+        nonneg = self.d.nonneg
+        sql = f"""
+            SELECT {self.group("i", "i.code")} AS g, kb.b,
+                   COUNT(*) AS resolved,
+                   {channels},
+                   SUM(CASE WHEN {avoided} THEN 1 ELSE 0 END) AS avoided,
+                   SUM(CASE WHEN {avoided} THEN i.cost ELSE 0 END) AS avoided_value,
+                   SUM(CASE WHEN i.channel = 'field' AND i.visits <= 1 AND NOT EXISTS (
+                           SELECT 1 FROM incidents j
+                           WHERE j.device_id = i.device_id AND j.fault_code = i.code
+                             AND j.fault_s >= {fixed} AND j.detect_s >= {fixed}
+                             AND {self.d.least("j.fault_s", "j.detect_s")} < {fixed} + :repeat AND j.id <> i.id
+                       ) THEN 1 ELSE 0 END) AS ftf,
+                   SUM(CASE WHEN i.rss IS NOT NULL THEN {nonneg("i.rss - i.fs")} END) AS t_mtrs,
+                   COUNT(i.rss) AS n_mtrs,
+                   SUM(CASE WHEN i.acs IS NOT NULL THEN {nonneg("i.acs - i.ds")} END) AS t_mtta,
+                   COUNT(i.acs) AS n_mtta,
+                   SUM(CASE WHEN i.rps IS NOT NULL THEN {nonneg("i.rps - i.ds")} END) AS t_mttrespond,
+                   COUNT(i.rps) AS n_mttrespond,
+                   SUM({nonneg("i.rvs - i.ds")}) AS t_mttresolve
+            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
+            WHERE i.rvs >= kb.bs AND i.rvs < kb.be{self.code_filter("i.code")}
+            GROUP BY 1, 2
+        """
+        names = [c.value for c in Channel]
+        for r in await self.fetch("resolved", sql):
+            g, b, resolved, by_channel, rest = r[0], r[1], r[2], r[3 : 3 + len(names)], r[3 + len(names) :]
+            agg = self.row(g, b)
+            agg.resolved += resolved
+            agg.channels = {name: count for name, count in zip(names, by_channel, strict=True) if count}
+            agg.dispatched_resolved = agg.channels.get(Channel.FIELD.value, 0)
+            agg.dispatches_avoided = rest[0] or 0
+            agg.dispatches_avoided_value = float(rest[1] or 0.0)
+            agg.first_time_fixes = rest[2] or 0
+            agg.mtrs.total, agg.mtrs.n = float(rest[3] or 0.0), rest[4]
+            agg.mtta.total, agg.mtta.n = float(rest[5] or 0.0), rest[6]
+            agg.mttrespond.total, agg.mttrespond.n = float(rest[7] or 0.0), rest[8]
+            agg.mttresolve.total, agg.mttresolve.n = float(rest[9] or 0.0), resolved
+
+    def open_join(self) -> str:
+        return "i.ds < kb.be AND (i.rvs IS NULL OR i.rvs >= kb.be)"
+
+    async def percentiles(self) -> None:
+        """Medians and p90s: rank each population in SQL, fetch the rows at the ranks."""
+        nonneg = self.d.nonneg
+        group = self.group("i", "i.code")
+        value = f"""CASE m.m
+                WHEN 0 THEN CASE WHEN i.rss IS NOT NULL THEN {nonneg("i.rss - i.fs")} END
+                WHEN 1 THEN CASE WHEN i.acs IS NOT NULL THEN {nonneg("i.acs - i.ds")} END
+                WHEN 2 THEN CASE WHEN i.rps IS NOT NULL THEN {nonneg("i.rps - i.ds")} END
+                ELSE {nonneg("i.rvs - i.ds")} END"""
+        x = f"""
+            WITH x AS (
+                SELECT {group} AS g, kb.b AS b, m.m AS m, {value} AS v
+                FROM kpi_incidents i CROSS JOIN kpi_buckets kb
+                CROSS JOIN (SELECT 0 AS m UNION ALL SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3) m
+                WHERE i.rvs >= kb.bs AND i.rvs < kb.be{self.code_filter("i.code")}
+                UNION ALL
+                SELECT {group} AS g, kb.b AS b, 4 AS m, kb.be - i.ds AS v
+                FROM kpi_incidents i CROSS JOIN kpi_buckets kb
+                WHERE {self.open_join()}{self.code_filter("i.code")}
+            )"""
+        if self.d.pg:  # percentile_cont is the same linear interpolation between closest ranks
+            sql = f"""{x}
+                SELECT g, b, m, percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY v)
+                FROM x WHERE v IS NOT NULL GROUP BY 1, 2, 3
+            """
+            for g, b, m, (median, p90) in await self.fetch("percentiles", sql):
+                summary: DurationSummary = getattr(self.row(g, b), _METRICS[m])
+                summary.median, summary.p90 = float(median), float(p90)
+            return
+        sql = f"""{x},
+            r AS (
+                SELECT g, b, m, v, ROW_NUMBER() OVER win - 1 AS rn, COUNT(*) OVER whole AS n
+                FROM x WHERE v IS NOT NULL
+                WINDOW win AS (PARTITION BY g, b, m ORDER BY v),
+                       whole AS (PARTITION BY g, b, m ORDER BY v ROWS BETWEEN UNBOUNDED PRECEDING
+                                 AND UNBOUNDED FOLLOWING)
+            )
+            SELECT g, b, m, n, rn, v FROM r
+            WHERE rn = (n - 1) / 2 OR rn = n / 2 OR rn = ((n - 1) * 9) / 10 OR rn = ((n - 1) * 9 + 9) / 10
+        """
+        ranks: dict[tuple[Any, int, int], tuple[int, dict[int, float]]] = {}
+        for g, b, m, n, rn, v in await self.fetch("percentiles", sql):
+            ranks.setdefault((g, b, m), (n, {}))[1][rn] = float(v)
+        for (g, b, m), (n, values) in ranks.items():
+            summary = getattr(self.row(g, b), _METRICS[m])
+            summary.median = _pick(values, n, 1, 2)
+            summary.p90 = _pick(values, n, 9, 10)
+
+    async def counts(self) -> None:
+        """Opened in P (and with a remote session), still open at each bucket's end (and how
+        old), failures in P (and repeats) — one statement, three populations."""
+        group = self.group("i", "i.code")
+        repeat = """EXISTS (
+                           SELECT 1 FROM incidents j
+                           WHERE j.device_id = i.device_id AND j.fault_code = i.code
+                             AND j.restored_s <= i.fs AND j.restored_s > i.fs - :repeat
+                             AND j.effect = 'down' AND NOT j.external AND j.id <> i.id)"""
+        opened = "i.ds >= kb.bs AND i.ds < kb.be"
+        failed = "i.failure = 1 AND i.fs >= kb.bs AND i.fs < kb.be"
+        sql = f"""
+            SELECT {group} AS g, kb.b,
+                   SUM(CASE WHEN {opened} THEN 1 ELSE 0 END) AS opened,
+                   SUM(CASE WHEN {opened} THEN i.ru ELSE 0 END) AS remote,
+                   SUM(CASE WHEN {self.open_join()} THEN 1 ELSE 0 END) AS still_open,
+                   SUM(CASE WHEN {self.open_join()} THEN kb.be - i.ds END) AS age,
+                   MAX(CASE WHEN {self.open_join()} THEN kb.be - i.ds END) AS oldest,
+                   SUM(CASE WHEN {failed} THEN 1 ELSE 0 END) AS failures,
+                   SUM(CASE WHEN {failed} AND {repeat} THEN 1 ELSE 0 END) AS repeats
+            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
+            WHERE (({opened}) OR ({self.open_join()}) OR ({failed})){self.code_filter("i.code")}
+            GROUP BY 1, 2
+        """
+        for g, b, opened_n, remote, still_open, age, oldest, failures, repeats in await self.fetch(
+            "counts", sql
+        ):
+            agg = self.row(g, b)
+            agg.incidents += opened_n or 0
+            agg.remote_used += remote or 0
+            if still_open:
+                agg.open_at_end += still_open
+                agg.open_age.n, agg.open_age.total, agg.open_age.maximum = (
+                    still_open,
+                    float(age),
+                    float(oldest),
+                )
+            agg.failures += failures or 0
+            agg.repeat_failures += repeats or 0
+
+    async def episodes(self) -> None:
+        # a failure ends at its restore, else its resolution, else never (see reference.failure_end)
+        end = f"{self.d.greatest(f'COALESCE(i.rss, i.rvs, {OPEN_END})', 'i.fs')}"
+        sql = f"""
+            WITH w AS (
+                SELECT i.customer_id, i.site_id, i.model, i.code, i.fs AS s,
+                       MAX({end}) OVER (PARTITION BY i.device_id ORDER BY i.fs, {end} DESC, i.id
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS m
+                FROM kpi_incidents i WHERE i.failure = 1
+            )
+            SELECT {self.group("w", "w.code")} AS g, kb.b, COUNT(*) AS n
+            FROM w CROSS JOIN kpi_buckets kb
+            WHERE (w.m IS NULL OR w.s >= w.m) AND w.s >= kb.bs AND w.s < kb.be{self.code_filter("w.code")}
+            GROUP BY 1, 2
+        """
+        for g, b, n in await self.fetch("episodes", sql):
+            self.row(g, b).failure_episodes += n
+
+    async def transients(self) -> None:
+        raised = self.d.epoch("t.raised_at")
+        sql = f"""
+            SELECT {self.group("d", "t.code")} AS g, kb.b, COUNT(*) AS n
+            FROM transient_faults t
+            JOIN devices d ON d.id = t.device_id
+            JOIN kpi_buckets kb ON {raised} >= kb.bs AND {raised} < kb.be
+            WHERE t.raised_at >= :t0_dt AND t.raised_at < :te_dt
+              AND {self.device_filter}{self.code_filter("t.code")}
+            GROUP BY 1, 2
+        """
+        rows = await self.fetch(
+            "transients", sql, t0_dt=to_datetime(self.period.t0), te_dt=to_datetime(self.period.te)
+        )
+        for g, b, n in rows:
+            self.row(g, b).transient_faults += n
+
+
+def _pick(values: dict[int, float], n: int, numerator: int, denominator: int) -> float | None:
+    if n == 0:
+        return None
+    lo, rem = divmod((n - 1) * numerator, denominator)
+    return values[lo] if rem == 0 else interpolate(values[lo], values[lo + 1], rem, denominator)
+
+
+async def compute_report(session: AsyncSession, spec: ReportSpec, *, now: datetime | None = None) -> Report:
+    """The report for ``spec`` from the database behind ``session`` (read-only but for the
+    temporary tables, emptied afterwards)."""
+    started = time.perf_counter()
+    period = spec.period(now)
+    cuts = buckets(period.t0, period.te, spec.grain)
+    customers = (await session.scalars(select(Customer))).all()
+    sites = (await session.execute(select(Site.id, Site.customer_id, Site.name))).all()
+    names = Names({c.id: c.name for c in customers}, {sid: (cid, name) for sid, cid, name in sites})
+    calendars: dict[int, ContractHours] = {}
+    if spec.with_state:
+        for customer in customers:
+            hours = parse_contract_hours(customer.contract_hours, customer.name)
+            if hours is not None and (spec.customer is None or customer.id == spec.customer):
+                calendars[customer.id] = hours
+    query = _Query(session, spec, period, cuts)
+    prepared = time.perf_counter()
+    await create_temporary_tables(
+        session, query.d, cuts=cuts, t0=period.t0, te=period.te, calendars=calendars
+    )
+    await query.load_bounds()
+    query.timings["prepare"] = time.perf_counter() - prepared
+    await query.keys()
+    if spec.with_state:
+        await query.required_time(calendars)
+        await query.state_time(calendars)
+    await query.load_incidents()
+    await query.resolved()
+    await query.percentiles()
+    await query.counts()
+    await query.episodes()
+    await query.transients()
+    await empty_temporary_tables(session)  # on an error the caller's rollback (or the next report) does
+    logger.debug(
+        "kpi report %s in %.3fs: %s",
+        spec,
+        time.perf_counter() - started,
+        ", ".join(f"{k}={v:.3f}" for k, v in query.timings.items()),
+    )
+    report = assemble(spec, period, cuts, query.rows, names=names, engine="sql")
+    report.timings.update(query.timings)
+    report.timings["total"] = time.perf_counter() - started
+    return report

@@ -1,0 +1,308 @@
+"""The reference engine: every KPI from plain records, in Python, as the definitions read.
+
+Slow (it walks every record) and obvious on purpose: the SQL engine (:mod:`server.kpi.query`)
+must give the same numbers, and the tests check that it does. Conventions (docs/kpis.md):
+
+- P = [t0, te) half-open; te = min(to, as_of). Every interval is clipped to the device's
+  required time inside P; an open interval (no end) lasts until te.
+- Per device, time is a union of intervals — never a sum. One state per instant, by
+  precedence: unplanned down > external down > planned maintenance > running/degraded >
+  unknown (no known state, including no interval at all).
+- Incident durations are never negative: t_fault is clamped to <= t_detect, and a negative
+  difference counts 0.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from server.db.models import Channel, DeviceState
+from server.kpi import intervals as iv
+from server.kpi.calendar import Bucket, buckets, contract_windows, parse_contract_hours
+from server.kpi.definitions import REPEAT_WINDOW_S
+from server.kpi.records import Dataset, DeviceRecord, IncidentRecord, StateRecord
+from server.kpi.report import (
+    DurationSummary,
+    GroupBy,
+    Names,
+    Period,
+    Report,
+    ReportSpec,
+    RowAggregates,
+    RowKey,
+    StateTotals,
+    assemble,
+)
+
+__all__ = ["failure_end", "fault_time", "is_failure", "reference_report", "state_levels"]
+
+INF = math.inf
+
+
+def fault_time(incident: IncidentRecord) -> float:
+    """t_fault clamped to <= t_detect (device clocks can be skewed)."""
+    return min(incident.fault_s, incident.detect_s)
+
+
+def is_failure(incident: IncidentRecord) -> bool:
+    return incident.effect == DeviceState.DOWN.value and not incident.external
+
+
+def failure_end(incident: IncidentRecord) -> float:
+    """Where a failure ends: t_restored; t_resolved when no restore was recorded; never while
+    the incident is open."""
+    if incident.restored_s is not None:
+        return incident.restored_s
+    return INF if incident.resolved_s is None else incident.resolved_s
+
+
+def state_levels(states: Iterable[StateRecord]) -> list[list[iv.Interval]]:
+    """A device's intervals by precedence level: [unplanned down, external down, planned
+    maintenance, running/degraded]. Maintenance past ``planned_end`` is down."""
+    levels: list[list[iv.Interval]] = [[], [], [], []]
+    for s in states:
+        end = INF if s.end_s is None else s.end_s
+        if s.state == DeviceState.DOWN.value:
+            levels[1 if s.external else 0].append((s.start_s, end))
+        elif s.state == DeviceState.MAINTENANCE.value:
+            if s.planned_end_s is None:
+                levels[2].append((s.start_s, end))
+            else:
+                levels[2].append((s.start_s, min(end, s.planned_end_s)))
+                if s.planned_end_s < end:
+                    levels[1 if s.external else 0].append((max(s.start_s, s.planned_end_s), end))
+        elif s.state in (DeviceState.RUNNING.value, DeviceState.DEGRADED.value):
+            levels[3].append((s.start_s, end))
+    return levels
+
+
+def _summary(values: list[float], *, with_max: bool = False) -> DurationSummary:
+    values = sorted(values)
+    return DurationSummary(
+        n=len(values),
+        total=sum(values),
+        median=iv.percentile(values, 1, 2),
+        p90=iv.percentile(values, 9, 10),
+        maximum=(values[-1] if values else None) if with_max else None,
+    )
+
+
+class _Buckets:
+    def __init__(self, cuts: list[Bucket]) -> None:
+        self.cuts = cuts
+        self.starts = [b.start for b in cuts]
+
+    def index(self, ts: float | None) -> int | None:
+        """The bucket holding ``ts``, or None outside the period."""
+        if ts is None or not self.cuts or ts < self.cuts[0].start or ts >= self.cuts[-1].end:
+            return None
+        return self.cuts[bisect.bisect_right(self.starts, ts) - 1].index
+
+
+class _Reference:
+    def __init__(self, ds: Dataset, spec: ReportSpec, period: Period, cuts: list[Bucket]) -> None:
+        self.ds, self.spec, self.period, self.cuts = ds, spec, period, cuts
+        self.where = _Buckets(cuts)
+        self.customers = {c.id: c for c in ds.customers}
+        self.devices = {
+            d.id: d
+            for d in ds.devices
+            if (spec.customer is None or d.customer_id == spec.customer)
+            and (spec.site is None or d.site_id == spec.site)
+            and (spec.model is None or d.model == spec.model)
+        }
+        self.rows: dict[RowKey, RowAggregates] = {}
+        self.samples: dict[tuple[RowKey, str], list[float]] = defaultdict(list)
+        self.in_scope = [i for i in ds.incidents if i.device_id in self.devices]
+        self.repeats: dict[tuple[str, str], list[IncidentRecord]] = defaultdict(list)
+        for incident in self.in_scope:
+            if incident.fault_code is not None:
+                self.repeats[incident.device_id, incident.fault_code].append(incident)
+
+    def row(self, key: Any, index: int) -> RowAggregates:
+        if (key, index) not in self.rows:
+            self.rows[key, index] = RowAggregates(state=StateTotals() if self.spec.with_state else None)
+        return self.rows[key, index]
+
+    def device_key(self, device: DeviceRecord) -> Any:
+        group_by = self.spec.group_by
+        if group_by is GroupBy.CUSTOMER:
+            return device.customer_id
+        if group_by is GroupBy.SITE:
+            return device.site_id
+        if group_by is GroupBy.MODEL:
+            return device.model
+        return None
+
+    def incident_key(self, incident: IncidentRecord) -> Any:
+        if self.spec.group_by is GroupBy.FAULT_CODE:
+            return incident.fault_code
+        return self.device_key(self.devices[incident.device_id])
+
+    def wanted(self, code: str | None) -> bool:
+        return self.spec.fault_code is None or code == self.spec.fault_code
+
+    def run(self) -> dict[RowKey, RowAggregates]:
+        group_by = self.spec.group_by
+        if group_by is None or group_by.is_time:  # rows that exist even when empty
+            for bucket in self.cuts:
+                self.row(None, bucket.index)
+        elif group_by is not GroupBy.FAULT_CODE:
+            for device in self.devices.values():
+                self.row(self.device_key(device), 0)
+        if self.spec.with_state:
+            self.equipment_state()
+        for incident in self.in_scope:
+            if self.wanted(incident.fault_code):
+                self.incident(incident)
+        self.episodes()
+        self.transients()
+        for (row_key, metric), values in self.samples.items():
+            setattr(self.rows[row_key], metric, _summary(values, with_max=metric == "open_age"))
+        return self.rows
+
+    def incident(self, incident: IncidentRecord) -> None:
+        key = self.incident_key(incident)
+        opened = self.where.index(incident.detect_s)
+        if opened is not None:
+            agg = self.row(key, opened)
+            agg.incidents += 1
+            agg.remote_used += incident.remote_used
+        resolved = self.where.index(incident.resolved_s)
+        if resolved is not None:
+            self.resolved(incident, (key, resolved))
+        failed = self.where.index(fault_time(incident)) if is_failure(incident) else None
+        if failed is not None:
+            agg = self.row(key, failed)
+            agg.failures += 1
+            agg.repeat_failures += _is_repeat_failure(incident, self.repeats)
+        for bucket in self.cuts:  # open at the end of each bucket
+            end = bucket.end
+            if incident.detect_s < end and (incident.resolved_s is None or incident.resolved_s >= end):
+                self.row(key, bucket.index).open_at_end += 1
+                self.samples[(key, bucket.index), "open_age"].append(end - incident.detect_s)
+
+    def resolved(self, incident: IncidentRecord, row_key: RowKey) -> None:
+        agg = self.row(*row_key)
+        agg.resolved += 1
+        channel = incident.channel
+        if channel is not None:
+            agg.channels[channel] = agg.channels.get(channel, 0) + 1
+        if channel in (Channel.REMOTE.value, Channel.CUSTOMER.value) and incident.needs_dispatch:
+            agg.dispatches_avoided += 1
+            customer = self.customers.get(self.devices[incident.device_id].customer_id or -1)
+            agg.dispatches_avoided_value += customer.cost_per_dispatch if customer else 0.0
+        if channel == Channel.FIELD.value:
+            agg.dispatched_resolved += 1
+            if incident.visits <= 1 and not _repeated_after_fix(incident, self.repeats):
+                agg.first_time_fixes += 1
+        for metric, begin, end in (
+            ("mtrs", fault_time(incident), incident.restored_s),
+            ("mtta", incident.detect_s, incident.ack_s),
+            ("mttrespond", incident.detect_s, incident.respond_s),
+            ("mttresolve", incident.detect_s, incident.resolved_s),
+        ):
+            if end is not None:
+                self.samples[row_key, metric].append(max(0.0, end - begin))
+
+    def episodes(self) -> None:
+        failures: dict[str, list[tuple[float, float, int, IncidentRecord]]] = defaultdict(list)
+        for incident in self.in_scope:
+            if is_failure(incident):
+                failures[incident.device_id].append(
+                    (fault_time(incident), failure_end(incident), incident.id, incident)
+                )
+        for items in failures.values():
+            for episode in iv.episodes(items):
+                index = self.where.index(episode.start)
+                if index is not None and self.wanted(episode.first.fault_code):
+                    self.row(self.incident_key(episode.first), index).failure_episodes += 1
+
+    def transients(self) -> None:
+        for transient in self.ds.transients:
+            device = self.devices.get(transient.device_id)
+            index = self.where.index(transient.raised_s)
+            if device is None or index is None or not self.wanted(transient.code):
+                continue
+            key = transient.code if self.spec.group_by is GroupBy.FAULT_CODE else self.device_key(device)
+            self.row(key, index).transient_faults += 1
+
+    def equipment_state(self) -> None:
+        t0, te = self.period.t0, self.period.te
+        schedules: dict[int | None, list[iv.Interval]] = {}
+        for device in self.devices.values():
+            cid = device.customer_id
+            if cid not in schedules:
+                customer = self.customers.get(cid) if cid is not None else None
+                hours = parse_contract_hours(customer.contract_hours, customer.name) if customer else None
+                schedules[cid] = [(t0, te)] if hours is None else contract_windows(hours, t0, te)
+        states: dict[str, list[StateRecord]] = defaultdict(list)
+        for state in self.ds.states:
+            if state.device_id in self.devices:
+                states[state.device_id].append(state)
+        for device in self.devices.values():
+            scheduled = schedules[device.customer_id]
+            if device.decommissioned_s is not None:
+                scheduled = iv.intersect(scheduled, [(-INF, device.decommissioned_s)])
+            levels = state_levels(states.get(device.id, []))
+            nested = [iv.union(itertools.chain.from_iterable(levels[: k + 1])) for k in range(4)]
+            for bucket in self.cuts:
+                windows = iv.intersect(scheduled, [(bucket.start, bucket.end)])
+                required = iv.length(windows)
+                if required <= 0:
+                    continue
+                totals = self.row(self.device_key(device), bucket.index).state
+                assert totals is not None
+                u = [iv.length(iv.intersect(level, windows)) for level in nested]
+                totals.devices += 1
+                totals.required += required
+                totals.down += u[0]
+                totals.down_or_external += u[1]
+                totals.not_up += u[2]
+                totals.known += u[3]
+
+
+def reference_report(ds: Dataset, spec: ReportSpec, *, now: datetime | None = None) -> Report:
+    """Every KPI of ``spec`` from the records of ``ds``."""
+    period = spec.period(now)
+    cuts = buckets(period.t0, period.te, spec.grain)
+    names = Names({c.id: c.name for c in ds.customers}, {s.id: (s.customer_id, s.name) for s in ds.sites})
+    rows = _Reference(ds, spec, period, cuts).run()
+    return assemble(spec, period, cuts, rows, names=names, engine="reference")
+
+
+def _repeated_after_fix(
+    incident: IncidentRecord, repeats: dict[tuple[str, str], list[IncidentRecord]]
+) -> bool:
+    """Another incident with the same fault code on the same device within 30 days after the
+    fix (t_restored, or t_resolved when there is none)."""
+    if incident.fault_code is None:
+        return False
+    fixed = incident.restored_s if incident.restored_s is not None else incident.resolved_s
+    assert fixed is not None
+    return any(
+        other.id != incident.id and fixed <= fault_time(other) < fixed + REPEAT_WINDOW_S
+        for other in repeats[incident.device_id, incident.fault_code]
+    )
+
+
+def _is_repeat_failure(
+    incident: IncidentRecord, repeats: dict[tuple[str, str], list[IncidentRecord]]
+) -> bool:
+    """A failure within 30 days after the restore of another failure with its code and device."""
+    if incident.fault_code is None:
+        return False
+    failed = fault_time(incident)
+    return any(
+        other.id != incident.id
+        and is_failure(other)
+        and other.restored_s is not None
+        and other.restored_s <= failed < other.restored_s + REPEAT_WINDOW_S
+        for other in repeats[incident.device_id, incident.fault_code]
+    )

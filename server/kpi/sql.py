@@ -1,0 +1,165 @@
+"""SQL building blocks for :mod:`server.kpi.query`: dialect spellings, the temporary tables a
+report works with, and how SQLite is steered to the right index.
+
+Temporary tables (per connection, emptied after each report):
+
+- ``kpi_buckets (b, bs, be)`` — the report's buckets: one for [t0, te), or its weeks/months;
+- ``kpi_windows (cal, b, ws, we)`` — scheduled windows per calendar (``-1``: 24x7, else a
+  customer id with contract hours), cut at the buckets (required time);
+- ``kpi_days (cal, day, cum, w1s, w1e, …)`` — per calendar and UTC day (epoch // 86400): the
+  scheduled time before the day and the day's scheduled pieces, so C(x) — scheduled time
+  before x — is an equality join and arithmetic;
+- ``kpi_incidents`` — the incidents a report can touch (resolved, opened, failed or open in P,
+  or a failure reaching into P), read once through the indexes, with the device's groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.kpi.calendar import Bucket, ContractHours, contract_windows, split_windows
+
+__all__ = ["CAL_24X7", "OPEN_END", "Dialect", "create_temporary_tables", "share_above", "share_below"]
+
+OPEN_END = 1e18  # an interval without an end, in SQL (the reference uses infinity)
+CAL_24X7 = -1
+_REAL = "DOUBLE PRECISION"
+
+_TABLES = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_buckets (b INTEGER, bs {_REAL}, be {_REAL})",
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_windows (cal INTEGER, b INTEGER, ws {_REAL}, we {_REAL})",
+    "CREATE INDEX IF NOT EXISTS kpi_windows_cal_ws ON kpi_windows (cal, ws)",
+    "CREATE TEMPORARY TABLE IF NOT EXISTS kpi_days (cal INTEGER, day BIGINT, cum {real}, {slots})".format(
+        real=_REAL, slots=", ".join(f"w{k}s {_REAL}, w{k}e {_REAL}" for k in range(1, 5))
+    ),
+    "CREATE INDEX IF NOT EXISTS kpi_days_cal_day ON kpi_days (cal, day)",
+    f"""CREATE TEMPORARY TABLE IF NOT EXISTS kpi_incidents (
+        id INTEGER, device_id VARCHAR(64), customer_id INTEGER, site_id INTEGER, model VARCHAR(256),
+        code VARCHAR(256), failure INTEGER, fs {_REAL}, ds {_REAL}, acs {_REAL}, rps {_REAL},
+        rss {_REAL}, rvs {_REAL}, channel VARCHAR(16), nd INTEGER, ru INTEGER, visits INTEGER,
+        cost {_REAL})""",
+)
+TEMPORARY = ("kpi_buckets", "kpi_windows", "kpi_days", "kpi_incidents")
+DAY = 86400
+SLOTS = 4  # scheduled pieces per UTC day: one window per local day touches at most three
+
+
+class Dialect:
+    """The few spellings that differ between SQLite and PostgreSQL."""
+
+    def __init__(self, name: str) -> None:
+        if name not in ("sqlite", "postgresql"):
+            raise NotImplementedError(f"database backend {name!r} is not supported")
+        self.pg = name == "postgresql"
+
+    def greatest(self, *args: str) -> str:
+        return f"{'greatest' if self.pg else 'max'}({', '.join(args)})"
+
+    def least(self, *args: str) -> str:
+        return f"{'least' if self.pg else 'min'}({', '.join(args)})"
+
+    def nonneg(self, expression: str) -> str:
+        return self.greatest("0", expression)
+
+    def epoch(self, column: str) -> str:
+        """Epoch seconds of a UtcDateTime column (exact to the microsecond on both)."""
+        if self.pg:
+            return f"CAST(EXTRACT(EPOCH FROM {column}) AS DOUBLE PRECISION)"
+        # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' (naive UTC): whole seconds + fraction
+        return f"(CAST(strftime('%s', {column}) AS REAL) + CAST(substr({column}, 20) AS REAL))"
+
+    def hide(self, column: str) -> str:
+        """``+column`` on SQLite: its planner will not use an index on the column for this
+        term (it has no range statistics; :func:`share_below` decides instead)."""
+        return column if self.pg else f"+{column}"
+
+
+def share_below(lo: float, hi: float, bound: float) -> float:
+    """Estimated share of values in [lo, hi] below ``bound`` (uniform)."""
+    return 1.0 if hi <= lo else min(1.0, max(0.0, (bound - lo) / (hi - lo)))
+
+
+def share_above(lo: float, hi: float, bound: float) -> float:
+    return 1.0 if hi <= lo else min(1.0, max(0.0, (hi - bound) / (hi - lo)))
+
+
+async def create_temporary_tables(
+    session: AsyncSession,
+    dialect: Dialect,
+    *,
+    cuts: Sequence[Bucket],
+    t0: float,
+    te: float,
+    calendars: dict[int, ContractHours],
+) -> None:
+    """Create (once per connection) and fill ``kpi_buckets`` and ``kpi_windows``."""
+    if dialect.pg:  # mid-sized analytic statements: no JIT, sorts in memory
+        await session.execute(text("SET LOCAL jit = off"))
+        await session.execute(text("SET LOCAL work_mem = '64MB'"))
+    else:  # the default 2 MB page cache makes the sorts of a big report spill and re-read
+        await session.execute(text("PRAGMA cache_size = -65536"))
+    windows: list[dict[str, Any]] = [
+        {"cal": CAL_24X7, "b": b.index, "ws": b.start, "we": b.end} for b in cuts
+    ]
+    days: list[dict[str, Any]] = []
+    for cal, hours in calendars.items():
+        scheduled = contract_windows(hours, t0, te)
+        windows += [{"cal": cal, "b": b, "ws": ws, "we": we} for b, ws, we in split_windows(scheduled, cuts)]
+        days += calendar_days(cal, scheduled, t0, te)
+    for statement in _TABLES:
+        await session.execute(text(statement))
+    for table in TEMPORARY:
+        await session.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
+    if cuts:
+        await session.execute(
+            text("INSERT INTO kpi_buckets (b, bs, be) VALUES (:b, :bs, :be)"),
+            [{"b": b.index, "bs": b.start, "be": b.end} for b in cuts],
+        )
+    if windows:
+        await session.execute(
+            text("INSERT INTO kpi_windows (cal, b, ws, we) VALUES (:cal, :b, :ws, :we)"), windows
+        )
+    if days:
+        columns = ", ".join(days[0])
+        values = ", ".join(f":{name}" for name in days[0])
+        await session.execute(text(f"INSERT INTO kpi_days ({columns}) VALUES ({values})"), days)  # noqa: S608
+    if dialect.pg:
+        for table in ("kpi_buckets", "kpi_windows", "kpi_days"):
+            await session.execute(text(f"ANALYZE {table}"))
+
+
+def calendar_days(
+    cal: int, windows: Sequence[tuple[float, float]], t0: float, te: float
+) -> list[dict[str, Any]]:
+    """kpi_days rows of one calendar: every UTC day from t0's to te's, with the scheduled time
+    before it (``cum``) and its scheduled pieces (empty slots are [0, 0))."""
+    pieces: dict[int, list[tuple[float, float]]] = {}
+    for ws, we in windows:
+        start = ws
+        while start < we:
+            day = int(start // DAY)
+            end = min(we, (day + 1) * DAY)
+            pieces.setdefault(day, []).append((start, end))
+            start = end
+    rows: list[dict[str, Any]] = []
+    cum = 0.0
+    for day in range(int(t0 // DAY), int(te // DAY) + 1):
+        slots = pieces.get(day, [])
+        if len(slots) > SLOTS:
+            raise ValueError(f"calendar {cal}: {len(slots)} scheduled pieces in one day (at most {SLOTS})")
+        row: dict[str, Any] = {"cal": cal, "day": day, "cum": cum}
+        for k in range(SLOTS):
+            ws, we = slots[k] if k < len(slots) else (0.0, 0.0)
+            row[f"w{k + 1}s"], row[f"w{k + 1}e"] = ws, we
+        rows.append(row)
+        cum += sum(we - ws for ws, we in slots)
+    return rows
+
+
+async def empty_temporary_tables(session: AsyncSession) -> None:
+    for table in TEMPORARY:
+        await session.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
