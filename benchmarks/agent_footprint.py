@@ -36,7 +36,9 @@ def measure(proc: psutil.Process, seconds: float) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--interval", type=float, default=10)
     args = parser.parse_args()
@@ -53,7 +55,9 @@ def main() -> None:
                 f'[tls]\nca_file = "{pki.ca_cert}"\ncert_file = "{cert}"\nkey_file = "{key}"\n'
             )
             fleetcare = Path(sys.executable).with_name("fleetcare")
-            agent = subprocess.Popen([str(fleetcare), "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL)
+            agent = subprocess.Popen(
+                [str(fleetcare), "agent", "run", "--config", str(config)], stderr=subprocess.DEVNULL
+            )
             idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(100000)"])
             try:
                 time.sleep(5)  # start-up and first inventory/telemetry are not "idle"
@@ -70,7 +74,7 @@ def main() -> None:
         "| process | CPU % of one core | peak RSS MiB |\n| --- | ---: | ---: |\n"
         f"| `fleetcare agent run` | {agent_cpu:.2f} | {agent_rss:.1f} |\n"
         f"| bare `python -c sleep` (baseline) | {base_cpu:.2f} | {base_rss:.1f} |\n"
-        f"| agent − baseline | {agent_cpu - base_cpu:.2f} | {agent_rss - base_rss:.1f} |"
+        f"| agent - baseline | {agent_cpu - base_cpu:.2f} | {agent_rss - base_rss:.1f} |"
     )
     print(body)
     record("benchmarks.agent_footprint", "Agent footprint while idle", body)

@@ -42,7 +42,9 @@ def payloads(devices: list[str], per_device: int, seq0: int) -> Iterator[tuple[s
             yield up_topic(device, UpKind.TELEMETRY), encode(message)
 
 
-async def publish_backlog(broker: MosquittoBroker, pki: PkiDir, devices: list[str], per_device: int, seq0: int) -> float:
+async def publish_backlog(
+    broker: MosquittoBroker, pki: PkiDir, devices: list[str], per_device: int, seq0: int
+) -> float:
     """Queue the backlog (QoS 1, each publish awaits its PUBACK); returns publish seconds."""
     by_device: dict[str, list[tuple[str, bytes]]] = {d: [] for d in devices}
     for topic, body in payloads(devices, per_device, seq0):
@@ -77,7 +79,11 @@ async def subscriber(broker: MosquittoBroker, pki: PkiDir, client_id: str) -> As
 async def forget_session(broker: MosquittoBroker, pki: PkiDir, client_id: str) -> None:
     """Drop a persistent session so the broker stops queueing for it."""
     async with aiomqtt.Client(
-        broker.host, broker.port, identifier=client_id, clean_session=True, tls_context=tls_context(pki, SERVER_IDENTITY)
+        broker.host,
+        broker.port,
+        identifier=client_id,
+        clean_session=True,
+        tls_context=tls_context(pki, SERVER_IDENTITY),
     ):
         pass
 
@@ -102,7 +108,9 @@ async def baseline_rate(broker: MosquittoBroker, pki: PkiDir, devices: list[str]
     return (total - 1) / (last - first)
 
 
-async def ingest_rate(broker: MosquittoBroker, pki: PkiDir, devices: list[str], per_device: int, db_url: str) -> tuple[float, int]:
+async def ingest_rate(
+    broker: MosquittoBroker, pki: PkiDir, devices: list[str], per_device: int, db_url: str
+) -> tuple[float, int]:
     total = len(devices) * per_device
     client_id = f"bench-ingest-{int(time.time())}"
     settings = server_settings(db_url, pki=pki, broker=broker, client_id=client_id)
@@ -140,13 +148,17 @@ async def run(args: argparse.Namespace) -> None:
                 plain = await baseline_rate(broker, pki, devices, per_device)
                 print(f"plain subscriber: {plain:,.0f} msg/s")
                 if backend == "sqlite":
-                    stored, count = await ingest_rate(broker, pki, devices, per_device, sqlite_url(tmp / "bench.db"))
+                    stored, count = await ingest_rate(
+                        broker, pki, devices, per_device, sqlite_url(tmp / "bench.db")
+                    )
                 else:
                     with temporary_postgres_database("fc_bench") as pg_url:
                         stored, count = await ingest_rate(broker, pki, devices, per_device, pg_url)
                 assert count == total, f"stored {count} rows, expected {total}"
                 print(f"server ingest ({backend}): {stored:,.0f} msg/s stored, ratio {stored / plain:.2f}")
-                rows.append(f"| {backend} | {total:,} | {plain:,.0f} | {stored:,.0f} | {stored / plain:.2f} | {count:,} |")
+                rows.append(
+                    f"| {backend} | {total:,} | {plain:,.0f} | {stored:,.0f} | {stored / plain:.2f} | {count:,} |"
+                )
         body = (
             f"Backlog of {total:,} telemetry messages (5 samples each) from {args.devices} devices, QoS 1, "
             "drained by each consumer from a persistent session.\n\n"
@@ -158,7 +170,9 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")

@@ -124,7 +124,8 @@ class RejectReason(StrEnum):
     UNKNOWN_ACTION = "unknown_action"
     NEEDS_CONSENT = "needs_consent"
     BAD_ARGS = "bad_args"
-    GUARD_UNAVAILABLE = "guard_unavailable"  # the device cannot check (e.g. replay cache unreadable): fail closed
+    # the device cannot check (e.g. its replay cache is unreadable): it fails closed
+    GUARD_UNAVAILABLE = "guard_unavailable"
 
 
 class CommandRejected(ProtocolError):

@@ -33,7 +33,7 @@ __all__ = [
     "revoke_user_tokens",
 ]
 
-TOKEN_PREFIX = "fct_"
+TOKEN_PREFIX = "fct_"  # noqa: S105 - a public prefix, not a secret
 _NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 
 
