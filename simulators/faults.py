@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent import plugin
 from protocol import EquipmentState, Severity
 
 __all__ = ["FaultSpec", "occurs", "poisson"]
@@ -30,6 +31,17 @@ class FaultSpec:
 
     def event_data(self, **extra: Any) -> dict[str, Any]:
         return {"effect": self.effect.value, **self.data, **extra}
+
+    def catalogue_entry(self) -> plugin.FaultSpec:
+        """This fault as the agent's fault catalogue describes it (``fault_catalogue()``): the
+        effect ``down`` or ``degraded`` when it takes the equipment there, else ``none``."""
+        effects = {EquipmentState.DOWN: "down", EquipmentState.DEGRADED: "degraded"}
+        return plugin.FaultSpec(
+            code=self.code,
+            meaning=self.detail,
+            severity=self.severity,
+            effect=effects.get(self.effect, "none"),
+        )
 
 
 def occurs(rng: random.Random, rate_per_hour: float, seconds: float) -> bool:

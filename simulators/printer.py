@@ -10,6 +10,9 @@ near its set point while printing and cools towards standby otherwise. While run
 jam happens now and then (``jam_rate_per_hour``): ``fault.raised`` PAPER_JAM, state ``down``,
 no printing until ``printer.clear_jam`` (or, if ``jam_self_clear_minutes`` is set, until the
 customer clears it at the machine). A toner falling below 10 % sends ``consumable.low`` once.
+:meth:`PrinterPlugin.fault_catalogue` lists the faults it can raise (sent in the inventory);
+:meth:`PrinterPlugin.inject_fault` and :meth:`PrinterPlugin.clear_fault` force a fault and its
+clearing at the machine now (tests, demos).
 
 Options (all optional; unknown ones are refused):
 
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from agent import plugin
 from agent.clock import Clock, SystemClock
 from agent.plugin import ActionContext, ActionResult, ActionSpec, EventSink
 from protocol import EquipmentInfo, EquipmentState, Severity, format_ts
@@ -206,6 +210,10 @@ class PrinterPlugin:
             ),
         ]
 
+    def fault_catalogue(self) -> Sequence[plugin.FaultSpec]:
+        """Every fault the printer can raise, for the inventory (``config["faults"]``)."""
+        return [spec.catalogue_entry() for spec in FAULTS.values()]
+
     async def run(self, sink: EventSink) -> None:
         self._sink = sink
         sink.set_state(self.state, "printer ready" if self.jam is None else "paper jam")
@@ -249,6 +257,24 @@ class PrinterPlugin:
             return False
         self._raise_jam(self._remember(sink))
         return True
+
+    def clear_fault(self, code: str, sink: EventSink | None = None) -> bool:
+        """Clear an active fault now, as the customer would at the machine (tests, demos):
+        ``fault.cleared`` with ``cleared_by: customer``, state ``running``. False if it is not
+        active."""
+        if code not in FAULTS:
+            raise ValueError(f"unknown fault code {code!r}; the printer knows {', '.join(FAULTS)}")
+        sink = self._remember(sink)
+        if self.jam is None:
+            return False
+        self._clear(sink, cleared_by="customer", detail="Paper jam cleared at the printer")
+        return True
+
+    @property
+    def attached(self) -> bool:
+        """Whether the printer reports to a sink yet (:meth:`run` started, or one was passed):
+        a fault injected before is not reported."""
+        return self._sink is not None
 
     def _remember(self, sink: EventSink | None) -> EventSink | None:
         if sink is not None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.plugin import ActionResult, EquipmentPlugin, EventSink
+from agent.plugin import ActionResult, EquipmentPlugin, EventSink, FaultSpec, fault_catalogue
 from agent.plugins import build_plugin
 from protocol import EquipmentState, Severity
 from simulators.printer import LOW_TONER_PERCENT, TONER_COLORS, PrinterPlugin
@@ -242,6 +242,45 @@ def test_customer_clears_jam_when_configured() -> None:
             break
     [cleared] = sink.named("fault.cleared")
     assert cleared["data"]["cleared_by"] == "customer"
+
+
+def test_fault_catalogue_lists_every_fault_the_printer_can_raise() -> None:
+    plugin, sink = printer(pages_per_hour=0.0), FakeSink()
+    catalogue = fault_catalogue(plugin)  # the agent's own check: FaultSpecs, no repeated code
+    assert catalogue == [
+        FaultSpec(
+            code="PAPER_JAM",
+            meaning="Paper jam in the paper path: printing stopped",
+            severity=Severity.ERROR,
+            effect="down",
+        )
+    ]
+    for spec in catalogue:  # each one can really be raised, with the catalogue's effect
+        assert plugin.inject_fault(spec.code, sink)
+        [raised] = sink.named("fault.raised")
+        assert (raised["code"], raised["severity"], raised["data"]["effect"]) == (
+            spec.code,
+            spec.severity,
+            spec.effect,
+        )
+        assert sink.states[-1][0] == EquipmentState(spec.effect)
+
+
+def test_clear_fault_clears_an_active_jam_as_the_customer_would() -> None:
+    plugin, sink = printer(pages_per_hour=0.0, jam_rate_per_hour=0.0), FakeSink()
+    assert not plugin.attached
+    assert plugin.clear_fault("PAPER_JAM", sink) is False  # nothing to clear
+    assert plugin.attached
+    assert plugin.inject_fault("PAPER_JAM")
+    assert plugin.clear_fault("PAPER_JAM") is True
+    assert plugin.jam is None
+    assert plugin.state is EquipmentState.RUNNING
+    [cleared] = sink.named("fault.cleared")
+    assert (cleared["code"], cleared["data"]["cleared_by"]) == ("PAPER_JAM", "customer")
+    assert sink.states[-1][0] is EquipmentState.RUNNING
+    assert plugin.clear_fault("PAPER_JAM") is False
+    with pytest.raises(ValueError, match="unknown fault code"):
+        plugin.clear_fault("ON_FIRE")
 
 
 def test_unknown_fault_and_bad_options_are_refused() -> None:
