@@ -44,6 +44,7 @@ format: venv
 bench: system-deps venv
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.agent_footprint
+	$(BIN)/python -m benchmarks.kpi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var
