@@ -3,8 +3,9 @@
 Each device lives a timeline — running, then failures (down), degraded faults, planned
 maintenance (sometimes overrunning its announced end), offline spells (unknown, or external
 power loss) — with one incident per fault carrying every timestamp of shared/KPIS.md. Some
-histories are deliberately awkward: overlapping faults (both as incidents and as overlapping
-``down`` intervals), device clocks skewed by up to ±2 h (t_fault after t_detect), devices
+histories are deliberately awkward: overlapping faults (as incidents; their ``down``
+intervals joined into one, as the incidents writer stores them, or — ``overlapping_states``,
+for tests — overlapping), device clocks skewed by up to ±2 h (t_fault after t_detect), devices
 decommissioned or first seen mid-period, incidents still open and intervals without an end.
 Timestamps are whole seconds, so epoch mirrors and datetimes agree exactly.
 
@@ -15,7 +16,7 @@ Timestamps are whole seconds, so epoch mirrors and datetimes agree exactly.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +58,9 @@ class FleetShape:
     seed: int = 1
     contract_share: float = 0.25  # customers with business hours instead of 24x7
     overlap_share: float = 0.08  # failures joined by a second, overlapping fault
+    # their down intervals overlapping too (the incidents writer never stores that: it stores
+    # the union, one interval; on for tests of the SQL engine's general path)
+    overlapping_states: bool = False
     skew_share: float = 0.05  # devices whose clock is off by up to ±2 h
     decommission_share: float = 0.03
     late_start_share: float = 0.05  # devices first seen after the start (unknown before)
@@ -163,17 +167,25 @@ class _Builder:
                 self.incident(device.id, at, duration, code, skew, effect=effect)
                 cursor = at + duration
                 if effect is DeviceState.DOWN and rng.random() < shape.overlap_share:
-                    second = _s(at + rng.uniform(0.1, 0.9) * duration)
-                    length = _s(rng.uniform(0.2, 1.5) * duration)
-                    self.state(device.id, DeviceState.DOWN, second, second + length)
-                    self.incident(device.id, second, length, rng.choice(CODES), skew, effect=effect)
-                    cursor = max(cursor, second + length)
+                    cursor = max(cursor, self.second_fault(device.id, at, duration, skew))
             if cursor >= stop:
                 return
             up_since = cursor
         self.state(
             device.id, DeviceState.RUNNING, up_since, None if device.decommissioned_s is None else stop
         )
+
+    def second_fault(self, device: str, at: float, duration: float, skew: float) -> float:
+        """A second fault overlapping the failure [at, at + duration) just stored; its end."""
+        rng = self.rng
+        second = _s(at + rng.uniform(0.1, 0.9) * duration)
+        length = _s(rng.uniform(0.2, 1.5) * duration)
+        if self.shape.overlapping_states:  # invalid for the incidents writer: tests only
+            self.state(device, DeviceState.DOWN, second, second + length)
+        elif second + length > at + duration:  # the writer's union: one longer interval
+            self.ds.states[-1] = replace(self.ds.states[-1], end_s=_s(second + length))
+        self.incident(device, second, length, rng.choice(CODES), skew, effect=DeviceState.DOWN)
+        return second + length
 
     def poisson(self, mean: float) -> int:
         count, total = 0, self.rng.expovariate(1.0)

@@ -13,8 +13,11 @@ How the SQL does interval arithmetic on the ``*_s`` epoch columns:
   time is the calendar's windows, cut at decommissioning.
 - **Failure episodes** use the same running maximum over a device's failures: a failure
   starts an episode when it starts at or after every earlier one ended.
-- **Percentiles** rank the durations in SQL (``ROW_NUMBER``) and fetch only the rows around
-  each wanted rank.
+- **Disjoint intervals** (what the incidents writer stores, docs/incidents.md): when no two
+  intervals of a device overlap in the period (one index probe each), the unions are plain
+  sums of the clipped pieces per level; the running maxima are only for overlapping data.
+- **Percentiles**: PostgreSQL's ``percentile_cont``; on SQLite the values are fetched (one row
+  per incident) and ranked in Python with :func:`server.kpi.intervals.percentile`.
 - **Indexes** (migration 0004): intervals overlapping P are found through (end_s, start_s, …)
   or (start_s, end_s, …), whichever is narrower for P; incidents through ranges on resolved_s,
   detect_s, fault_s, restored_s — each candidate read once into ``kpi_incidents``.
@@ -38,7 +41,7 @@ from server.db.models import Channel, Customer, Site
 from server.db.types import UtcDateTime
 from server.kpi.calendar import Bucket, ContractHours, buckets, parse_contract_hours, to_datetime
 from server.kpi.definitions import REPEAT_WINDOW_S
-from server.kpi.intervals import interpolate
+from server.kpi.intervals import percentile
 from server.kpi.report import (
     DEVICE_GROUPS,
     DurationSummary,
@@ -174,7 +177,7 @@ class _Query:
         )
         decommissioned = f"COALESCE({self.d.epoch('d.decommissioned_at')}, {OPEN_END})"
         return f"""
-            dv AS (
+            dv AS {self.d.materialized}(
                 SELECT d.id AS device_id, {self.group("d")} AS g, {cal} AS cal, {decommissioned} AS dec_s
                 FROM devices d WHERE {self.device_filter}
             )"""
@@ -296,6 +299,9 @@ class _Query:
             SELECT wn.g, wn.b,
                    {contributions}
             FROM wn GROUP BY wn.g, wn.b"""
+        if not await self.overlaps():
+            await self.state_sum(calendars)
+            return
         sql = f"""
             WITH {self.devices_cte(calendars)},
             pc AS ({self.pieces()}
@@ -322,6 +328,57 @@ class _Query:
             state.down_or_external += u2 or 0.0
             state.not_up += u3 or 0.0
             state.known += u4 or 0.0
+
+    async def overlaps(self) -> bool:
+        """Whether two intervals of one device overlap in [t0, te): never for the incidents
+        writer's intervals (docs/incidents.md), which makes their union a plain sum. One index
+        probe (device_id, start_s) per interval in the period."""
+        rows = self.overlapping(
+            "s.device_id, s.start_s, s.end_s, s.id",
+            "EXISTS (SELECT 1 FROM state_intervals o WHERE o.device_id = s.device_id"
+            f" AND o.start_s >= s.start_s AND o.start_s < COALESCE(s.end_s, {OPEN_END})"
+            " AND o.start_s < :te AND o.id <> s.id AND (o.end_s IS NULL OR o.end_s > o.start_s))",
+        )
+        return bool(await self.fetch("overlaps", f"SELECT 1 FROM ({rows}\n) ov LIMIT 1"))
+
+    async def state_sum(self, calendars: dict[int, ContractHours]) -> None:
+        """State time when no two intervals of a device overlap: the pieces are disjoint, so
+        each level's union is the sum of its clipped pieces (contract hours: C(e) - C(s))."""
+        g, lt = self.d.greatest, self.d.least
+        if calendars:
+            length = f"{self.scheduled_before('wn.e', 'de')} - {self.scheduled_before('wn.s', 'ds')}"
+            days = f"""
+                LEFT JOIN kpi_days ds ON ds.cal = wn.cal AND ds.day = {self.day("wn.s")}
+                LEFT JOIN kpi_days de ON de.cal = wn.cal AND de.day = {self.day("wn.e")}"""
+        else:
+            length, days = "wn.e - wn.s", ""
+        sql = f"""
+            WITH {self.devices_cte(calendars)},
+            pc AS ({self.pieces()}
+            ),
+            wn AS (
+                SELECT dv.g, dv.cal, kb.b, pc.lvl,
+                       {g("pc.s", "kb.bs")} AS s, {lt("pc.e", "kb.be", "dv.dec_s")} AS e
+                FROM pc
+                JOIN dv ON dv.device_id = pc.device_id
+                JOIN kpi_buckets kb ON kb.bs < pc.e AND kb.be > pc.s
+            )
+            SELECT wn.g, wn.b, wn.lvl, SUM({length})
+            FROM wn{days}
+            WHERE wn.e > wn.s
+            GROUP BY wn.g, wn.b, wn.lvl
+        """
+        for g_, b, lvl, total in await self.fetch("state", sql):
+            state = self.row(g_, b).state
+            assert state is not None
+            # a level-k piece counts at level k and every coarser one: down ⊆ … ⊆ known
+            if lvl <= 1:
+                state.down += total or 0.0
+            if lvl <= 2:
+                state.down_or_external += total or 0.0
+            if lvl <= 3:
+                state.not_up += total or 0.0
+            state.known += total or 0.0
 
     # --- incidents ------------------------------------------------------------------------
 
@@ -445,24 +502,36 @@ class _Query:
                 summary: DurationSummary = getattr(self.row(g, b), _METRICS[m])
                 summary.median, summary.p90 = float(median), float(p90)
             return
-        sql = f"""{x},
-            r AS (
-                SELECT g, b, m, v, ROW_NUMBER() OVER win - 1 AS rn, COUNT(*) OVER whole AS n
-                FROM x WHERE v IS NOT NULL
-                WINDOW win AS (PARTITION BY g, b, m ORDER BY v),
-                       whole AS (PARTITION BY g, b, m ORDER BY v ROWS BETWEEN UNBOUNDED PRECEDING
-                                 AND UNBOUNDED FOLLOWING)
-            )
-            SELECT g, b, m, n, rn, v FROM r
-            WHERE rn = (n - 1) / 2 OR rn = n / 2 OR rn = ((n - 1) * 9) / 10 OR rn = ((n - 1) * 9 + 9) / 10
+        # SQLite: fetch each population's values (one row per incident) and rank them here
+        per_incident = f"""
+            SELECT {group} AS g, kb.b AS b,
+                   CASE WHEN i.rss IS NOT NULL THEN {nonneg("i.rss - i.fs")} END,
+                   CASE WHEN i.acs IS NOT NULL THEN {nonneg("i.acs - i.ds")} END,
+                   CASE WHEN i.rps IS NOT NULL THEN {nonneg("i.rps - i.ds")} END,
+                   {nonneg("i.rvs - i.ds")}
+            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
+            WHERE i.rvs >= kb.bs AND i.rvs < kb.be{self.code_filter("i.code")}
         """
-        ranks: dict[tuple[Any, int, int], tuple[int, dict[int, float]]] = {}
-        for g, b, m, n, rn, v in await self.fetch("percentiles", sql):
-            ranks.setdefault((g, b, m), (n, {}))[1][rn] = float(v)
-        for (g, b, m), (n, values) in ranks.items():
+        open_age = f"""
+            SELECT {group} AS g, kb.b AS b, kb.be - i.ds
+            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
+            WHERE {self.open_join()}{self.code_filter("i.code")}
+        """
+        populations: dict[tuple[Any, int, int], list[float]] = {}
+        for g, b, *values in await self.fetch("percentiles", per_incident):
+            for m, v in enumerate(values):
+                if v is not None:
+                    populations.setdefault((g, b, m), []).append(float(v))
+        fetched = self.timings["percentiles"]
+        for g, b, v in await self.fetch("percentiles", open_age):
+            if v is not None:
+                populations.setdefault((g, b, 4), []).append(float(v))
+        self.timings["percentiles"] += fetched
+        for (g, b, m), population in populations.items():
+            population.sort()
             summary = getattr(self.row(g, b), _METRICS[m])
-            summary.median = _pick(values, n, 1, 2)
-            summary.p90 = _pick(values, n, 9, 10)
+            summary.median = percentile(population, 1, 2)
+            summary.p90 = percentile(population, 9, 10)
 
     async def counts(self) -> None:
         """Opened in P (and with a remote session), still open at each bucket's end (and how
@@ -538,13 +607,6 @@ class _Query:
         )
         for g, b, n in rows:
             self.row(g, b).transient_faults += n
-
-
-def _pick(values: dict[int, float], n: int, numerator: int, denominator: int) -> float | None:
-    if n == 0:
-        return None
-    lo, rem = divmod((n - 1) * numerator, denominator)
-    return values[lo] if rem == 0 else interpolate(values[lo], values[lo + 1], rem, denominator)
 
 
 async def compute_report(session: AsyncSession, spec: ReportSpec, *, now: datetime | None = None) -> Report:

@@ -56,6 +56,11 @@ class Dialect:
             raise NotImplementedError(f"database backend {name!r} is not supported")
         self.pg = name == "postgresql"
 
+    @property
+    def materialized(self) -> str:
+        """Compute a CTE once (PostgreSQL would inline it; SQLite flattens it into each row)."""
+        return "MATERIALIZED "
+
     def greatest(self, *args: str) -> str:
         return f"{'greatest' if self.pg else 'max'}({', '.join(args)})"
 

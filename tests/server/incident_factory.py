@@ -127,11 +127,18 @@ async def feed_each(sessions: Sessions, incidents: IncidentTracker, *messages: D
 
 
 async def intervals(sessions: Sessions, device_id: str) -> list[tuple[str, float, float | None]]:
-    """``(state, start, end)`` in seconds after T0."""
+    """``(state, start, end)`` in seconds after T0; asserts the writer's invariant the KPI engine
+    relies on (docs/incidents.md): non-overlapping and contiguous, only the last one open."""
     async with sessions() as session:
-        rows = await session.scalars(
-            select(StateInterval).where(StateInterval.device_id == device_id).order_by(StateInterval.start_s)
-        )
+        rows = (
+            await session.scalars(
+                select(StateInterval)
+                .where(StateInterval.device_id == device_id)
+                .order_by(StateInterval.start_s)
+            )
+        ).all()
+        for earlier, later in itertools.pairwise(rows):
+            assert earlier.end_s == later.start_s, f"{device_id}: {earlier.end_s} -> {later.start_s}"
         return [
             (
                 r.state,
