@@ -3,26 +3,9 @@ line with exit status 2."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-
-def fleetcare(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "FLEETCARE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
-        "FLEETCARE_MQTT__ENABLED": "false",
-    }
-    return subprocess.run(
-        [sys.executable, "-c", "from fleetcare.cli import main; main()", "server", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=Path(__file__).resolve().parents[2],
-        check=False,
-        timeout=60,
-    )
+from tests.support.cli import fleetcare_server as fleetcare
 
 
 def test_customers_sites_and_assignment(tmp_path: Path) -> None:
