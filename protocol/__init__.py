@@ -18,14 +18,19 @@ from protocol.errors import (
     UnsupportedVersion,
 )
 from protocol.messages import (
+    CANCEL_ACTION,
+    CONSENT_ACTION,
+    CONTROL_ACTIONS,
     EVENT_TYPES,
     PROTOCOL_VERSION,
+    ActionInfo,
     AgentInfo,
     Command,
     EquipmentInfo,
     EquipmentState,
     Event,
     Inventory,
+    PolicyDecision,
     Reply,
     ReplyType,
     Sample,
@@ -58,9 +63,13 @@ from protocol.topics import (
 )
 
 __all__ = [
+    "CANCEL_ACTION",
+    "CONSENT_ACTION",
+    "CONTROL_ACTIONS",
     "EVENT_TYPES",
     "MAX_PAYLOAD_BYTES",
     "PROTOCOL_VERSION",
+    "ActionInfo",
     "AgentInfo",
     "Command",
     "CommandRejected",
@@ -78,6 +87,7 @@ __all__ = [
     "NotJson",
     "ParsedTopic",
     "PayloadTooLarge",
+    "PolicyDecision",
     "ProtocolError",
     "RejectReason",
     "ReplayCache",

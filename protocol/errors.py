@@ -122,7 +122,9 @@ class RejectReason(StrEnum):
     REPLAYED = "replayed"
     NOT_ALLOWED = "not_allowed"
     UNKNOWN_ACTION = "unknown_action"
-    NEEDS_CONSENT = "needs_consent"
+    NEEDS_CONSENT = "needs_consent"  # no approved, unexpired consent for the command's session
+    CONSENT_DENIED = "consent_denied"  # the local operator denied this session: final
+    OUTSIDE_WINDOW = "outside_window"  # a disruptive action outside the owner's maintenance windows
     BAD_ARGS = "bad_args"
     # the device cannot check (e.g. its replay cache is unreadable): it fails closed
     GUARD_UNAVAILABLE = "guard_unavailable"

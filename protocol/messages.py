@@ -24,8 +24,12 @@ from pydantic import (
 from protocol.topics import DEVICE_ID_PATTERN, UpKind
 
 __all__ = [
+    "CANCEL_ACTION",
+    "CONSENT_ACTION",
+    "CONTROL_ACTIONS",
     "EVENT_TYPES",
     "PROTOCOL_VERSION",
+    "ActionInfo",
     "AgentInfo",
     "Command",
     "DeviceId",
@@ -33,6 +37,7 @@ __all__ = [
     "EquipmentState",
     "Event",
     "Inventory",
+    "PolicyDecision",
     "Reply",
     "ReplyType",
     "Sample",
@@ -97,8 +102,24 @@ EVENT_TYPES = frozenset(
         "maintenance.started",
         "maintenance.ended",
         "command.rejected",
+        # remote sessions: the local operator's answer to a consent request (docs/sessions.md)
+        "consent.requested",
+        "consent.granted",
+        "consent.denied",
     }
 )
+
+# Control actions every agent understands. They are signed commands like any other, but the
+# owner's policy cannot forbid them: one only *asks* the local operator for consent, the other
+# only stops a running command.
+CONSENT_ACTION = "session.consent"
+"""args: ``technician`` (str), ``reason`` (str), ``until`` (ISO time the session may last to),
+``all_commands`` (bool: attended mode, every command in the session needs the approval).
+The command's ``session_id`` names the session."""
+CANCEL_ACTION = "command.cancel"
+"""args: ``command_id``: the running command to stop; it ends with an ``error`` reply whose
+reason is ``Cancelled``."""
+CONTROL_ACTIONS = frozenset({CONSENT_ACTION, CANCEL_ACTION})
 
 
 class _Model(BaseModel):
@@ -161,10 +182,38 @@ class SystemInfo(_Model):
     boot_time: UtcDateTime | None = None
 
 
+class PolicyDecision(StrEnum):
+    """What the device owner's local policy says about one action."""
+
+    ALLOWED = "allowed"
+    NEEDS_CONSENT = "needs_consent"  # only inside a session a local operator approved
+    FORBIDDEN = "forbidden"
+
+
+class ActionInfo(_Model):
+    """One entry of the action catalogue an agent advertises in its inventory, so the server
+    and the technician know what can run on this device, with which arguments, and whether the
+    owner's policy allows it."""
+
+    name: ShortText
+    description: Text = ""
+    disruptive: bool = False
+    timeout: float = Field(default=30.0, gt=0)
+    args_schema: JsonDict = Field(default_factory=dict)
+    policy: PolicyDecision = PolicyDecision.ALLOWED
+    windows: list[ShortText] = Field(default_factory=list)
+    """Maintenance windows (e.g. ``mon-fri 22:00-06:00 Europe/Berlin``) outside which this
+    (disruptive) action is refused; empty: any time."""
+    source: ShortText = "built-in"
+
+
 class AgentInfo(_Model):
     version: ShortText
     plugins: list[ShortText] = Field(default_factory=list)
     actions: list[ShortText] = Field(default_factory=list)
+    catalogue: list[ActionInfo] = Field(default_factory=list)
+    attended: bool = False
+    """The owner requires a local operator's consent for every remote session."""
 
 
 class Inventory(_Up):

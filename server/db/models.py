@@ -34,19 +34,25 @@ __all__ = [
     "Device",
     "DeviceState",
     "Event",
+    "Guide",
+    "GuideRun",
     "Incident",
     "IncidentEntry",
     "IncidentKind",
     "IncidentStatus",
     "Message",
+    "RemoteSession",
     "Role",
     "Rule",
     "RuleAlert",
     "RuleState",
+    "SessionEntry",
+    "SessionState",
     "Site",
     "StateInterval",
     "StateTracker",
     "StatusRecord",
+    "TechnicianAssignment",
     "TelemetrySample",
     "TransientFault",
     "User",
@@ -68,8 +74,9 @@ class Base(DeclarativeBase):
 
 class Role(StrEnum):
     ADMIN = "admin"
-    TECHNICIAN = "technician"
-    OPS = "ops"
+    TECHNICIAN = "technician"  # sessions and commands on the customers assigned to them
+    OPS = "ops"  # reads fleet, incidents and KPIs
+    CUSTOMER = "customer"  # reads their own devices, incidents, KPIs; works guided steps
     PROVISIONING = "provisioning"
 
 
@@ -84,6 +91,7 @@ class CommandState(StrEnum):
     FAILED = "failed"  # result ok=false or error (terminal)
     EXPIRED = "expired"  # neither accepted nor rejected before expires_at (terminal)
     TIMED_OUT = "timed_out"  # accepted, no result before deadline_at (terminal)
+    CANCELLED = "cancelled"  # stopped on request: the device answered error/Cancelled (terminal)
 
     @property
     def terminal(self) -> bool:
@@ -97,6 +105,7 @@ TERMINAL_STATES = frozenset(
         CommandState.FAILED,
         CommandState.EXPIRED,
         CommandState.TIMED_OUT,
+        CommandState.CANCELLED,
     }
 )
 
@@ -188,6 +197,7 @@ class Command(Base):
     output: Mapped[str | None] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None] = mapped_column(Json)
     signed: Mapped[str] = mapped_column(Text)  # the signed wire payload, re-published while queued
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # migration 0006
 
 
 class CommandReply(Base):
@@ -212,6 +222,27 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # migration 0006: an Argon2id hash (None: token-only user); the customer a `customer` user
+    # belongs to; a disabled user's tokens stop working
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    customer_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class TechnicianAssignment(Base):
+    """Which customers' devices a technician may work on (migration 0006)."""
+
+    __tablename__ = "technician_assignments"
+
+    user_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class ApiToken(Base):
@@ -228,10 +259,17 @@ class ApiToken(Base):
 
 
 class AuditEntry(Base):
-    """Append-only: the services only ever insert."""
+    """Append-only and hash-chained (migration 0006): rows are inserted with ``chain_seq`` and
+    ``hash`` unset; the sealer (server/services/audit.py) then numbers them 1, 2, 3 … and sets
+    ``hash = sha256(prev_hash ‖ canonical row)``, so an altered, removed or re-ordered sealed row
+    is detected by ``fleetcare server audit verify``."""
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_ts", "ts"), Index("ix_audit_log_actor", "actor"))
+    __table_args__ = (
+        Index("ix_audit_log_ts", "ts"),
+        Index("ix_audit_log_actor", "actor"),
+        UniqueConstraint("chain_seq"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     ts: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
@@ -240,6 +278,8 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(256))
     detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     result: Mapped[str] = mapped_column(String(64))
+    chain_seq: Mapped[int | None] = mapped_column(BigId)
+    hash: Mapped[str | None] = mapped_column(String(64))
 
 
 # --- service: customers, incidents, equipment state, preventive maintenance -------------------
@@ -303,6 +343,7 @@ class Site(Base):
     customer_id: Mapped[int] = mapped_column(Integer, ForeignKey("customers.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(256))
     criticality: Mapped[int | None] = mapped_column(Integer)  # None: the customer's
+    attended: Mapped[bool] = mapped_column(Boolean, default=False)  # migration 0006: consent for any session
 
 
 _KPI_COVER = ("state", "device_id", "external", "planned_end")  # the KPI queries read only these
@@ -519,3 +560,111 @@ class RuleState(Base):
     last_ts: Mapped[datetime] = mapped_column(UtcDateTime)
     since: Mapped[datetime | None] = mapped_column(UtcDateTime)  # None: the condition does not hold
     alert_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("rule_alerts.id", ondelete="SET NULL"))
+
+
+# --- remote sessions and guided self-resolution (migration 0006) ------------------------------
+
+
+class SessionState(StrEnum):
+    """``requested → awaiting_consent → active → closed | expired | denied`` (docs/sessions.md).
+
+    ``requested`` is also the queue: a session waits there while another is active on the device.
+    """
+
+    REQUESTED = "requested"
+    AWAITING_CONSENT = "awaiting_consent"
+    ACTIVE = "active"
+    CLOSED = "closed"
+    EXPIRED = "expired"
+    DENIED = "denied"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (SessionState.CLOSED, SessionState.EXPIRED, SessionState.DENIED)
+
+
+class RemoteSession(Base):
+    """A technician's remote session on one device, optionally for one incident."""
+
+    __tablename__ = "remote_sessions"
+    __table_args__ = (Index("ix_remote_sessions_device_state", "device_id", "state"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "ses_" + random
+    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    incident_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("incidents.id", ondelete="SET NULL"), index=True
+    )
+    owner: Mapped[str] = mapped_column(String(128))  # user name
+    reason: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(24), default=SessionState.REQUESTED.value)
+    requires_consent: Mapped[bool] = mapped_column(Boolean, default=False)
+    all_commands_need_consent: Mapped[bool] = mapped_column(Boolean, default=False)  # attended mode
+    time_limit_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    consent_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    consent_command_id: Mapped[str | None] = mapped_column(String(64))
+    consent_by: Mapped[str | None] = mapped_column(String(256))  # the local operator
+    consent_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # activated_at + time limit
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ended_by: Mapped[str | None] = mapped_column(String(256))
+    outcome: Mapped[str] = mapped_column(Text, default="")  # the technician's summary on close
+    fixed: Mapped[bool | None] = mapped_column(Boolean)  # did the session fix the fault
+    report: Mapped[dict[str, Any] | None] = mapped_column(Json)  # frozen when the session ends
+
+
+class SessionEntry(Base):
+    """A session's timeline: state changes, consent, commands and their results — append-only."""
+
+    __tablename__ = "session_timeline"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("remote_sessions.id", ondelete="CASCADE"), index=True
+    )
+    ts: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(64))  # e.g. requested, consent.granted, command.sent
+    actor: Mapped[str] = mapped_column(String(256))
+    detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+
+class Guide(Base):
+    """Guided self-resolution steps for a fault code, authored or drawn from past incidents.
+    ``steps``: ``[{"text": str, "action": str | None}]`` in order. Only ``customer_safe`` guides
+    are offered to customers."""
+
+    __tablename__ = "guides"
+    __table_args__ = (Index("ix_guides_code_model", "fault_code", "model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fault_code: Mapped[str] = mapped_column(String(256))
+    model: Mapped[str | None] = mapped_column(String(256))  # None: any model
+    title: Mapped[str] = mapped_column(String(256))
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    customer_safe: Mapped[bool] = mapped_column(Boolean, default=True)
+    source: Mapped[str] = mapped_column(String(64), default="authored")  # authored | incident:<id>
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    success_count: Mapped[int] = mapped_column(Integer, default=0)
+    use_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class GuideRun(Base):
+    """One customer working through one guide for one incident."""
+
+    __tablename__ = "guide_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    guide_id: Mapped[int] = mapped_column(Integer, ForeignKey("guides.id", ondelete="CASCADE"))
+    user: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    steps_done: Mapped[list[dict[str, Any]]] = mapped_column(
+        Json, default=list
+    )  # [{"step", "ts", "result", "note"}]
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active | fixed | gave_up
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -44,6 +44,7 @@ class Principal:
     user_id: int
     name: str
     role: Role
+    customer_id: int | None = None  # a ``customer`` user's own customer
 
     @property
     def actor(self) -> str:
@@ -160,4 +161,4 @@ async def authenticate(session: AsyncSession, token: str) -> Principal:
         raise Unauthorized("API token has been revoked")
     if api_token.expires_at is not None and api_token.expires_at <= utcnow():
         raise Unauthorized("API token has expired")
-    return Principal(user_id=user.id, name=user.name, role=Role(user.role))
+    return Principal(user_id=user.id, name=user.name, role=Role(user.role), customer_id=user.customer_id)

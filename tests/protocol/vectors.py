@@ -18,12 +18,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from protocol import (
+    ActionInfo,
     AgentInfo,
     CommandSigner,
     EquipmentInfo,
     EquipmentState,
     Event,
     Inventory,
+    PolicyDecision,
     Reply,
     ReplyType,
     Sample,
@@ -76,7 +78,24 @@ def messages() -> dict[str, Any]:
             system=SystemInfo(
                 hostname="printer-0001", os="Linux", os_version="6.1", arch="x86_64", cpu_count=2
             ),
-            agent=AgentInfo(version="0.1.0", plugins=["sim-printer"], actions=["ping", "printer.clear_jam"]),
+            agent=AgentInfo(
+                version="0.1.0",
+                plugins=["sim-printer"],
+                actions=["ping", "printer.clear_jam"],
+                catalogue=[
+                    ActionInfo(name="ping", description="Answer pong.", timeout=5.0),
+                    ActionInfo(
+                        name="printer.clear_jam",
+                        disruptive=True,
+                        timeout=60.0,
+                        args_schema={"type": "object", "properties": {}},
+                        policy=PolicyDecision.NEEDS_CONSENT,
+                        windows=["mon-fri 22:00-06:00 Europe/Berlin"],
+                        source="plugin sim-printer",
+                    ),
+                ],
+                attended=True,
+            ),
             site="hq-floor-2",
         ),
         "reply": Reply(

@@ -1,0 +1,75 @@
+"""Who may see and act on which devices: the data scope behind every role check.
+
+Roles decide *which endpoints* a caller may use (``server.api.deps.require_role``); the scope
+decides *which devices* (and so which incidents, sessions, commands and KPIs) they reach:
+
+- ``admin``, ``ops``, ``provisioning``: the whole fleet (ops only reads: the routes say so);
+- ``technician``: devices of the customers assigned to them (``technician_assignments``);
+- ``customer``: devices of their own customer.
+
+A device outside a caller's scope is reported as *not found* to a ``customer`` (a customer must
+not learn that another customer's device exists) and as *forbidden* to a technician.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from server.db.models import Device, Role, TechnicianAssignment
+from server.errors import Forbidden, NotFound
+from server.services.users import Principal
+
+__all__ = ["Scope", "check_device", "device_condition", "scope_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """``customer_ids`` None: every device; otherwise only devices of these customers."""
+
+    customer_ids: frozenset[int] | None
+
+    @property
+    def everything(self) -> bool:
+        return self.customer_ids is None
+
+    def allows_customer(self, customer_id: int | None) -> bool:
+        return self.customer_ids is None or (customer_id is not None and customer_id in self.customer_ids)
+
+
+async def scope_for(session: AsyncSession, principal: Principal) -> Scope:
+    if principal.role is Role.CUSTOMER:
+        ids = {principal.customer_id} if principal.customer_id is not None else set()
+        return Scope(frozenset(ids))
+    if principal.role is Role.TECHNICIAN:
+        rows = await session.scalars(
+            select(TechnicianAssignment.customer_id).where(TechnicianAssignment.user_id == principal.user_id)
+        )
+        return Scope(frozenset(rows))
+    return Scope(None)
+
+
+def device_condition(scope: Scope) -> ColumnElement[bool] | None:
+    """A WHERE condition on :class:`Device` for listings (None: no restriction)."""
+    if scope.customer_ids is None:
+        return None
+    return Device.customer_id.in_(sorted(scope.customer_ids))
+
+
+async def check_device(session: AsyncSession, principal: Principal, device_id: str) -> Device:
+    """The device if ``principal`` may reach it; :class:`NotFound` / :class:`Forbidden` otherwise."""
+    device = await session.get(Device, device_id)
+    if device is None:
+        raise NotFound("device", device_id)
+    scope = await scope_for(session, principal)
+    if not scope.allows_customer(device.customer_id):
+        if principal.role is Role.CUSTOMER:
+            raise NotFound("device", device_id)
+        raise Forbidden(
+            f"device {device_id!r} belongs to a customer you are not assigned to; "
+            "an admin can assign you with 'fleetcare server assign'"
+        )
+    return device
