@@ -33,12 +33,15 @@ from server.errors import ConfigError
 
 __all__ = [
     "ApiSettings",
+    "AuthSettings",
     "ForecastTarget",
     "IncidentSettings",
     "IngestSettings",
+    "KpiSettings",
     "MaintenanceSettings",
     "MqttSettings",
     "ServerSettings",
+    "SessionSettings",
     "load_settings",
     "sync_database_url",
 ]
@@ -176,6 +179,32 @@ class IncidentSettings(_Section):
     sweep_interval: float = Field(default=5.0, gt=0, le=3600)  # s between sweeps (debounce, grace)
 
 
+class AuthSettings(_Section):
+    """Sign-in and tokens (docs/api.md#authentication)."""
+
+    login_token_ttl: float = Field(default=12 * 3600.0, gt=0, le=90 * 86400)  # s a sign-in token lives
+    api_token_ttl_days: float | None = Field(default=None, gt=0)  # default expiry of CLI-issued tokens
+    audit_seal_interval: float = Field(default=1.0, gt=0, le=3600)  # s between audit chain seals
+
+
+class SessionSettings(_Section):
+    """Remote sessions (docs/sessions.md)."""
+
+    default_time_limit: float = Field(default=3600.0, gt=0, le=24 * 3600)  # s a session may stay active
+    max_time_limit: float = Field(default=8 * 3600.0, gt=0, le=7 * 24 * 3600)
+    consent_wait: float = Field(default=1800.0, gt=0, le=7 * 86400)  # s to wait for local consent
+    max_queue: int = Field(default=5, ge=0, le=100)  # sessions waiting behind the active one
+    sweep_interval: float = Field(default=1.0, gt=0, le=60)
+
+
+class KpiSettings(_Section):
+    """KPI engine options (docs/kpis.md)."""
+
+    baseline_restore_hours: float = Field(default=8.0, ge=0, le=24 * 30)
+    """Restore time the baseline policy (dispatch an engineer for every incident that does not
+    clear by itself) would have taken: travel plus repair. "Downtime avoided" is measured against it."""
+
+
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FLEETCARE_",
@@ -194,6 +223,9 @@ class ServerSettings(BaseSettings):
     command_default_timeout: float = Field(default=60.0, gt=0, le=86400)
     command_sweep_interval: float = Field(default=1.0, gt=0, le=60)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    kpi: KpiSettings = Field(default_factory=KpiSettings)
     log_level: str = "INFO"
 
     @field_validator("database_url")

@@ -2,7 +2,8 @@
 
 from fastapi import APIRouter
 
-from server.api import audit, commands, devices, forecast, health, ingest, kpis, rules
+from server.api import audit, auth, commands, devices, forecast, guides, health, ingest, kpis, rules, sessions
+from server.api import users as users_api
 from server.api import customers as customers_api
 from server.api import incidents as incidents_api
 
@@ -16,5 +17,7 @@ def api_router() -> APIRouter:
     for module in (health, devices, commands, audit, ingest, rules, forecast, kpis):
         router.include_router(module.router)
     for module in (incidents_api, customers_api):  # incidents, customers and sites
+        router.include_router(module.router)
+    for module in (auth, users_api, sessions, guides):  # sign-in, users, remote sessions, guides
         router.include_router(module.router)
     return router

@@ -1,0 +1,5 @@
+"""Placeholder: filled in by the sessions work (issue 4)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["sessions"])

@@ -1,0 +1,1 @@
+"""Remote sessions: a technician's time on one device, with the owner's consent (docs/sessions.md)."""
