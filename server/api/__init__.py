@@ -3,9 +3,9 @@
 from fastapi import APIRouter
 
 from server.api import audit, auth, commands, devices, forecast, guides, health, ingest, kpis, rules, sessions
-from server.api import users as users_api
 from server.api import customers as customers_api
 from server.api import incidents as incidents_api
+from server.api import users as users_api
 
 __all__ = ["API_PREFIX", "api_router"]
 
