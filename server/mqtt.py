@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,6 +78,9 @@ class MqttLink:
             s.port,
             identifier=s.client_id,
             clean_session=False,
+            # paho leaves Nagle on: a command and its PUBACK would each wait ~40 ms for the
+            # peer's delayed ACK (benchmarks/command_latency.py measured ~90 ms a round trip)
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             keepalive=s.keepalive,
             timeout=s.publish_timeout,
             tls_params=aiomqtt.TLSParameters(
