@@ -8,8 +8,10 @@ this device's identity (see reconnect.on_fatal), 4 another agent holds the data 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +19,7 @@ import typer
 
 from agent.checks import check_settings
 from agent.config import AgentSettings, load_settings
+from agent.consent import DEFAULT_APPROVAL, ConsentRecord, ConsentStatus, ConsentStore, parse_duration
 from agent.errors import AgentConfigError, AgentError, DataDirInUse, FatalLinkError, PluginError
 from agent.outbox import read_stats
 from agent.runtime import run_agent
@@ -24,6 +27,11 @@ from agent.runtime import run_agent
 __all__ = ["app"]
 
 app = typer.Typer(no_args_is_help=True, help="Run and manage the device agent.")
+consent_app = typer.Typer(
+    no_args_is_help=True,
+    help="The local operator's answer to a technician's remote session (approve or deny).",
+)
+app.add_typer(consent_app, name="consent")
 
 ConfigOption = Annotated[
     Path,
@@ -107,3 +115,119 @@ def outbox(config: ConfigOption) -> None:
         )
     typer.echo(f"next seq:          {stats.next_seq}")
     typer.echo(f"dropped telemetry: {stats.dropped_telemetry}")
+
+
+AsOption = Annotated[
+    str | None,
+    typer.Option("--as", help="Operator name recorded with the decision (default: the OS user)."),
+]
+
+
+def _consent_store(config: Path) -> ConsentStore:
+    settings = _load(config)
+    data_dir = Path(settings.data_dir)
+    if not data_dir.is_dir():
+        typer.echo(f"error: no data directory at {data_dir} (the agent has not run yet)", err=True)
+        raise typer.Exit(1)
+    try:
+        return ConsentStore(
+            data_dir / "consent.sqlite3",
+            now=lambda: datetime.now(UTC),
+            max_approval=timedelta(minutes=settings.policy.max_consent_minutes),
+        )
+    except AgentError as exc:
+        typer.echo(f"error: {exc} (run as the agent's user, or root)", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _operator(name: str | None) -> str:
+    if name:
+        return name
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "local operator"
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else f"{value:%Y-%m-%d %H:%M:%S}Z"
+
+
+def _describe(record: ConsentRecord, now: datetime) -> str:
+    status = record.status(now)
+    text = (
+        f"{record.session_id}  {status.value:8}  technician {record.technician}  until {_when(record.until)}"
+        f"{'  (all commands)' if record.all_commands else ''}\n    reason: {record.reason or '-'}"
+    )
+    if status in (ConsentStatus.APPROVED, ConsentStatus.EXPIRED):
+        text += f"\n    approved by {record.decided_by}, expires {_when(record.expires_at)}"
+    elif status is ConsentStatus.DENIED:
+        text += f"\n    denied by {record.decided_by}: {record.deny_reason or '-'}"
+    return text
+
+
+@consent_app.command("list")
+def consent_list(
+    config: ConfigOption,
+    show_all: Annotated[bool, typer.Option("--all", help="Decided sessions too, not only pending.")] = False,
+) -> None:
+    """Consent requests waiting for a decision (``--all``: every session)."""
+    store = _consent_store(config)
+    try:
+        now = datetime.now(UTC)
+        records = store.records() if show_all else store.pending()
+    except AgentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        store.close()
+    if not records:
+        typer.echo("no pending consent requests" if not show_all else "no consent requests")
+        return
+    for record in records:
+        typer.echo(_describe(record, now))
+
+
+@consent_app.command("approve")
+def consent_approve(
+    config: ConfigOption,
+    session_id: Annotated[str, typer.Argument(help="The session to approve (see 'consent list').")],
+    duration: Annotated[
+        str, typer.Option("--for", help="How long the approval lasts, e.g. 30m, 2h (default 60m).")
+    ] = f"{int(DEFAULT_APPROVAL.total_seconds() // 60)}m",
+    operator: AsOption = None,
+) -> None:
+    """Approve a session: its commands may run until the approval expires."""
+    try:
+        ttl = parse_duration(duration)
+    except ValueError as exc:
+        typer.echo(f"error: --for: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    store = _consent_store(config)
+    try:
+        record = store.approve(session_id, _operator(operator), ttl)
+    except AgentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        store.close()
+    typer.echo(f"approved session {session_id} for {record.technician} until {_when(record.expires_at)}")
+
+
+@consent_app.command("deny")
+def consent_deny(
+    config: ConfigOption,
+    session_id: Annotated[str, typer.Argument(help="The session to deny (final).")],
+    reason: Annotated[str, typer.Option("--reason", help="Told to the technician.")] = "",
+    operator: AsOption = None,
+) -> None:
+    """Deny a session, for good: none of its commands will ever run."""
+    store = _consent_store(config)
+    try:
+        store.deny(session_id, _operator(operator), reason)
+    except AgentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        store.close()
+    typer.echo(f"denied session {session_id}")

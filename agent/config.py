@@ -9,9 +9,12 @@ refused (a typo must not silently disable a policy). Every error names the field
 
 from __future__ import annotations
 
+import re
 import tomllib
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -29,8 +32,11 @@ from protocol.topics import validate_device_id
 
 __all__ = [
     "DEFAULT_ALLOWED_ACTIONS",
+    "DEFAULT_CONSENT_ACTIONS",
+    "WEEKDAYS",
     "AgentSettings",
     "BrokerSettings",
+    "MaintenanceWindow",
     "PluginSettings",
     "PolicySettings",
     "ReconnectSettings",
@@ -39,8 +45,32 @@ __all__ = [
     "settings_from_mapping",
 ]
 
-DEFAULT_ALLOWED_ACTIONS: tuple[str, ...] = ("ping", "metrics.snapshot", "logs.tail", "agent.info")
-"""The read-only diagnostics every device allows unless its owner says otherwise."""
+DEFAULT_ALLOWED_ACTIONS: tuple[str, ...] = (
+    "ping",
+    "metrics.snapshot",
+    "logs.tail",
+    "agent.info",
+    "network.check",
+    "disk.usage",
+    "service.status",
+    "config.get",
+    "selftest",
+)
+"""The read-only diagnostics every device allows unless its owner says otherwise. Each one
+that reads something sensitive is further limited by its own allow-list (``log_paths``,
+``network_hosts``, ``services``, ``config_keys``), empty by default."""
+
+DEFAULT_CONSENT_ACTIONS: tuple[str, ...] = ("file.fetch",)
+"""Read-only, but it copies whole files off the device: a local operator approves it by default.
+Disruptive built-ins (``service.restart``, ``config.set``, ``config.undo``) are forbidden until
+the owner lists them."""
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9@._:-]{0,254}")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]{1,253}):([0-9]{1,5})")
+_CONFIG_KEY = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:
@@ -76,12 +106,103 @@ class TlsSettings(_Section):
     key_file: FilePath
 
 
+def _days_label(days: list[Weekday]) -> str:
+    """``mon,tue`` / ``mon-fri`` (runs of three or more days) / ``daily``."""
+    picked = [i for i, d in enumerate(WEEKDAYS) if d in days]
+    if len(picked) == len(WEEKDAYS):
+        return "daily"
+    runs: list[list[int]] = []
+    for i in picked:
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    parts = []
+    for run in runs:
+        if len(run) >= 3:
+            parts.append(f"{WEEKDAYS[run[0]]}-{WEEKDAYS[run[-1]]}")
+        else:
+            parts.extend(WEEKDAYS[i] for i in run)
+    return ",".join(parts)
+
+
+class MaintenanceWindow(_Section):
+    """When disruptive actions may run: on ``days`` from ``start`` to ``end`` local time in
+    ``tz``. An ``end`` at or before ``start`` crosses midnight: ``mon 22:00-06:00`` runs from
+    Monday 22:00 to Tuesday 06:00 (``start == end``: 24 hours)."""
+
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
+    start: str
+    end: str
+    tz: str = "UTC"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not _HHMM.fullmatch(value):
+            raise ValueError(f"{value!r} is not a time of day as HH:MM (00:00-23:59)")
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Europe/Berlin") from exc
+        return value
+
+    @staticmethod
+    def _time(value: str) -> time:
+        hours, minutes = value.split(":")
+        return time(int(hours), int(minutes))
+
+    def contains(self, now: datetime) -> bool:
+        """Whether the aware instant ``now`` falls inside this window."""
+        local = now.astimezone(ZoneInfo(self.tz))
+        start, end, clock = self._time(self.start), self._time(self.end), local.time()
+        today = WEEKDAYS[local.weekday()]
+        if start < end:
+            return today in self.days and start <= clock < end
+        yesterday = WEEKDAYS[(local - timedelta(days=1)).weekday()]
+        return (today in self.days and clock >= start) or (yesterday in self.days and clock < end)
+
+    def label(self) -> str:
+        """E.g. ``mon-fri 22:00-06:00 Europe/Berlin`` (for the action catalogue and messages)."""
+        return f"{_days_label(self.days)} {self.start}-{self.end} {self.tz}"
+
+
 class PolicySettings(_Section):
-    """The device owner's local policy: what a signed command may still not do here."""
+    """The device owner's local policy: what a signed command may still not do here.
+
+    Per action: ``forbidden_actions`` > ``consent_actions`` > ``allowed_actions`` > not listed
+    (forbidden). Entries are names or glob patterns; in the allowed and consent lists a pattern
+    never matches a *disruptive* action (list it by its exact name)."""
 
     allowed_actions: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOWED_ACTIONS))
     """Action names, or glob patterns such as ``printer.*``. A *disruptive* action is only
     allowed when listed by its exact name: a pattern never enables one."""
+    consent_actions: list[str] = Field(default_factory=lambda: list(DEFAULT_CONSENT_ACTIONS))
+    """Allowed only inside a session a local operator approved (``fleetcare agent consent``)."""
+    forbidden_actions: list[str] = Field(default_factory=list)
+    """Never allowed, whatever the other lists say (patterns match disruptive actions too)."""
+    attended: bool = False
+    """Every command of a remote session needs a local operator's approval of that session."""
+    max_consent_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
+    """The longest an approval lasts, whatever the operator or the request asks for."""
+    windows: list[MaintenanceWindow] = Field(default_factory=list)
+    """Maintenance windows: when any is set, disruptive actions run only inside one."""
+    services: list[str] = Field(default_factory=list)
+    """Service units ``service.status`` / ``service.restart`` may touch."""
+    network_hosts: list[str] = Field(default_factory=list)
+    """``host:port`` pairs ``network.check`` tests (``[::1]:443`` for IPv6 literals)."""
+    fetch_paths: list[FilePath] = Field(default_factory=list)
+    """Files, or directories (everything beneath them), that ``file.fetch`` may read."""
+    max_fetch_bytes: int = Field(default=64 * 1024 * 1024, ge=1, le=1024 * 1024 * 1024)
+    config_file: FilePath | None = None
+    """A JSON object of device settings that ``config.get`` / ``config.set`` work on."""
+    config_keys: list[str] = Field(default_factory=list)
+    """Top-level keys of ``config_file`` that may be read and changed remotely."""
     log_paths: list[FilePath] = Field(default_factory=list)
     """Files, or directories (everything beneath them), that ``logs.tail`` may read."""
     max_log_lines: int = Field(default=500, ge=1, le=100_000)
@@ -89,6 +210,39 @@ class PolicySettings(_Section):
     max_concurrent_actions: int = Field(default=4, ge=1, le=64)
     clock_skew: float = Field(default=120.0, ge=0, le=3600)
     """Seconds a command's ``issued_at`` may lie in the device's future (clock drift)."""
+
+    @field_validator("services")
+    @classmethod
+    def _services(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _SERVICE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a service unit name ([A-Za-z0-9@._:-], not starting with -)"
+                )
+        return value
+
+    @field_validator("network_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            match = _HOST_PORT.fullmatch(entry)
+            if not match or not 1 <= int(match.group(2)) <= 65535:
+                raise ValueError(f"{entry!r} is not host:port (e.g. mqtt.example.com:8883 or [::1]:443)")
+        return value
+
+    @field_validator("config_keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not _CONFIG_KEY.fullmatch(key):
+                raise ValueError(f"{key!r} is not a configuration key ([A-Za-z0-9_.-], 1-128 characters)")
+        return value
+
+    @model_validator(mode="after")
+    def _config_pair(self) -> PolicySettings:
+        if self.config_keys and self.config_file is None:
+            raise ValueError("config_keys needs config_file: the JSON file those keys live in")
+        return self
 
 
 class PluginSettings(_Section):

@@ -10,6 +10,7 @@
     ├── ActionError             the action registry or an action's own refusal
     │   ├── ActionConflict      two sources offer the same action name (raised at start)
     │   └── ActionArgumentError arguments a handler refuses (e.g. a log path outside policy)
+    ├── ConsentError            a local operator's consent decision that cannot be recorded
     └── LinkError               the MQTT link failed; the link reconnects with backoff
         ├── LinkDown            no usable connection right now (publish could not complete)
         └── FatalLinkError      the broker or TLS refused *this identity*: retrying will not help
@@ -31,6 +32,7 @@ __all__ = [
     "ActionError",
     "AgentConfigError",
     "AgentError",
+    "ConsentError",
     "DataDirInUse",
     "FatalLinkError",
     "LinkDown",
@@ -119,6 +121,11 @@ class ActionConflict(ActionError):
 
 class ActionArgumentError(ActionError):
     """A handler refuses its arguments; the technician sees the message in the error reply."""
+
+
+class ConsentError(AgentError):
+    """A consent decision that cannot be recorded (unknown session, a denial is final, the
+    request expired, the consent database is unreadable); the message says what to do."""
 
 
 class LinkError(AgentError):

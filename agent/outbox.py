@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters (name, value) VALUES ('next_seq', 0), ('dropped_telemetry', 0);
+CREATE TABLE IF NOT EXISTS once_keys (key TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
 
 # Retained snapshots: a newer one makes the queued ones pointless.
@@ -115,9 +116,30 @@ class Outbox:
         :class:`MessageTooLarge` (nothing stored, seq not consumed) for a message the broker and
         server would refuse: a poison message must never block the queue.
         """
+        entry = self._append(kind, build, retain=retain, once=None)
+        assert entry is not None
+        return entry
+
+    def append_once(
+        self, key: str, kind: UpKind, build: Callable[[int], UpMessage], *, retain: bool = False
+    ) -> OutboxEntry | None:
+        """Like :meth:`append`, but at most once per ``key`` for the life of this outbox: the key
+        is stored in the same transaction as the message. None if ``key`` was queued before."""
+        return self._append(kind, build, retain=retain, once=key)
+
+    def has_once(self, key: str) -> bool:
+        row = self._db.execute("SELECT 1 FROM once_keys WHERE key = ?", (key,)).fetchone()
+        return row is not None
+
+    def _append(
+        self, kind: UpKind, build: Callable[[int], UpMessage], *, retain: bool, once: str | None
+    ) -> OutboxEntry | None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                if once is not None and self.has_once(once):
+                    self._db.execute("ROLLBACK")
+                    return None
                 seq = self._counter("next_seq")
                 payload = encode(build(seq))
                 if len(payload) > MAX_PAYLOAD_BYTES:
@@ -132,6 +154,8 @@ class Outbox:
                     (seq, kind.value, topic, payload, int(retain), created),
                 )
                 self._db.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (seq + 1,))
+                if once is not None:
+                    self._db.execute("INSERT INTO once_keys (key, seq) VALUES (?, ?)", (once, seq))
                 depth = self._depth - superseded + 1
                 dropped = self._enforce_bound(depth)
                 self._db.execute("COMMIT")

@@ -8,6 +8,11 @@ the real agent runtime.
 Plugins are found through the ``fleetcare.equipment`` entry-point group; each entry point names a
 :class:`PluginFactory`: ``factory(device_id, options) -> EquipmentPlugin``.
 
+A plugin may also run a self-test (``async selftest(ctx) -> ActionResult``, optional): the
+built-in ``selftest`` action runs every plugin's and merges the findings. And it may provide its
+own service manager (``service_manager() -> agent.actions.services.ServiceManager``, optional)
+for ``service.status`` / ``service.restart`` instead of systemd.
+
 A plugin may also describe the faults it can raise (``fault_catalogue() -> Sequence[FaultSpec]``,
 optional): the agent sends the catalogue in the inventory (``config["faults"]``) and the server
 uses each fault's ``effect`` when a ``fault.raised`` does not say (docs/incidents.md).
@@ -55,10 +60,26 @@ class ActionContext(Protocol):
     @property
     def command_id(self) -> str: ...
 
+    @property
+    def issuer(self) -> str:
+        """Who signed the command (the technician)."""
+        ...
+
+    @property
+    def session_id(self) -> str | None:
+        """The remote session the command belongs to, if any."""
+        ...
+
     def now(self) -> datetime: ...
 
     async def progress(self, fraction: float, message: str = "") -> None:
         """Report progress (0..1); sent to the technician as a ``progress`` reply."""
+        ...
+
+    async def output(self, text: str) -> None:
+        """Stream ``text`` to the technician *now* as numbered ``output`` replies (8192
+        characters each). Waits while the outbox is too full (back-pressure), so a handler
+        streaming megabytes goes at the pace of the broker."""
         ...
 
 

@@ -30,6 +30,7 @@ class Publisher:
         self.window = window
         self._wakeup = asyncio.Event()  # something new in the outbox
         self._empty = asyncio.Event()  # the outbox was seen empty
+        self._acked = asyncio.Event()  # some messages were acknowledged
 
     def notify(self) -> None:
         """A message was queued."""
@@ -41,6 +42,13 @@ class Publisher:
         while self.outbox.depth() > 0:
             self._empty.clear()
             await self._empty.wait()
+
+    async def below(self, depth: int) -> None:
+        """Until fewer than ``depth`` messages are queued (back-pressure for streaming output:
+        it waits for the broker to acknowledge, so a long stream cannot swell the outbox)."""
+        while self.outbox.depth() >= depth:
+            self._acked.clear()
+            await self._acked.wait()
 
     async def run(self) -> None:
         while True:
@@ -66,6 +74,7 @@ class Publisher:
         for entry, result in zip(batch, results, strict=True):
             if result is None:
                 self.outbox.ack(entry.seq)
+                self._acked.set()
             elif isinstance(result, LinkError):
                 ok = False
             elif isinstance(result, BaseException):

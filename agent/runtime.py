@@ -31,12 +31,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.actions import ActionExecutor, ActionRegistry, LogAccess, builtin_actions
+from agent.actions import ActionExecutor, ActionRegistry, LogAccess, builtin_actions, device_actions
+from agent.actions.control import control_actions
+from agent.actions.services import ServiceManager
 from agent.clock import Clock, SystemClock
 from agent.collectors import PluginCollector, SystemCollector, clean_metrics, system_info
 from agent.config import AgentSettings
-from agent.errors import AgentConfigError, DataDirInUse, PluginError
-from agent.guard import Accepted, CommandGuard, Rejection
+from agent.consent import ConsentRecord, ConsentState, ConsentStore
+from agent.errors import AgentConfigError, AgentError, DataDirInUse, PluginError
+from agent.guard import CommandGuard, Rejection
 from agent.link import LinkState, MqttLink
 from agent.outbox import Outbox
 from agent.plugin import EquipmentPlugin, fault_catalogue
@@ -47,6 +50,8 @@ from agent.replay import SqliteReplayCache
 from agent.uplink import MAX_SAMPLES, Uplink
 from fleetcare import __version__
 from protocol import (
+    CONTROL_ACTIONS,
+    ActionInfo,
     AgentInfo,
     CommandVerifier,
     EquipmentInfo,
@@ -54,6 +59,7 @@ from protocol import (
     InvalidKey,
     ReplyType,
     Severity,
+    format_ts,
     load_public_key,
 )
 
@@ -85,6 +91,7 @@ class AgentRuntime:
         plugins: Sequence[EquipmentPlugin] | None = None,
         clock: Clock | None = None,
         command_clock: Clock | None = None,
+        service_manager: ServiceManager | None = None,
     ) -> None:
         self.settings = settings
         self.device_id = settings.device_id
@@ -111,12 +118,40 @@ class AgentRuntime:
         self.registry.add_all(
             builtin_actions(metrics=self._metrics_now, info=self.info, logs=logs), source="built-in"
         )
+        self.registry.add_all(
+            device_actions(
+                policy,
+                data_dir=Path(settings.data_dir),
+                plugins=self.plugins,
+                service_manager=service_manager or self._plugin_service_manager(),
+            ),
+            source="built-in",
+        )
+        self.registry.add_all(
+            control_actions(
+                consent=lambda: self.consent,
+                cancel=self._cancel,
+                on_requested=self._consent_requested,
+                now=self.command_clock.now,
+            ),
+            source="control",
+        )
         for plugin in self.plugins:
             self.registry.add_all(plugin.actions(), source=f"plugin {plugin.name!r}")
-        self._policy = ActionPolicy(policy.allowed_actions)
+        self._policy = ActionPolicy.from_settings(policy)
         for name in sorted(self._policy.exact - set(self.registry.names())):
             logger.warning("%s: allowed action %r is not offered by any built-in or plugin", self.name, name)
-        self.executor = ActionExecutor(device_id=self.device_id, send=self._reply, now=self.clock.now)
+        self.executor = ActionExecutor(
+            device_id=self.device_id,
+            send=self._reply,
+            now=self.clock.now,
+            max_concurrent=policy.max_concurrent_actions,
+            room=self._room,
+        )
+        # Streamed output waits while this many messages are queued: far below the outbox
+        # bound, so a long stream neither swells the disk queue nor pushes out telemetry.
+        self._stream_limit = max(2, min(256, settings.outbox_max_messages // 2))
+        self._consent: ConsentStore | None = None
         self._system = SystemCollector() if settings.collect_system_metrics else None
         self._collectors = [PluginCollector(p) for p in self.plugins]
         self._link = MqttLink(settings, will=self._will, on_connected=self._birth, name=f"{self.name}.link")
@@ -183,6 +218,16 @@ class AgentRuntime:
         return self._running(self._outbox)
 
     @property
+    def consent(self) -> ConsentStore:
+        """The local operator's side, in-process: ``approve(session_id, by, ttl)``,
+        ``deny(session_id, by, reason)``, ``pending()`` (same store as ``fleetcare agent consent``)."""
+        return self._running(self._consent)
+
+    @property
+    def policy(self) -> ActionPolicy:
+        return self._policy
+
+    @property
     def uplink(self) -> Uplink:
         return self._running(self._uplink)
 
@@ -233,6 +278,7 @@ class AgentRuntime:
         self._spawn(self._running(self._publisher).run(), "publisher")
         self._spawn(self._telemetry(), "telemetry")
         self._spawn(self._commands(), "commands")
+        self._spawn(self._consent_decisions(), "consent")
         for plugin in self.plugins:
             self._spawn(self._plugin_task(plugin), f"plugin[{plugin.name}]")
         logger.info(
@@ -289,22 +335,29 @@ class AgentRuntime:
         self._replay = SqliteReplayCache(
             data_dir / "replay.sqlite3", now=self.command_clock.now, skew=self._verifier.clock_skew
         )
+        self._consent = ConsentStore(
+            data_dir / "consent.sqlite3",
+            now=self.command_clock.now,
+            max_approval=timedelta(minutes=settings.policy.max_consent_minutes),
+        )
         self._guard = CommandGuard(
             verifier=self._verifier,
             policy=self._policy,
             registry=self.registry,
             replay_cache=self._replay,
             now=self.command_clock.now,
+            consent=self._consent,
         )
         self._publisher = Publisher(self._outbox, self._link, name=f"{self.name}.publisher")
         self._uplink = Uplink(self._outbox, self.device_id, self.clock, on_queued=self._publisher.notify)
         self._started_monotonic = time.monotonic()
 
     def _close(self) -> None:
-        for store in (self._outbox, self._replay):
+        for store in (self._outbox, self._replay, self._consent):
             if store is not None:
                 store.close()
         self._outbox = self._replay = None
+        self._consent = None
         self._uplink = self._publisher = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
@@ -348,6 +401,9 @@ class AgentRuntime:
         config = {
             "telemetry_interval": self.settings.telemetry_interval,
             "allowed_actions": list(policy.allowed_actions),
+            "consent_actions": list(policy.consent_actions),
+            "forbidden_actions": list(policy.forbidden_actions),
+            "windows": [w.label() for w in policy.windows],
             "log_paths": [str(p) for p in policy.log_paths],
             "plugins": names,
             "outbox_max_messages": self.settings.outbox_max_messages,
@@ -356,10 +412,46 @@ class AgentRuntime:
         self.uplink.inventory(
             equipment=equipment,
             system=system_info(),
-            agent=AgentInfo(version=__version__, plugins=names, actions=self.actions),
+            agent=AgentInfo(
+                version=__version__,
+                plugins=names,
+                actions=self.actions,
+                catalogue=self.catalogue(),
+                attended=policy.attended,
+            ),
             site=self.settings.site,
             config=config,
         )
+
+    def catalogue(self) -> list[ActionInfo]:
+        """One entry per action a technician may name (control actions aside), with what the
+        owner's policy says about it, for the inventory."""
+        entries = []
+        for registered in sorted(self.registry, key=lambda r: r.name):
+            spec = registered.spec
+            if spec.name in CONTROL_ACTIONS:
+                continue
+            entries.append(
+                ActionInfo(
+                    name=spec.name,
+                    description=spec.description,
+                    disruptive=spec.disruptive,
+                    timeout=spec.timeout,
+                    args_schema=dict(spec.args_schema),
+                    policy=self._policy.decide(spec),
+                    windows=[w.label() for w in self._policy.windows_for(spec)],
+                    source=registered.source,
+                )
+            )
+        return entries
+
+    def _plugin_service_manager(self) -> ServiceManager | None:
+        for plugin in self.plugins:
+            factory = getattr(plugin, "service_manager", None)
+            if callable(factory):
+                manager: ServiceManager = factory()
+                return manager
+        return None
 
     def _fault_catalogue(self) -> list[dict[str, str]]:
         """Every plugin's fault catalogue, for the inventory (a broken one is logged and left out)."""
@@ -420,13 +512,79 @@ class AgentRuntime:
             elapsed = (self.clock.now() - started).total_seconds()
             await self.clock.sleep(max(0.0, interval - elapsed))
 
+    async def _room(self) -> None:
+        await self._running(self._publisher).below(self._stream_limit)
+
+    def _cancel(self, command_id: str, by: str) -> bool:
+        return self.executor.cancel(command_id, by)
+
+    def _consent_requested(self, record: ConsentRecord) -> None:
+        logger.warning(
+            "%s: technician %s asks consent for session %s until %s: %s "
+            "(approve: fleetcare agent consent approve %s)",
+            self.name,
+            record.technician,
+            record.session_id,
+            format_ts(record.until),
+            record.reason,
+            record.session_id,
+        )
+        self.emit_event(
+            "consent.requested",
+            detail=f"{record.technician} asks consent for session {record.session_id}: {record.reason}"[
+                :8192
+            ],
+            data={
+                "session_id": record.session_id,
+                "technician": record.technician,
+                "reason": record.reason,
+                "until": format_ts(record.until),
+                "all_commands": record.all_commands,
+            },
+        )
+
+    def announce_consent_decisions(self) -> int:
+        """Queue ``consent.granted`` / ``consent.denied`` for every decision not yet announced;
+        each exactly once (a once-key in the outbox, see agent/consent.py). Returns how many."""
+        store = self.consent
+        queued = 0
+        for record in store.unannounced():
+            key = f"consent:{record.session_id}:{record.decision}"
+            if record.state is ConsentState.APPROVED:
+                assert record.expires_at is not None
+                event, data = (
+                    "consent.granted",
+                    {
+                        "session_id": record.session_id,
+                        "approved_by": record.decided_by,
+                        "expires_at": format_ts(record.expires_at),
+                    },
+                )
+            else:
+                event, data = (
+                    "consent.denied",
+                    {
+                        "session_id": record.session_id,
+                        "denied_by": record.decided_by,
+                        "reason": record.deny_reason or "",
+                    },
+                )
+            detail = f"session {record.session_id}: {event.removeprefix('consent.')} by {record.decided_by}"
+            if self.uplink.event_once(key, event, detail=detail, data=data) is not None:
+                queued += 1
+            store.mark_announced(record.session_id, record.decision)
+        return queued
+
+    async def _consent_decisions(self) -> None:
+        """The local operator decides in another process: look for new decisions twice a second."""
+        while True:
+            try:
+                self.announce_consent_decisions()
+            except AgentError:
+                logger.warning("%s: cannot read consent decisions", self.name, exc_info=True)
+            await asyncio.sleep(0.5)
+
     async def _commands(self) -> None:
-        slots = asyncio.Semaphore(self.settings.policy.max_concurrent_actions)
-
-        async def execute(verdict: Accepted) -> None:
-            async with slots:
-                await self.executor.execute(verdict.command, verdict.action)
-
         async with asyncio.TaskGroup() as running:
             while True:
                 payload = await self._link.incoming.get()
@@ -442,7 +600,9 @@ class AgentRuntime:
                     command.action,
                     command.issuer,
                 )
-                running.create_task(execute(verdict), name=f"{self.name}.command[{command.id}]")
+                self.executor.spawn(
+                    running, command, verdict.action, name=f"{self.name}.command[{command.id}]"
+                )
 
     def _report_rejection(self, rejection: Rejection) -> None:
         logger.warning(

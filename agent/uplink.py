@@ -60,18 +60,41 @@ class Uplink:
         data: Mapping[str, Any] | None = None,
     ) -> OutboxEntry:
         """Queue an Event; ValueError (pydantic) if it does not fit the protocol."""
-        return self._queue(
-            UpKind.EVENT,
-            lambda seq: Event(
-                device_id=self.device_id,
-                seq=seq,
-                ts=self.clock.now(),
-                event=event,
-                code=code,
-                severity=severity,
-                detail=detail,
-                data=dict(data or {}),
-            ),
+        return self._queue(UpKind.EVENT, self._event(event, code, severity, detail, data))
+
+    def event_once(
+        self,
+        key: str,
+        event: str,
+        *,
+        code: str | None = None,
+        severity: Severity = Severity.INFO,
+        detail: str = "",
+        data: Mapping[str, Any] | None = None,
+    ) -> OutboxEntry | None:
+        """Queue an Event unless one with the same ``key`` was ever queued (None then)."""
+        entry = self.outbox.append_once(key, UpKind.EVENT, self._event(event, code, severity, detail, data))
+        if entry is not None:
+            self._on_queued()
+        return entry
+
+    def _event(
+        self,
+        event: str,
+        code: str | None,
+        severity: Severity,
+        detail: str,
+        data: Mapping[str, Any] | None,
+    ) -> Callable[[int], UpMessage]:
+        return lambda seq: Event(
+            device_id=self.device_id,
+            seq=seq,
+            ts=self.clock.now(),
+            event=event,
+            code=code,
+            severity=severity,
+            detail=detail,
+            data=dict(data or {}),
         )
 
     def _status(self, seq: int, *, online: bool, state: EquipmentState | None, reason: str) -> Status:

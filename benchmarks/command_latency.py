@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 import aiomqtt
 import httpx
 
+from agent.link import NO_DELAY  # as the agent and the server set it
 from benchmarks.results import record
 from certs import SERVER_IDENTITY, PkiDir, init_pki, issue_device_cert
 from protocol import command_topic
@@ -40,7 +40,6 @@ from tests.support.broker import MosquittoBroker, tls_context
 from tests.support.databases import sqlite_url, temporary_postgres_database
 from tests.support.server import ServerProcess, server_settings
 
-NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)  # as the agent and the server set it
 PREFIX = "lat"
 ECHO_DEVICE = "lat-echo"
 

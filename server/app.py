@@ -26,8 +26,10 @@ from server.incidents import IncidentTracker
 from server.ingest import BatchWriter, Consumer, IngestStats
 from server.mqtt import MqttLink
 from server.runtime import Runtime
+from server.services.audit import run_sealer
 from server.services.commands import CommandService
 from server.services.rules import run_rule_evaluator
+from server.sessions.service import SessionService
 from server.settings import ServerSettings
 
 __all__ = ["create_app", "load_signer", "start_runtime"]
@@ -64,6 +66,15 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
             sweeper = tg.create_task(
                 commands.run_sweeper(settings.command_sweep_interval), name="server.commands.sweeper"
             )
+            # remote sessions: time limits, unanswered consent requests, the queue (server/sessions)
+            session_sweeper = tg.create_task(
+                SessionService(sessions, commands, settings.sessions).run_sweeper(),
+                name="server.sessions.sweeper",
+            )
+            # the audit log's hash chain: seal new entries (server/services/audit.py)
+            audit_sealer = tg.create_task(
+                run_sealer(sessions, settings.auth.audit_seal_interval), name="server.audit.sealer"
+            )
             # preventive maintenance: threshold rules over new telemetry (server/services/rules.py)
             rule_evaluator = None
             if settings.maintenance.rule_interval > 0:
@@ -98,6 +109,8 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
                 yield runtime
             finally:
                 sweeper.cancel()
+                session_sweeper.cancel()
+                audit_sealer.cancel()
                 if incident_sweeper is not None:
                     incident_sweeper.cancel()
                 if rule_evaluator is not None:

@@ -120,28 +120,58 @@ def migrate(config: ConfigOption = None) -> None:
     typer.echo("database is up to date", err=True)
 
 
-def _ttl(days: float | None) -> timedelta | None:
+def _ttl(days: float | None, settings: ServerSettings) -> timedelta | None:
+    """--expires-days, else ``auth.api_token_ttl_days``, else no expiry."""
+    days = days if days is not None else settings.auth.api_token_ttl_days
     return timedelta(days=days) if days else None
+
+
+def _read_password(from_stdin: bool) -> str:
+    """One line from stdin (scripts), or a hidden prompt typed twice."""
+    import sys  # noqa: PLC0415
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise _fail("--password-stdin: stdin gave no password")
+        return password
+    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+PasswordStdinOption = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+]
 
 
 @app.command("create-user")
 def create_user(
     name: Annotated[str, typer.Argument(help="User name (A-Z a-z 0-9 . _ @ -).")],
+    *,
     role: Annotated[
-        Role, typer.Option("--role", help="admin, technician, ops or provisioning.")
+        Role, typer.Option("--role", help="admin, technician, ops, customer or provisioning.")
     ] = Role.TECHNICIAN,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="The customer (name or id) a customer user belongs to.")
+    ] = None,
+    password_stdin: PasswordStdinOption = False,
     expires_days: ExpiresOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Create a user and print a first API token (shown once) to stdout."""
+    """Create a user and print a first API token (shown once) to stdout. With --password-stdin
+    the user can also sign in with a password (POST /api/v1/auth/login)."""
     from server.services import users  # noqa: PLC0415
 
+    if role is Role.CUSTOMER and customer is None:
+        raise _fail("a customer user needs --customer NAME")
+    password = _read_password(True) if password_stdin else None
+    settings = _settings(config)
+
     async def work(session: AsyncSession) -> str:
-        await users.create_user(session, name, role, actor=CLI_ACTOR)
-        issued = await users.issue_token(session, name, actor=CLI_ACTOR, ttl=_ttl(expires_days))
+        await users.create_user(session, name, role, actor=CLI_ACTOR, customer=customer, password=password)
+        issued = await users.issue_token(session, name, actor=CLI_ACTOR, ttl=_ttl(expires_days, settings))
         return issued.token
 
-    token = _with_session(_settings(config), work)
+    token = _with_session(settings, work)
     typer.echo(f"created user {name!r} ({role.value}); API token (shown once):", err=True)
     typer.echo(token)
 
@@ -155,10 +185,94 @@ def token(
     """Issue a new API token for an existing user and print it (shown once) to stdout."""
     from server.services import users  # noqa: PLC0415
 
-    async def work(session: AsyncSession) -> str:
-        return (await users.issue_token(session, name, actor=CLI_ACTOR, ttl=_ttl(expires_days))).token
+    settings = _settings(config)
 
-    typer.echo(_with_session(_settings(config), work))
+    async def work(session: AsyncSession) -> str:
+        return (
+            await users.issue_token(session, name, actor=CLI_ACTOR, ttl=_ttl(expires_days, settings))
+        ).token
+
+    typer.echo(_with_session(settings, work))
+
+
+@app.command("set-password")
+def set_password(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    password_stdin: PasswordStdinOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Set or replace a user's password (prompted, hidden, unless --password-stdin)."""
+    from server.services import users  # noqa: PLC0415
+
+    password = _read_password(password_stdin)
+
+    async def work(session: AsyncSession) -> None:
+        await users.set_password(session, name, password, actor=CLI_ACTOR)
+
+    _with_session(_settings(config), work)
+    typer.echo(f"password of {name!r} set", err=True)
+
+
+@app.command("disable-user")
+def disable_user(
+    name: Annotated[str, typer.Argument(help="User name.")], config: ConfigOption = None
+) -> None:
+    """Disable a user: no more sign-in, and every token of theirs stops working."""
+    from server.services import users  # noqa: PLC0415
+
+    async def work(session: AsyncSession) -> None:
+        await users.disable_user(session, name, actor=CLI_ACTOR)
+
+    _with_session(_settings(config), work)
+    typer.echo(f"user {name!r} disabled", err=True)
+
+
+TechnicianArg = Annotated[str, typer.Argument(help="Technician user name.")]
+CustomerArg = Annotated[str, typer.Argument(help="Customer name or id.")]
+
+
+@app.command()
+def assign(technician: TechnicianArg, customer: CustomerArg, config: ConfigOption = None) -> None:
+    """Let a technician work on a customer's devices."""
+    from server.services import users  # noqa: PLC0415
+
+    async def work(session: AsyncSession) -> bool:
+        return await users.assign(session, technician, customer, actor=CLI_ACTOR)
+
+    added = _with_session(_settings(config), work)
+    typer.echo(
+        f"{technician!r} {'assigned to' if added else 'was already assigned to'} {customer!r}", err=True
+    )
+
+
+@app.command()
+def unassign(technician: TechnicianArg, customer: CustomerArg, config: ConfigOption = None) -> None:
+    """Take a customer away from a technician."""
+    from server.services import users  # noqa: PLC0415
+
+    async def work(session: AsyncSession) -> None:
+        await users.unassign(session, technician, customer, actor=CLI_ACTOR)
+
+    _with_session(_settings(config), work)
+    typer.echo(f"{technician!r} no longer assigned to {customer!r}", err=True)
+
+
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOption = None) -> None:
+    """Seal pending entries and check the whole chain: exit 0 if intact, 1 naming the first bad
+    entry. Keep the printed head hash: a later chain must pass through it."""
+    from server.services import audit  # noqa: PLC0415
+
+    report = _with_session(_settings(config), audit.verify)
+    if report.ok:
+        typer.echo(report.summary())
+        return
+    typer.echo(report.summary(), err=True)
+    raise typer.Exit(1)
 
 
 @app.command("revoke-token")
@@ -304,6 +418,9 @@ def site_create(
     customer_id: Annotated[int, typer.Argument(help="Customer id.")],
     name: Annotated[str, typer.Argument(help="Site name (unique per customer).")],
     criticality: CriticalityOption = None,
+    attended: Annotated[
+        bool, typer.Option("--attended", help="Every remote session needs a local operator's consent.")
+    ] = False,
     config: ConfigOption = None,
 ) -> None:
     """Create a site; devices that reported this site name are assigned to it."""
@@ -311,9 +428,10 @@ def site_create(
 
     async def work(session: AsyncSession) -> str:
         site = await customers.create_site(
-            session, customer_id, name=name, criticality=criticality, actor=CLI_ACTOR
+            session, customer_id, name=name, criticality=criticality, attended=attended, actor=CLI_ACTOR
         )
-        return f"{site.id}\t{site.name}\tcustomer={site.customer_id}\tcriticality={site.criticality}"
+        mode = "\tattended" if site.attended else ""
+        return f"{site.id}\t{site.name}\tcustomer={site.customer_id}\tcriticality={site.criticality}{mode}"
 
     typer.echo(_with_session(_settings(config), work))
 

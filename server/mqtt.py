@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +26,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 import protocol
+from agent.link import NO_DELAY
 from server.db.types import utcnow
 from server.errors import Unavailable
 from server.settings import MqttSettings
@@ -78,9 +78,7 @@ class MqttLink:
             s.port,
             identifier=s.client_id,
             clean_session=False,
-            # paho leaves Nagle on: a command and its PUBACK would each wait ~40 ms for the
-            # peer's delayed ACK (benchmarks/command_latency.py measured ~90 ms a round trip)
-            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+            socket_options=NO_DELAY,
             keepalive=s.keepalive,
             timeout=s.publish_timeout,
             tls_params=aiomqtt.TLSParameters(

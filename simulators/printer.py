@@ -10,6 +10,9 @@ near its set point while printing and cools towards standby otherwise. While run
 jam happens now and then (``jam_rate_per_hour``): ``fault.raised`` PAPER_JAM, state ``down``,
 no printing until ``printer.clear_jam`` (or, if ``jam_self_clear_minutes`` is set, until the
 customer clears it at the machine). A toner falling below 10 % sends ``consumable.low`` once.
+:meth:`PrinterPlugin.selftest` (the built-in ``selftest`` action delegates to it) checks the jam
+sensor, fuser temperature, toner and drum and fails while jammed. ``printer.clear_jam`` is
+disruptive (exact policy entry, maintenance windows).
 :meth:`PrinterPlugin.fault_catalogue` lists the faults it can raise (sent in the inventory);
 :meth:`PrinterPlugin.inject_fault` and :meth:`PrinterPlugin.clear_fault` force a fault and its
 clearing at the machine now (tests, demos).
@@ -50,6 +53,9 @@ __all__ = ["LOW_TONER_PERCENT", "PAPER_JAM", "TONER_COLORS", "PrinterOptions", "
 TONER_COLORS = ("black", "cyan", "magenta", "yellow")
 LOW_TONER_PERCENT = 10.0
 STANDBY_CELSIUS = 60.0
+FUSER_TOLERANCE_CELSIUS = 25.0  # selftest: the fuser may sit this far outside standby..set point
+TONER_EMPTY_PERCENT = 1.0
+DRUM_WARN_PERCENT = 90.0
 _FUSER_COOLING_SECONDS = 120.0  # time constant of the fuser cooling towards standby
 
 PAPER_JAM = FaultSpec(
@@ -198,6 +204,9 @@ class PrinterPlugin:
                 "printer.clear_jam",
                 self._clear_jam_action,
                 "Clear a paper jam: purge the paper path and resume printing.",
+                # It moves the paper path of a machine someone may be standing at: only an exact
+                # policy entry enables it, and only inside the owner's maintenance windows.
+                disruptive=True,
                 timeout=30.0,
                 args_schema=no_args,
             ),
@@ -209,6 +218,53 @@ class PrinterPlugin:
                 args_schema=no_args,
             ),
         ]
+
+    async def selftest(self, ctx: ActionContext) -> ActionResult:
+        """The built-in ``selftest`` delegates here: jam sensor, fuser temperature, toner and
+        drum. ok=False when any check fails (a jam, a fuser out of range, an empty cartridge,
+        a worn-out drum); low toner and an ageing drum are warnings."""
+        findings: list[dict[str, str]] = []
+
+        def check(name: str, status: str, detail: str) -> None:
+            findings.append({"check": name, "status": status, "detail": detail})
+
+        if self.jam is not None:
+            check("jam_sensor", "fail", f"paper jam at {self.jam.location} since {format_ts(self.jam.since)}")
+        else:
+            check("jam_sensor", "pass", "paper path clear")
+        low, high = (
+            STANDBY_CELSIUS - FUSER_TOLERANCE_CELSIUS,
+            self.options.fuser_setpoint_celsius + FUSER_TOLERANCE_CELSIUS,
+        )
+        fuser = self.fuser_celsius
+        in_range = low <= fuser <= high
+        check(
+            "fuser",
+            "pass" if in_range else "fail",
+            f"{fuser:.1f} °C ({'within' if in_range else 'outside'} {low:.0f}-{high:.0f} °C)",
+        )
+        for color, level in self.toner.items():
+            status = (
+                "fail" if level <= TONER_EMPTY_PERCENT else "warn" if level < LOW_TONER_PERCENT else "pass"
+            )
+            check(f"toner.{color}", status, f"{level:.1f} %")
+        wear = self.drum_wear
+        drum = "fail" if wear >= 100.0 else "warn" if wear >= DRUM_WARN_PERCENT else "pass"
+        check("drum", drum, f"{wear:.1f} % worn")
+        failed = [f for f in findings if f["status"] == "fail"]
+        warned = [f for f in findings if f["status"] == "warn"]
+        lines = [f"{f['status'].upper():4} {f['check']}: {f['detail']}" for f in findings]
+        verdict = (
+            f"self-test FAILED: {', '.join(f['check'] for f in failed)}"
+            if failed
+            else "self-test passed"
+            + (f" with warnings: {', '.join(f['check'] for f in warned)}" if warned else "")
+        )
+        return ActionResult(
+            ok=not failed,
+            output="\n".join([verdict, *lines]),
+            data={"state": self.state.value, "findings": findings},
+        )
 
     def fault_catalogue(self) -> Sequence[plugin.FaultSpec]:
         """Every fault the printer can raise, for the inventory (``config["faults"]``)."""

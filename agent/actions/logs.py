@@ -19,7 +19,7 @@ from typing import Any
 
 from agent.errors import ActionArgumentError
 
-__all__ = ["LogAccess", "LogTail"]
+__all__ = ["AllowedPaths", "LogAccess", "LogTail"]
 
 _PROC_FD = Path("/proc/self/fd")
 
@@ -35,11 +35,15 @@ class LogTail:
         return {"path": self.path, "lines": self.lines, "truncated": self.truncated}
 
 
-class LogAccess:
-    def __init__(self, allowed: Sequence[Path], *, max_lines: int = 500, max_bytes: int = 256 * 1024) -> None:
+class AllowedPaths:
+    """Files, or directories (everything beneath them), an action may read — and the safe way
+    to open one of them. Shared by ``logs.tail`` and ``file.fetch`` (``what`` names the list
+    in messages, ``setting`` the policy key)."""
+
+    def __init__(self, allowed: Sequence[Path], *, what: str, setting: str) -> None:
         self.allowed = [Path(p) for p in allowed]
-        self.max_lines = max_lines
-        self.max_bytes = max_bytes
+        self.what = what
+        self.setting = setting
 
     def _roots(self) -> list[Path]:
         # Resolved at every call: an allowed directory that is itself a symlink may move.
@@ -53,20 +57,21 @@ class LogAccess:
         if not raw or "\x00" in raw or not os.path.isabs(raw):
             raise ActionArgumentError(f"path {raw!r} must be an absolute file path")
         if not self.allowed:
-            raise ActionArgumentError("no log paths are allowed on this device (policy.log_paths is empty)")
+            raise ActionArgumentError(f"no {self.what} are allowed on this device ({self.setting} is empty)")
         target = Path(os.path.realpath(raw))
         roots = self._roots()
         if not self._inside(target, roots):
             shown = ", ".join(str(p) for p in self.allowed)
             raise ActionArgumentError(
-                f"path {raw!r} (resolves to {str(target)!r}) is outside the allowed log paths: {shown}"
+                f"path {raw!r} (resolves to {str(target)!r}) is outside the allowed {self.what}: {shown}"
             )
         return target
 
-    def tail(self, raw: str, lines: int) -> LogTail:
-        """Blocking file I/O: call it from a worker thread."""
+    def open_regular(self, raw: str) -> tuple[int, Path, os.stat_result]:
+        """Open ``raw`` for reading after :meth:`check`: no final symlink, regular files only,
+        and (Linux) the opened descriptor's real path checked again. Returns (fd, real path,
+        fstat); the caller closes the fd. Blocking: call it from a worker thread."""
         target = self.check(raw)
-        wanted = max(1, min(int(lines), self.max_lines))
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(target, flags)
@@ -82,6 +87,23 @@ class LogAccess:
                 opened = Path(os.path.realpath(_PROC_FD / str(fd)))
                 if not self._inside(opened, self._roots()):
                     raise ActionArgumentError(f"path {raw!r} changed while being opened; refused")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, target, info
+
+
+class LogAccess(AllowedPaths):
+    def __init__(self, allowed: Sequence[Path], *, max_lines: int = 500, max_bytes: int = 256 * 1024) -> None:
+        super().__init__(allowed, what="log paths", setting="policy.log_paths")
+        self.max_lines = max_lines
+        self.max_bytes = max_bytes
+
+    def tail(self, raw: str, lines: int) -> LogTail:
+        """Blocking file I/O: call it from a worker thread."""
+        wanted = max(1, min(int(lines), self.max_lines))
+        fd, target, info = self.open_regular(raw)
+        try:
             start = max(0, info.st_size - self.max_bytes)
             os.lseek(fd, start, os.SEEK_SET)
             data = os.read(fd, self.max_bytes)

@@ -1,4 +1,4 @@
-"""The audit log, read-only (admin, ops)."""
+"""The audit log, read-only (admin, ops), and the check of its hash chain (admin)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
 from server.api.deps import SessionDep, require_role
 from server.api.schemas import AuditEntryPublic, Page
@@ -16,6 +17,46 @@ from server.services.users import Principal
 __all__ = ["router"]
 
 router = APIRouter(tags=["audit"])
+
+
+class ChainProblemPublic(BaseModel):
+    kind: str  # altered | missing | malformed
+    chain_seq: int
+    entry_id: int | None
+    message: str
+
+
+class AuditVerifyPublic(BaseModel):
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str  # keep a copy outside the database: a later chain must pass through it
+    sealed_now: int
+    problem: ChainProblemPublic | None
+    message: str
+
+
+@router.get("/audit/verify", response_model=AuditVerifyPublic)
+async def verify_audit(
+    session: SessionDep, _admin: Annotated[Principal, require_role()]
+) -> AuditVerifyPublic:
+    """Seal pending entries, then recompute the whole hash chain. ``ok: false`` names the first
+    bad entry (altered, missing or taken out of the chain). Reads every entry: not for polling."""
+    report = await audit.verify(session)
+    problem = report.problem
+    return AuditVerifyPublic(
+        ok=report.ok,
+        entries=report.entries,
+        head_seq=report.head_seq,
+        head_hash=report.head_hash,
+        sealed_now=report.sealed_now,
+        problem=ChainProblemPublic(
+            kind=problem.kind, chain_seq=problem.chain_seq, entry_id=problem.entry_id, message=problem.message
+        )
+        if problem
+        else None,
+        message=report.summary(),
+    )
 
 
 @router.get("/audit", response_model=Page[AuditEntryPublic])

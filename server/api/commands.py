@@ -1,17 +1,21 @@
-"""Commands: send one to a device (technician/admin), read it back with its replies."""
+"""Commands: send one to a device (technician/admin), read it back with its replies (admin,
+technician, ops, provisioning — not customers), always within the caller's device scope."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from server.api.deps import CurrentUser, RuntimeDep, SessionDep, require_role
+from server.api.deps import RuntimeDep, SessionDep, require_role
 from server.api.devices import DeviceIdPath
 from server.api.schemas import CommandCreate, CommandDetailPublic, CommandPublic, CommandReplyPublic, Page
 from server.db.models import Command, Role
 from server.db.types import utcnow
-from server.services import commands
+from server.services import access, commands
 from server.services.users import Principal
 
 __all__ = ["MAX_WAIT_S", "router"]
@@ -22,6 +26,7 @@ MAX_WAIT_S = 300.0
 """The longest an HTTP request with ``wait: true`` is held open."""
 
 Technician = Annotated[Principal, require_role(Role.TECHNICIAN)]
+Reader = Annotated[Principal, require_role(Role.TECHNICIAN, Role.OPS, Role.PROVISIONING)]
 
 
 async def _detail(runtime: RuntimeDep, command: Command) -> CommandDetailPublic:
@@ -43,6 +48,8 @@ async def create_command(
 ) -> CommandDetailPublic:
     """Sign, record and publish a command. With ``wait`` the answer comes once the command is
     finished, or at its deadline (at most 300 s)."""
+    async with runtime.sessions() as session:
+        await access.check_device(session, user, device_id)
     command = await runtime.commands.issue(
         user, device_id, body.action, body.args, timeout_s=body.timeout_s, session_id=body.session_id
     )
@@ -55,9 +62,12 @@ async def create_command(
 
 @router.get("/commands/{command_id}", response_model=CommandDetailPublic)
 async def get_command(
-    command_id: Annotated[str, Path(max_length=64)], runtime: RuntimeDep, _user: CurrentUser
+    command_id: Annotated[str, Path(max_length=64)], runtime: RuntimeDep, user: Reader
 ) -> CommandDetailPublic:
-    return await _detail(runtime, await runtime.commands.get(command_id))
+    command = await runtime.commands.get(command_id)
+    async with runtime.sessions() as session:
+        await access.check_device(session, user, command.device_id, via=("command", command_id))
+    return await _detail(runtime, command)
 
 
 @router.get("/devices/{device_id}/commands", response_model=Page[CommandPublic])
@@ -65,11 +75,100 @@ async def list_device_commands(
     *,
     device_id: DeviceIdPath,
     session: SessionDep,
-    _user: CurrentUser,
+    user: Reader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[CommandPublic]:
+    await access.check_device(session, user, device_id)
     rows, total = await commands.list_device_commands(session, device_id, limit=limit, offset=offset)
     return Page(
         items=[CommandPublic.model_validate(row) for row in rows], total=total, limit=limit, offset=offset
     )
+
+
+# -- streaming, output, files, cancel (remote sessions, docs/sessions.md) ----------------------
+
+_Operator = Annotated[Principal, require_role(Role.TECHNICIAN)]
+_OutputReader = Annotated[Principal, require_role(Role.TECHNICIAN, Role.OPS)]
+_CommandIdPath = Annotated[str, Path(max_length=64)]
+
+
+async def _reachable(runtime: RuntimeDep, user: Principal, command_id: str) -> Command:
+    command = await runtime.commands.get(command_id)
+    async with runtime.sessions() as session:
+        await access.check_device(session, user, command.device_id, via=("command", command_id))
+    return command
+
+
+def _sse(item: commands.StreamItem) -> str:
+    if item.event == "keepalive":
+        return ": keepalive\n\n"
+    head = f"id: {item.seq}\n" if item.seq is not None else ""
+    return f"{head}event: {item.event}\ndata: {json.dumps(item.data, separators=(',', ':'), default=str)}\n\n"
+
+
+@router.get(
+    "/commands/{command_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+)
+async def stream_command(
+    command_id: _CommandIdPath,
+    runtime: RuntimeDep,
+    user: _Operator,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+) -> StreamingResponse:
+    """The command's replies as Server-Sent Events in device order (``event`` = reply type:
+    accepted, progress, output, result, error…; ``id`` = device_seq; ``data`` = the reply),
+    then ``event: end`` with the terminal state. Resume with ``Last-Event-ID``."""
+    await _reachable(runtime, user, command_id)
+
+    async def events() -> AsyncIterator[str]:
+        async for item in runtime.commands.stream(command_id, after_seq=last_event_id):
+            yield _sse(item)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/commands/{command_id}/output", response_class=PlainTextResponse)
+async def command_output(
+    command_id: _CommandIdPath, runtime: RuntimeDep, user: _OutputReader
+) -> PlainTextResponse:
+    """The command's output text, its chunks re-assembled in order (so far, while it runs)."""
+    await _reachable(runtime, user, command_id)
+    return PlainTextResponse(await runtime.commands.output(command_id))
+
+
+@router.get(
+    "/commands/{command_id}/file",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        409: {"description": "incomplete or mismatched"},
+    },
+)
+async def command_file(command_id: _CommandIdPath, runtime: RuntimeDep, user: _Operator) -> Response:
+    """The file a succeeded ``file.fetch`` brought back, checked against its size and sha256."""
+    await _reachable(runtime, user, command_id)
+    fetched = await runtime.commands.fetch_file(command_id)
+    return Response(
+        fetched.content,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{fetched.name}"',
+            "X-Content-SHA256": fetched.sha256,
+        },
+    )
+
+
+@router.post("/commands/{command_id}/cancel", status_code=202, response_model=CommandDetailPublic)
+async def cancel_command(
+    command_id: _CommandIdPath, runtime: RuntimeDep, user: _Operator
+) -> CommandDetailPublic:
+    """Ask the device to stop the command (a signed ``command.cancel``); it ends ``cancelled``."""
+    await _reachable(runtime, user, command_id)
+    return await _detail(runtime, await runtime.commands.cancel(user, command_id))

@@ -22,7 +22,7 @@ from server.api.service_schemas import (
 )
 from server.db.models import Role
 from server.errors import InvalidInput
-from server.services import customers
+from server.services import access, customers
 from server.services.users import Principal
 
 __all__ = ["router"]
@@ -106,7 +106,12 @@ async def create_site(
 ) -> SitePublic:
     """A site; devices that already reported this site name (unique) are assigned to it."""
     site = await customers.create_site(
-        session, customer_id, name=body.name, criticality=body.criticality, actor=user.actor
+        session,
+        customer_id,
+        name=body.name,
+        criticality=body.criticality,
+        attended=body.attended,
+        actor=user.actor,
     )
     return SitePublic.model_validate(site)
 
@@ -125,7 +130,9 @@ async def update_site(
 async def update_device(
     device_id: DeviceIdPath, body: DeviceUpdate, session: SessionDep, user: Writer
 ) -> DeviceAssignmentPublic:
-    """Customer, site (its customer follows), criticality, decommissioned_at; ``null`` clears."""
+    """Customer, site (its customer follows), criticality, decommissioned_at; ``null`` clears.
+    A technician may change only devices in their scope."""
+    await access.check_device(session, user, device_id)
     given = body.model_dump(exclude_unset=True)
     if not given:
         raise InvalidInput("body: nothing to change", field="body")

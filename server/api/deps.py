@@ -1,5 +1,9 @@
 """Dependencies as ``Annotated`` aliases: ``SessionDep``, ``RuntimeDep``, ``CurrentUser``,
-``require_role(...)``."""
+``require_role(...)``.
+
+Roles gate endpoints here; which devices a caller reaches is ``server.services.access``. Every
+``/api/v1`` route must appear in tests/server/test_roles_matrix.py with the roles it allows.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,10 @@ from server.services.users import Principal
 
 __all__ = ["CurrentUser", "RuntimeDep", "SessionDep", "require_role"]
 
-_bearer = HTTPBearer(auto_error=False, description="An API token from `fleetcare server create-user/token`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A token from `POST /api/v1/auth/login` or `fleetcare server create-user/token`",
+)
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -1,4 +1,5 @@
-"""Devices: the fleet list, one device, its telemetry and its events."""
+"""Devices: the fleet list, one device, its telemetry and its events (every role; each caller
+sees only the devices in their scope, ``server.services.access``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 
 from server.api.deps import CurrentUser, SessionDep
 from server.api.schemas import DeviceDetailPublic, DevicePublic, EventPublic, Page, TelemetryPublic
-from server.services import fleet
+from server.services import access, fleet
 
 __all__ = ["DeviceIdPath", "router"]
 
@@ -24,7 +25,7 @@ Offset = Annotated[int, Query(ge=0)]
 async def list_devices(
     *,
     session: SessionDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     online: bool | None = None,
     model: str | None = None,
     site: str | None = None,
@@ -34,8 +35,13 @@ async def list_devices(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[DevicePublic]:
+    scope = access.device_condition(await access.scope_for(session, user))
     rows, total = await fleet.list_devices(
-        session, fleet.DeviceFilter(online=online, model=model, site=site, q=q), limit=limit, offset=offset
+        session,
+        fleet.DeviceFilter(online=online, model=model, site=site, q=q),
+        limit=limit,
+        offset=offset,
+        scope=scope,
     )
     return Page(
         items=[DevicePublic.model_validate(row) for row in rows], total=total, limit=limit, offset=offset
@@ -43,8 +49,8 @@ async def list_devices(
 
 
 @router.get("/{device_id}", response_model=DeviceDetailPublic)
-async def get_device(device_id: DeviceIdPath, session: SessionDep, _user: CurrentUser) -> DeviceDetailPublic:
-    return DeviceDetailPublic.model_validate(await fleet.get_device(session, device_id))
+async def get_device(device_id: DeviceIdPath, session: SessionDep, user: CurrentUser) -> DeviceDetailPublic:
+    return DeviceDetailPublic.model_validate(await access.check_device(session, user, device_id))
 
 
 @router.get("/{device_id}/telemetry", response_model=list[TelemetryPublic])
@@ -52,13 +58,14 @@ async def get_telemetry(
     *,
     device_id: DeviceIdPath,
     session: SessionDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     metric: Annotated[str | None, Query(max_length=128)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> list[TelemetryPublic]:
     """Samples in [since, until), newest first."""
+    await access.check_device(session, user, device_id)
     rows = await fleet.list_telemetry(
         session, device_id, metric=metric, since=since, until=until, limit=limit
     )
@@ -70,7 +77,7 @@ async def get_events(
     *,
     device_id: DeviceIdPath,
     session: SessionDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     type: Annotated[str | None, Query(max_length=64)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -78,6 +85,7 @@ async def get_events(
     offset: Offset = 0,
 ) -> Page[EventPublic]:
     """Events in [since, until), newest first."""
+    await access.check_device(session, user, device_id)
     rows, total = await fleet.list_events(
         session, device_id, type_=type, since=since, until=until, limit=limit, offset=offset
     )

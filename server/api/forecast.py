@@ -1,4 +1,5 @@
-"""When will a device's consumables run out and its wear parts wear out (any role)."""
+"""When will a device's consumables run out and its wear parts wear out (any role, within the
+caller's device scope)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from server.api.deps import CurrentUser, RuntimeDep, SessionDep
 from server.api.devices import DeviceIdPath
-from server.services import forecast
+from server.services import access, forecast
 
 __all__ = ["ForecastPublic", "router"]
 
@@ -43,10 +44,11 @@ async def get_forecast(
     device_id: DeviceIdPath,
     session: SessionDep,
     runtime: RuntimeDep,
-    _user: CurrentUser,
+    user: CurrentUser,
     metric: Annotated[str | None, Query(max_length=128)] = None,
 ) -> list[ForecastPublic]:
     """One forecast per consumable / wear metric (and per rule watching a metric). A status other
     than ``ok`` is an answer — ``insufficient_data``, ``not_trending``, ``noisy``… — not an error."""
+    await access.check_device(session, user, device_id)
     results = await forecast.device_forecast(session, device_id, runtime.settings.maintenance, metric=metric)
     return [ForecastPublic.model_validate(result) for result in results]

@@ -1,5 +1,6 @@
-"""Incidents (read: technician, ops, admin; act: technician, admin) and a device's derived
-equipment states and transient faults."""
+"""Incidents (read: technician, ops, customer, admin; act: technician, admin) and a device's
+derived equipment states and transient faults — each within the caller's device scope
+(``server.services.access``: an incident is reached through its device)."""
 
 from __future__ import annotations
 
@@ -37,14 +38,14 @@ from server.db.models import (
 )
 from server.errors import InvalidInput
 from server.incidents import service
-from server.services import fleet
+from server.services import access
 from server.services.users import Principal
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["incidents"])
 
-Reader = Annotated[Principal, require_role(Role.TECHNICIAN, Role.OPS)]
+Reader = Annotated[Principal, require_role(Role.TECHNICIAN, Role.OPS, Role.CUSTOMER)]
 Writer = Annotated[Principal, require_role(Role.TECHNICIAN)]
 IncidentId = Annotated[int, Path(ge=1, description="Incident id")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -56,6 +57,13 @@ def _public(incident: Incident, device: Device | None) -> IncidentPublic:
     if device is not None:
         out.model, out.customer_id, out.site_id = device.model, device.customer_id, device.site_id
     return out
+
+
+async def _reach(session: SessionDep, user: Principal, incident_id: int) -> Incident:
+    """The incident if its device is in the caller's scope (404 for a customer, 403 otherwise)."""
+    incident = await service.get_incident(session, incident_id)
+    await access.check_device(session, user, incident.device_id, via=("incident", incident_id))
+    return incident
 
 
 async def _detail(session: SessionDep, incident: Incident) -> IncidentDetailPublic:
@@ -72,7 +80,7 @@ async def _detail(session: SessionDep, incident: Incident) -> IncidentDetailPubl
 async def list_incidents(
     *,
     session: SessionDep,
-    _user: Reader,
+    user: Reader,
     status: IncidentStatus | None = None,
     device: Annotated[str | None, Query(max_length=64)] = None,
     customer: Annotated[int | None, Query(ge=1)] = None,
@@ -101,20 +109,22 @@ async def list_incidents(
         until=until,
         open_only=open_only,
     )
-    rows, total = await service.list_incidents(session, where, limit=limit, offset=offset)
+    scope = access.device_condition(await access.scope_for(session, user))
+    rows, total = await service.list_incidents(session, where, limit=limit, offset=offset, scope=scope)
     return Page(items=[_public(i, d) for i, d in rows], total=total, limit=limit, offset=offset)
 
 
 @router.get("/incidents/{incident_id}", response_model=IncidentDetailPublic)
-async def get_incident(incident_id: IncidentId, session: SessionDep, _user: Reader) -> IncidentDetailPublic:
+async def get_incident(incident_id: IncidentId, session: SessionDep, user: Reader) -> IncidentDetailPublic:
     """One incident with its timeline."""
-    return await _detail(session, await service.get_incident(session, incident_id))
+    return await _detail(session, await _reach(session, user, incident_id))
 
 
 @router.post("/incidents/{incident_id}/ack", response_model=IncidentDetailPublic)
 async def acknowledge(
     incident_id: IncidentId, session: SessionDep, user: Writer, body: IncidentAck | None = None
 ) -> IncidentDetailPublic:
+    await _reach(session, user, incident_id)
     incident = await service.acknowledge(session, incident_id, user, text=body.note if body else "")
     return await _detail(session, incident)
 
@@ -124,6 +134,7 @@ async def assign(
     incident_id: IncidentId, body: IncidentAssign, session: SessionDep, user: Writer
 ) -> IncidentDetailPublic:
     """Give the incident to a user (the first response)."""
+    await _reach(session, user, incident_id)
     incident = await service.assign(session, incident_id, user, user=body.user, text=body.note)
     return await _detail(session, incident)
 
@@ -133,6 +144,7 @@ async def dispatch(
     incident_id: IncidentId, body: IncidentDispatch, session: SessionDep, user: Writer
 ) -> IncidentDetailPublic:
     """A field engineer is sent (the first response); ``onsite_at`` records a visit."""
+    await _reach(session, user, incident_id)
     incident = await service.dispatch(
         session, incident_id, user, engineer=body.engineer, onsite_at=body.onsite_at, text=body.note
     )
@@ -144,6 +156,7 @@ async def guidance(
     incident_id: IncidentId, body: IncidentGuidance, session: SessionDep, user: Writer
 ) -> IncidentDetailPublic:
     """Steps given to the customer (the first response of a ``customer`` resolution)."""
+    await _reach(session, user, incident_id)
     incident = await service.guide(session, incident_id, user, steps=body.steps)
     return await _detail(session, incident)
 
@@ -153,6 +166,7 @@ async def resolve(
     incident_id: IncidentId, body: IncidentResolve, session: SessionDep, user: Writer
 ) -> IncidentDetailPublic:
     """Resolve with a channel (default: what the evidence says), cause and resolution."""
+    await _reach(session, user, incident_id)
     incident = await service.resolve(
         session,
         incident_id,
@@ -171,12 +185,14 @@ async def resolve(
 async def reopen(
     incident_id: IncidentId, session: SessionDep, user: Writer, body: IncidentReopen | None = None
 ) -> IncidentDetailPublic:
+    await _reach(session, user, incident_id)
     incident = await service.reopen(session, incident_id, user, reason=body.reason if body else "")
     return await _detail(session, incident)
 
 
 @router.post("/incidents/{incident_id}/close", response_model=IncidentDetailPublic)
 async def close(incident_id: IncidentId, session: SessionDep, user: Writer) -> IncidentDetailPublic:
+    await _reach(session, user, incident_id)
     return await _detail(session, await service.close(session, incident_id, user))
 
 
@@ -185,6 +201,7 @@ async def update(
     incident_id: IncidentId, body: IncidentUpdate, session: SessionDep, user: Writer
 ) -> IncidentDetailPublic:
     """Triage: needs_dispatch, symptom, external, priority (an override)."""
+    await _reach(session, user, incident_id)
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     for key, value in changes.items():
         if value is None:
@@ -199,13 +216,13 @@ async def device_states(
     *,
     device_id: DeviceIdPath,
     session: SessionDep,
-    _user: Reader,
+    user: Reader,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> list[StateIntervalPublic]:
     """The device's equipment states overlapping [since, until), oldest first."""
-    await fleet.get_device(session, device_id)
+    await access.check_device(session, user, device_id)
     query = select(StateInterval).where(StateInterval.device_id == device_id)
     if since is not None:
         query = query.where((StateInterval.end_s.is_(None)) | (StateInterval.end_s > since.timestamp()))
@@ -220,13 +237,13 @@ async def device_transient_faults(
     *,
     device_id: DeviceIdPath,
     session: SessionDep,
-    _user: Reader,
+    user: Reader,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> list[TransientFaultPublic]:
     """Faults that cleared within the debounce window (no incident), raised in [since, until)."""
-    await fleet.get_device(session, device_id)
+    await access.check_device(session, user, device_id)
     query = select(TransientFault).where(TransientFault.device_id == device_id)
     if since is not None:
         query = query.where(TransientFault.raised_at >= since)

@@ -1,4 +1,5 @@
-"""Downtime and service KPIs (read: admin, ops, technician), with every definition.
+"""Downtime and service KPIs (read: admin, ops, technician, customer), with every definition.
+A customer's report is always for their own customer; a technician's for one assigned customer.
 
 ``GET /kpis?from=&to=&group_by=&customer=&site=&model=&fault_code=&format=json|csv`` and
 ``GET /kpis/definitions``. Formulas: docs/kpis.md.
@@ -11,12 +12,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from server.api.deps import CurrentUser, SessionDep, require_role
+from server.api.deps import CurrentUser, RuntimeDep, SessionDep, require_role
 from server.db.models import Role
-from server.errors import InvalidInput
+from server.errors import Forbidden, InvalidInput, NotFound
 from server.kpi import GroupBy, ReportSpec, compute_report
 from server.kpi.definitions import COLUMNS, definitions_dict
 from server.kpi.export import check_period, parse_time, report_csv, report_json
+from server.services import access
 from server.services.users import Principal
 
 __all__ = [
@@ -30,7 +32,7 @@ __all__ = [
 
 router = APIRouter(prefix="/kpis", tags=["kpis"])
 
-Reader = Annotated[Principal, require_role(Role.OPS, Role.TECHNICIAN)]
+Reader = Annotated[Principal, require_role(Role.OPS, Role.TECHNICIAN, Role.CUSTOMER)]
 _GROUPS = ", ".join(g.value for g in GroupBy)
 
 
@@ -83,6 +85,25 @@ def _group_by(value: str | None) -> GroupBy | None:
         raise InvalidInput(f"group_by: {value!r} is not one of {_GROUPS}", field="group_by") from None
 
 
+async def _scoped_customer(session: SessionDep, user: Principal, customer: int | None) -> int | None:
+    """The ``customer`` filter the caller's scope imposes (the JSON and the CSV report alike)."""
+    scope = await access.scope_for(session, user)
+    if scope.customer_ids is None:
+        return customer
+    if customer is not None:
+        if customer in scope.customer_ids:
+            return customer
+        if user.role is Role.CUSTOMER:
+            raise NotFound("customer", customer)
+        raise Forbidden(f"customer: you are not assigned to customer {customer}; ask an admin to assign you")
+    if len(scope.customer_ids) == 1:
+        return next(iter(scope.customer_ids))
+    if not scope.customer_ids:
+        raise Forbidden("KPIs: you are not assigned to any customer; ask an admin to assign you")
+    mine = ", ".join(str(c) for c in sorted(scope.customer_ids))
+    raise InvalidInput(f"customer: choose one of your customers ({mine})", field="customer")
+
+
 @router.get(
     "",
     response_model=KpiReportPublic,
@@ -93,7 +114,8 @@ def _group_by(value: str | None) -> GroupBy | None:
 async def get_kpis(
     *,
     session: SessionDep,
-    _user: Reader,
+    runtime: RuntimeDep,
+    user: Reader,
     from_: Annotated[str, Query(alias="from", description="Period start, e.g. 2026-01-01 (UTC) — inclusive")],
     to: Annotated[str, Query(description="Period end — exclusive: [from, to)")],
     group_by: Annotated[str | None, Query(description=f"One of {_GROUPS}")] = None,
@@ -102,6 +124,12 @@ async def get_kpis(
     model: Annotated[str | None, Query(max_length=256)] = None,
     fault_code: Annotated[str | None, Query(max_length=256)] = None,
     as_of: Annotated[str | None, Query(description="Cut the period here (default: now)")] = None,
+    baseline_restore_hours: Annotated[
+        float | None,
+        Query(
+            ge=0, le=24 * 30, description="Baseline restore time for 'downtime avoided' (default: settings)"
+        ),
+    ] = None,
     format: Annotated[str, Query(description="json or csv")] = "json",
     definitions: Annotated[bool, Query(description="Include every KPI's definition (json)")] = True,
 ) -> Any:
@@ -110,6 +138,7 @@ async def get_kpis(
         raise InvalidInput(f"format: {format!r} is not one of json, csv", field="format")
     start, end = parse_time(from_, "from"), parse_time(to, "to")
     check_period(start, end)
+    customer = await _scoped_customer(session, user, customer)
     spec = ReportSpec(
         start=start,
         end=end,
@@ -119,6 +148,12 @@ async def get_kpis(
         model=model,
         fault_code=fault_code,
         as_of=parse_time(as_of, "as_of") if as_of else None,
+        baseline_restore_s=3600.0
+        * (
+            runtime.settings.kpi.baseline_restore_hours
+            if baseline_restore_hours is None
+            else baseline_restore_hours
+        ),
     )
     report = await compute_report(session, spec)
     if format == "csv":

@@ -149,6 +149,8 @@ class AuditEntryPublic(_Out):
     target: str | None
     detail: dict[str, Any]
     result: str
+    chain_seq: int | None  # null until sealed into the hash chain (within a second or so)
+    hash: str | None
 
 
 class IngestStatsPublic(BaseModel):

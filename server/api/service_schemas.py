@@ -105,11 +105,15 @@ class CustomerPublic(_Out):
 class SiteCreate(_In):
     name: Name
     criticality: Criticality | None = Field(default=None, description="None: the customer's")
+    attended: bool = Field(
+        default=False, description="Attended mode: every remote session needs a local operator's consent"
+    )
 
 
 class SiteUpdate(_In):
     name: Name | None = None
     criticality: Criticality | None = None
+    attended: bool | None = None
 
 
 class SitePublic(_Out):
@@ -117,6 +121,7 @@ class SitePublic(_Out):
     customer_id: int
     name: str
     criticality: int | None
+    attended: bool
 
 
 class DeviceUpdate(_In):

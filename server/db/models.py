@@ -668,3 +668,30 @@ class GuideRun(Base):
     )  # [{"step", "ts", "result", "note"}]
     state: Mapped[str] = mapped_column(String(16), default="active")  # active | fixed | gave_up
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class DeviceAssignmentPeriod(Base):
+    """Which customer and site a device belonged to over [valid_from, valid_to) (None: still).
+
+    Written by server/services/customers.py whenever a device is assigned or moved (and on
+    first-contact site matching); the KPIs count each interval and incident to the customer and
+    site *at the time*. A device without any row belongs to its current customer/site throughout;
+    the first change recorded also writes the values before it, from the epoch (1970) on.
+    """
+
+    __tablename__ = "device_assignments"
+    __table_args__ = (Index("ix_device_assignments_device_from", "device_id", "valid_from_s"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(64), ForeignKey("devices.id", ondelete="CASCADE"))
+    customer_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("customers.id", ondelete="SET NULL"))
+    site_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("sites.id", ondelete="SET NULL"))
+    valid_from: Mapped[datetime] = mapped_column(UtcDateTime)
+    valid_to: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    valid_from_s: Mapped[float] = mapped_column(Float)
+    valid_to_s: Mapped[float | None] = mapped_column(Float)
+
+    @validates("valid_from", "valid_to")
+    def _keep_epoch(self, key: str, value: datetime | None) -> datetime | None:
+        setattr(self, f"{key}_s", epoch(value))
+        return value

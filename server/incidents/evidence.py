@@ -1,6 +1,9 @@
 """Resolving incidents from evidence: people's commands to the device during an incident (the
 ``command`` entries, ``t_ack``, ``t_respond``, ``remote_used``) and, once the device is restored,
-the resolution channel the evidence supports (docs/incidents.md). Joins the caller's transaction.
+the resolution channel the evidence supports (docs/incidents.md): ``remote`` (a person's command
+succeeded), ``customer`` (the customer was working through a guide, or finished one as fixed,
+and no technician's command intervened), ``auto``. Control commands (a consent request, a
+cancel) are not remediation. Joins the caller's transaction.
 """
 
 from __future__ import annotations
@@ -9,10 +12,21 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import Channel, Command, CommandState, Incident, IncidentEntry, IncidentStatus, User
+import protocol
+from server.db.models import (
+    Channel,
+    Command,
+    CommandState,
+    Guide,
+    GuideRun,
+    Incident,
+    IncidentEntry,
+    IncidentStatus,
+    User,
+)
 from server.incidents.timeline import REMEDIATION, SERVER, note
 
 __all__ = ["ACTIVE", "refresh"]
@@ -44,7 +58,11 @@ async def refresh(session: AsyncSession, incidents: Sequence[Incident], now: flo
                 Command.finished_at,
             )
             .join(User, User.name == Command.issuer)
-            .where(Command.device_id.in_(devices), Command.issued_at >= since)
+            .where(
+                Command.device_id.in_(devices),
+                Command.issued_at >= since,
+                Command.action.not_in(sorted(protocol.CONTROL_ACTIONS)),
+            )
             .order_by(Command.issued_at)
         )
     ).all()
@@ -58,6 +76,11 @@ async def refresh(session: AsyncSession, incidents: Sequence[Incident], now: flo
     noted = {
         (iid, (detail or {}).get("command_id")) for iid, kind, _ts, detail in entries if kind == "command"
     }
+    runs: dict[int, list[GuideRun]] = {}
+    for run in await session.scalars(
+        select(GuideRun).where(GuideRun.incident_id.in_(ids), GuideRun.state.in_(["active", "fixed"]))
+    ):
+        runs.setdefault(run.incident_id, []).append(run)
     acted: dict[int, list[float]] = {}
     for iid, _kind, ts, _detail in entries:
         acted.setdefault(iid, []).append(ts.timestamp())
@@ -83,11 +106,15 @@ async def refresh(session: AsyncSession, incidents: Sequence[Incident], now: flo
                 incident.t_ack = command.issued_at
             if incident.status == IncidentStatus.OPEN.value:
                 incident.status = IncidentStatus.ACKNOWLEDGED.value
-        _auto_resolve(session, incident, mine, acted.get(incident.id, []))
+        await _auto_resolve(session, incident, mine, acted.get(incident.id, []), runs.get(incident.id, []))
 
 
-def _auto_resolve(
-    session: AsyncSession, incident: Incident, commands: Sequence[Any], acted: list[float]
+async def _auto_resolve(
+    session: AsyncSession,
+    incident: Incident,
+    commands: Sequence[Any],
+    acted: list[float],
+    runs: Sequence[GuideRun] = (),
 ) -> None:
     if not incident.auto_resolve or incident.t_restored is None or not incident.episodes:
         return
@@ -99,10 +126,15 @@ def _auto_resolve(
     if any(not CommandState(c.state).terminal for c in during):
         return  # a person's command is still running: its outcome decides the channel
     succeeded = [c for c in during if c.state == CommandState.SUCCEEDED.value]
+    guided = [r for r in runs if r.started_at.timestamp() <= end_received + EPS or r.state == "fixed"]
     if succeeded:
         channel = Channel.REMOTE
         finished = max(c.finished_at.timestamp() for c in succeeded if c.finished_at is not None)
         at = max(end_received, detect, finished)
+    elif guided and not during:
+        channel = Channel.CUSTOMER
+        at = max(end_received, detect)
+        await _credit_guides(session, guided, datetime.fromtimestamp(at, UTC))
     elif not any(start - EPS <= ts <= end_received + EPS for ts in acted):
         channel = Channel.AUTO
         at = max(end_received, detect)
@@ -119,5 +151,19 @@ def _auto_resolve(
         ts=incident.t_resolved,
         channel=channel.value,
         evidence=[c.id for c in succeeded],
+        guide_runs=[r.id for r in guided] if channel is Channel.CUSTOMER else [],
         t_restored=datetime.fromtimestamp(last["end_s"], UTC).isoformat(),
     )
+
+
+async def _credit_guides(session: AsyncSession, runs: Sequence[GuideRun], at: datetime) -> None:
+    """The guides that fixed it: a run still active ends ``fixed`` and counts as a success (a run
+    the customer finished as fixed was counted then)."""
+    for run in runs:
+        if run.state != "active":
+            continue
+        run.state = "fixed"
+        run.finished_at = at
+        await session.execute(
+            update(Guide).where(Guide.id == run.guide_id).values(success_count=Guide.success_count + 1)
+        )

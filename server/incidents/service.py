@@ -17,6 +17,7 @@ from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+import protocol
 from server.db.models import (
     Channel,
     Command,
@@ -44,6 +45,7 @@ __all__ = [
     "guide",
     "list_incidents",
     "list_timeline",
+    "note_session",
     "reopen",
     "resolve",
     "update",
@@ -101,10 +103,16 @@ def _conditions(where: IncidentFilter) -> list[ColumnElement[bool]]:
 
 
 async def list_incidents(
-    session: AsyncSession, where: IncidentFilter, *, limit: int = 100, offset: int = 0
+    session: AsyncSession,
+    where: IncidentFilter,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    scope: ColumnElement[bool] | None = None,
 ) -> tuple[list[tuple[Incident, Device]], int]:
-    """Incidents matching ``where`` with their device, newest detection first, and the total."""
-    conditions = _conditions(where)
+    """Incidents matching ``where`` with their device, newest detection first, and the total.
+    ``scope``: the caller's device condition (``server.services.access.device_condition``)."""
+    conditions = _conditions(where) + ([] if scope is None else [scope])
     base = select(Incident, Device).join(Device, Device.id == Incident.device_id).where(*conditions)
     total = await session.scalar(
         select(func.count())
@@ -251,6 +259,29 @@ async def guide(session: AsyncSession, incident_id: int, who: Principal, *, step
     return incident
 
 
+async def note_session(
+    session: AsyncSession,
+    incident_id: int,
+    actor: str,
+    kind: str,
+    *,
+    at: datetime,
+    respond: bool = False,
+    **detail: Any,
+) -> Incident | None:
+    """A remote session's step on the incident's timeline (``session.<kind>``), in the caller's
+    transaction. ``respond``: opening a session is the first response (``t_respond``) and an
+    acknowledgement. A resolved or closed incident only gets the entry."""
+    incident = await session.get(Incident, incident_id)
+    if incident is None:
+        return None
+    if respond and incident.status in (OPEN, ACK):
+        _touch(incident, at)
+        _respond(incident, at)
+    note(session, incident, f"session.{kind}", actor=actor, ts=at, **detail)
+    return incident
+
+
 async def _remote_evidence(session: AsyncSession, incident: Incident) -> list[str]:
     """Succeeded commands people sent to the device during the incident's last episode."""
     start = incident.episodes[-1]["start_s"] if incident.episodes else incident.fault_s
@@ -261,6 +292,7 @@ async def _remote_evidence(session: AsyncSession, incident: Incident) -> list[st
             Command.device_id == incident.device_id,
             Command.state == CommandState.SUCCEEDED.value,
             Command.issued_at >= sync.dt(start - sync.EPS),
+            Command.action.not_in(sorted(protocol.CONTROL_ACTIONS)),  # asking consent fixes nothing
         )
     )
     return list(rows)

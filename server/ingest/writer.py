@@ -22,6 +22,7 @@ import protocol
 from server.db.dialect import insert_ignore
 from server.db.models import Device, Event, Message, TelemetrySample
 from server.services import commands
+from server.sessions import service as sessions
 
 if TYPE_CHECKING:
     from server.incidents import IncidentTracker
@@ -146,6 +147,15 @@ def _event_row(item: Decoded, event: protocol.Event) -> dict[str, Any]:
     }
 
 
+async def _apply_event(session: AsyncSession, item: Decoded, event: protocol.Event) -> str | None:
+    """Events that move something else: a rejected command, a session's consent."""
+    if event.event == "command.rejected":
+        return await commands.apply_rejected_event(session, event.device_id, event, item.received_at)
+    if event.event in sessions.CONSENT_EVENTS:  # the local operator's answer (server/sessions)
+        await sessions.apply_consent_event(session, event.device_id, event, item.received_at)
+    return None
+
+
 async def write_batch(
     session: AsyncSession, items: Sequence[Decoded], *, incidents: IncidentTracker | None = None
 ) -> BatchOutcome:
@@ -174,10 +184,7 @@ async def write_batch(
             await _apply_inventory(session, message)
         elif isinstance(message, protocol.Event):
             events.append(_event_row(item, message))
-            if message.event == "command.rejected":
-                changed = await commands.apply_rejected_event(
-                    session, message.device_id, message, item.received_at
-                )
+            changed = await _apply_event(session, item, message)
         elif isinstance(message, protocol.Reply):
             changed = await commands.apply_reply(session, message.device_id, message, item.received_at)
         if changed:

@@ -46,6 +46,8 @@ SUMMARY = {
     "resolved": "resolved",
     "self_resolution_rate": "self-res",
     "dispatch_rate": "dispatch",
+    "dispatches_avoided": "avoided",
+    "downtime_avoided_s": "down avoided",
     "first_time_fix_rate": "FTF",
     "open_at_end": "open",
 }
@@ -63,6 +65,16 @@ def _database_url(config: Path | None, database_url: str | None) -> str:
 
     # only the database is needed: the MQTT section is not checked
     return load_settings(config, mqtt={"enabled": False}).database_url
+
+
+def _baseline_hours(given: float | None, config: Path | None) -> float:
+    if given is not None:
+        return given
+    from server.settings import KpiSettings, load_settings  # noqa: PLC0415 - only when needed
+
+    if config is None:
+        return KpiSettings().baseline_restore_hours
+    return load_settings(config, mqtt={"enabled": False}).kpi.baseline_restore_hours
 
 
 async def _report(url: str, spec: ReportSpec, engine_name: str) -> Report:
@@ -133,6 +145,14 @@ def report(
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     fault_code: Annotated[str | None, typer.Option("--fault-code", help="Only this fault code.")] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Cut the period here (default: now).")] = None,
+    baseline_restore_hours: Annotated[
+        float | None,
+        typer.Option(
+            "--baseline-restore-hours",
+            min=0,
+            help="Baseline restore time for 'downtime avoided' (default: [kpi] in --config, else 8).",
+        ),
+    ] = None,
     csv: Annotated[bool, typer.Option("--csv", help="CSV with every KPI column on stdout.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON (as the API) on stdout.")] = False,
     engine: Annotated[
@@ -158,6 +178,7 @@ def report(
             model=model,
             fault_code=fault_code,
             as_of=parse_time(as_of, "--as-of") if as_of else None,
+            baseline_restore_s=3600.0 * _baseline_hours(baseline_restore_hours, config),
         )
         result = asyncio.run(_report(_database_url(config, database_url), spec, engine))
     except ServerError as exc:

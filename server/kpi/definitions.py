@@ -25,7 +25,8 @@ class Kpi:
 
 _PERIOD = (
     "P = [from, to) half-open, UTC, cut at the time of the report when `to` is later. "
-    "Device attributes (customer, site, model) are their current values."
+    "Customer and site are the device's at the time (of each moment of state; of an incident's "
+    "t_fault); model is its current one."
 )
 _RESOLVED_IN_P = "over incidents resolved (t_resolved) in P, whenever they started; never clipped"
 
@@ -271,6 +272,15 @@ COLUMNS: tuple[Kpi, ...] = (
         "Dispatches avoided (value)",
         "money",
         "Σ over dispatches avoided of the device's customer's cost_per_dispatch.",
+    ),
+    Kpi(
+        "downtime_avoided_s",
+        "Downtime avoided (estimate)",
+        "seconds",
+        "Σ over dispatches avoided of max(0, baseline restore time - actual restore time): the "
+        "baseline policy (an engineer for every such incident) would have restored in "
+        "[kpi] baseline_restore_hours; actual = t_restored (t_resolved when none was recorded) "
+        "- t_fault (clamped to <= t_detect). An estimate, not measured downtime.",
     ),
     Kpi(
         "dispatched_resolved",

@@ -22,6 +22,7 @@ from typing import Any
 
 from server.db.models import Channel, DeviceState, IncidentKind
 from server.kpi.records import (
+    AssignmentRecord,
     CustomerRecord,
     Dataset,
     DeviceRecord,
@@ -65,6 +66,7 @@ class FleetShape:
     decommission_share: float = 0.03
     late_start_share: float = 0.05  # devices first seen after the start (unknown before)
     unassigned_share: float = 0.02  # devices with no customer or site
+    move_share: float = 0.0  # devices moved once to another customer/site mid-history
 
 
 def _s(value: float) -> float:
@@ -102,6 +104,12 @@ class _Builder:
                 if rng.random() < shape.decommission_share
                 else None
             )
+            if shape.move_share and customer_id and rng.random() < shape.move_share:
+                moved = _s(self.start + rng.uniform(0.1, 0.9) * (self.end - self.start))
+                new_customer = rng.randint(1, shape.customers)
+                self.ds.assignments.append(AssignmentRecord(f"dev-{n:05d}", customer_id, site_id, 0.0))
+                customer_id, site_id = new_customer, rng.choice(sites_of[new_customer])
+                self.ds.assignments.append(AssignmentRecord(f"dev-{n:05d}", customer_id, site_id, moved))
             device = DeviceRecord(
                 id=f"dev-{n:05d}",
                 customer_id=customer_id,

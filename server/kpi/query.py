@@ -89,13 +89,14 @@ class _Query:
             "te": period.te,
             "repeat": REPEAT_WINDOW_S,
             "be_min": cuts[0].end if cuts else period.te,
+            "baseline": spec.baseline_restore_s,
         }
         filters = ["1 = 1"]
-        for name, column in (("customer", "d.customer_id"), ("site", "d.site_id"), ("model", "d.model")):
+        for name, column in (("customer", "p.customer_id"), ("site", "p.site_id"), ("model", "p.model")):
             if getattr(spec, name) is not None:
                 filters.append(f"{column} = :f_{name}")
                 self.params[f"f_{name}"] = getattr(spec, name)
-        self.device_filter = " AND ".join(filters)
+        self.piece_filter = " AND ".join(filters)  # on kpi_pieces p: the customer/site at the time
         if spec.fault_code is not None:
             self.params["f_code"] = spec.fault_code
         self.rows: dict[RowKey, RowAggregates] = {}
@@ -115,6 +116,11 @@ class _Query:
         return "NULL"
 
     def code_filter(self, column: str) -> str:
+        """Rows of kpi_incidents (alias of ``column``) the filters keep: the device's customer,
+        site and model at the incident's time, and the fault code."""
+        return f" AND {column.split('.', maxsplit=1)[0]}.kept = 1" + self.fault_filter(column)
+
+    def fault_filter(self, column: str) -> str:
         return f" AND {column} = :f_code" if self.spec.fault_code is not None else ""
 
     def row(self, key: Any, index: int) -> RowAggregates:
@@ -154,6 +160,38 @@ class _Query:
         start_lo, start_hi, end_lo, end_hi = bounds
         return share_above(end_lo, end_hi, end_bound) <= share_below(start_lo, start_hi, start_bound)
 
+    async def load_pieces(self) -> None:
+        """kpi_pieces: every device's customer/site periods (docs/kpis.md, "customer at the
+        time"): a recorded period lasts until the device's next one and the first reaches back
+        to the beginning; a device without any has its current customer/site throughout.
+        ``kept``: the filters keep the period; ``model_kept``: they keep the device."""
+        d = self.d
+        decommissioned = f"COALESCE({d.epoch('d.decommissioned_at')}, {OPEN_END})"
+        model = "d.model = :f_model" if self.spec.model is not None else "1 = 1"
+        sql = f"""
+            INSERT INTO kpi_pieces
+            SELECT p.device_id, p.customer_id, p.site_id, p.model, p.pf, p.pt, p.dec_s,
+                   CASE WHEN {self.piece_filter} THEN 1 ELSE 0 END, p.model_kept
+            FROM (
+                SELECT a.device_id, a.customer_id, a.site_id, d.model,
+                       CASE WHEN ROW_NUMBER() OVER w = 1 THEN -{OPEN_END} ELSE a.valid_from_s END AS pf,
+                       COALESCE(LEAD(a.valid_from_s) OVER w, {OPEN_END}) AS pt,
+                       {decommissioned} AS dec_s, CASE WHEN {model} THEN 1 ELSE 0 END AS model_kept
+                FROM device_assignments a JOIN devices d ON d.id = a.device_id
+                WINDOW w AS (PARTITION BY a.device_id ORDER BY a.valid_from_s, a.id)
+                UNION ALL
+                SELECT d.id, d.customer_id, d.site_id, d.model, -{OPEN_END}, {OPEN_END}, {decommissioned},
+                       CASE WHEN {model} THEN 1 ELSE 0 END
+                FROM devices d
+                WHERE NOT EXISTS (SELECT 1 FROM device_assignments a WHERE a.device_id = d.id)
+            ) p
+        """
+        started = time.perf_counter()
+        await self.session.execute(text(sql), self.params)
+        if d.pg:
+            await self.session.execute(text("ANALYZE kpi_pieces"))
+        self.timings["pieces"] = time.perf_counter() - started
+
     # --- rows that exist even when empty -------------------------------------------------
 
     async def keys(self) -> None:
@@ -162,7 +200,7 @@ class _Query:
             for bucket in self.cuts:
                 self.row(None, bucket.index)
         elif group_by in DEVICE_GROUPS:
-            sql = f"SELECT DISTINCT {self.group('d')} FROM devices d WHERE {self.device_filter}"
+            sql = f"SELECT DISTINCT {self.group('p')} FROM kpi_pieces p WHERE p.kept = 1 AND p.pf < :te AND p.pt > :t0"
             for (g,) in await self.fetch("keys", sql):
                 self.row(g, 0)
 
@@ -170,24 +208,26 @@ class _Query:
 
     def devices_cte(self, calendars: dict[int, ContractHours]) -> str:
         cal = (
-            f"CASE WHEN d.customer_id IN ({', '.join(str(int(c)) for c in calendars)}) "
-            f"THEN d.customer_id ELSE {CAL_24X7} END"
+            f"CASE WHEN p.customer_id IN ({', '.join(str(int(c)) for c in calendars)}) "
+            f"THEN p.customer_id ELSE {CAL_24X7} END"
             if calendars
             else str(CAL_24X7)
         )
-        decommissioned = f"COALESCE({self.d.epoch('d.decommissioned_at')}, {OPEN_END})"
+        # one row per device and customer/site period: owned over [pf, dec_s), the period cut
+        # at decommissioning, with its customer's calendar
         return f"""
             dv AS {self.d.materialized}(
-                SELECT d.id AS device_id, {self.group("d")} AS g, {cal} AS cal, {decommissioned} AS dec_s
-                FROM devices d WHERE {self.device_filter}
+                SELECT p.device_id, {self.group("p")} AS g, {cal} AS cal, p.pf, {self.d.least("p.pt", "p.dec_s")} AS dec_s
+                FROM kpi_pieces p
+                WHERE p.kept = 1 AND p.pf < :te AND p.pt > :t0 AND p.pf < p.dec_s
             )"""
 
     async def required_time(self, calendars: dict[int, ContractHours]) -> None:
         sql = f"""
             WITH {self.devices_cte(calendars)}
             SELECT dv.g, w.b, COUNT(DISTINCT dv.device_id) AS n,
-                   SUM({self.d.least("w.we", "dv.dec_s")} - w.ws) AS req
-            FROM dv JOIN kpi_windows w ON w.cal = dv.cal AND w.ws < dv.dec_s
+                   SUM({self.d.least("w.we", "dv.dec_s")} - {self.d.greatest("w.ws", "dv.pf")}) AS req
+            FROM dv JOIN kpi_windows w ON w.cal = dv.cal AND w.ws < dv.dec_s AND w.we > dv.pf
             GROUP BY dv.g, w.b
         """
         for g, b, n, req in await self.fetch("required", sql):
@@ -307,17 +347,17 @@ class _Query:
             pc AS ({self.pieces()}
             ),
             cl AS (
-                SELECT pc.device_id, dv.g, dv.cal, kb.b, pc.lvl,
-                       {g("pc.s", "kb.bs")} AS s, {lt("pc.e", "kb.be", "dv.dec_s")} AS e
+                SELECT pc.device_id, dv.pf, dv.g, dv.cal, kb.b, pc.lvl,
+                       {g("pc.s", "kb.bs", "dv.pf")} AS s, {lt("pc.e", "kb.be", "dv.dec_s")} AS e
                 FROM pc
-                JOIN dv ON dv.device_id = pc.device_id
+                JOIN dv ON dv.device_id = pc.device_id AND pc.s < dv.dec_s AND pc.e > dv.pf
                 JOIN kpi_buckets kb ON kb.bs < pc.e AND kb.be > pc.s
             ),
             wn AS (
                 SELECT g, cal, b, lvl, s, e,
                        {maxima}
                 FROM cl WHERE e > s
-                WINDOW win AS (PARTITION BY device_id, b ORDER BY s
+                WINDOW win AS (PARTITION BY device_id, pf, b ORDER BY s
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
             ){tail}
         """
@@ -358,9 +398,9 @@ class _Query:
             ),
             wn AS (
                 SELECT dv.g, dv.cal, kb.b, pc.lvl,
-                       {g("pc.s", "kb.bs")} AS s, {lt("pc.e", "kb.be", "dv.dec_s")} AS e
+                       {g("pc.s", "kb.bs", "dv.pf")} AS s, {lt("pc.e", "kb.be", "dv.dec_s")} AS e
                 FROM pc
-                JOIN dv ON dv.device_id = pc.device_id
+                JOIN dv ON dv.device_id = pc.device_id AND pc.s < dv.dec_s AND pc.e > dv.pf
                 JOIN kpi_buckets kb ON kb.bs < pc.e AND kb.be > pc.s
             )
             SELECT wn.g, wn.b, wn.lvl, SUM({length})
@@ -410,14 +450,15 @@ class _Query:
         anywhere = "\n                   OR ".join(f"({branch})" for branch in branches)
         sql = f"""
             INSERT INTO kpi_incidents
-            SELECT i.id, i.device_id, d.customer_id, d.site_id, d.model, i.fault_code,
+            SELECT i.id, i.device_id, p.customer_id, p.site_id, p.model, i.fault_code,
                    CASE WHEN {failure} THEN 1 ELSE 0 END, {fault}, i.detect_s, i.ack_s, i.respond_s,
                    i.restored_s, i.resolved_s, i.channel, CASE WHEN i.needs_dispatch THEN 1 ELSE 0 END,
-                   CASE WHEN i.remote_used THEN 1 ELSE 0 END, i.visits, COALESCE(c.cost_per_dispatch, 0)
+                   CASE WHEN i.remote_used THEN 1 ELSE 0 END, i.visits, COALESCE(c.cost_per_dispatch, 0),
+                   p.kept
             FROM incidents i
-            JOIN devices d ON d.id = i.device_id
-            LEFT JOIN customers c ON c.id = d.customer_id
-            WHERE ({anywhere}) AND {self.device_filter}
+            JOIN kpi_pieces p ON p.device_id = i.device_id AND p.pf <= {fault} AND {fault} < p.pt
+            LEFT JOIN customers c ON c.id = p.customer_id
+            WHERE ({anywhere}) AND p.model_kept = 1
         """
         started = time.perf_counter()
         await self.session.execute(text(sql), self.params)
@@ -438,6 +479,8 @@ class _Query:
                    {channels},
                    SUM(CASE WHEN {avoided} THEN 1 ELSE 0 END) AS avoided,
                    SUM(CASE WHEN {avoided} THEN i.cost ELSE 0 END) AS avoided_value,
+                   SUM(CASE WHEN {avoided} THEN {nonneg(f":baseline - {nonneg(f'{fixed} - i.fs')}")}
+                       ELSE 0 END) AS downtime_avoided,
                    SUM(CASE WHEN i.channel = 'field' AND i.visits <= 1 AND NOT EXISTS (
                            SELECT 1 FROM incidents j
                            WHERE j.device_id = i.device_id AND j.fault_code = i.code
@@ -464,11 +507,12 @@ class _Query:
             agg.dispatched_resolved = agg.channels.get(Channel.FIELD.value, 0)
             agg.dispatches_avoided = rest[0] or 0
             agg.dispatches_avoided_value = float(rest[1] or 0.0)
-            agg.first_time_fixes = rest[2] or 0
-            agg.mtrs.total, agg.mtrs.n = float(rest[3] or 0.0), rest[4]
-            agg.mtta.total, agg.mtta.n = float(rest[5] or 0.0), rest[6]
-            agg.mttrespond.total, agg.mttrespond.n = float(rest[7] or 0.0), rest[8]
-            agg.mttresolve.total, agg.mttresolve.n = float(rest[9] or 0.0), resolved
+            agg.downtime_avoided = float(rest[2] or 0.0)
+            agg.first_time_fixes = rest[3] or 0
+            agg.mtrs.total, agg.mtrs.n = float(rest[4] or 0.0), rest[5]
+            agg.mtta.total, agg.mtta.n = float(rest[6] or 0.0), rest[7]
+            agg.mttrespond.total, agg.mttrespond.n = float(rest[8] or 0.0), rest[9]
+            agg.mttresolve.total, agg.mttresolve.n = float(rest[10] or 0.0), resolved
 
     def open_join(self) -> str:
         return "i.ds < kb.be AND (i.rvs IS NULL OR i.rvs >= kb.be)"
@@ -578,7 +622,7 @@ class _Query:
         end = f"{self.d.greatest(f'COALESCE(i.rss, i.rvs, {OPEN_END})', 'i.fs')}"
         sql = f"""
             WITH w AS (
-                SELECT i.customer_id, i.site_id, i.model, i.code, i.fs AS s,
+                SELECT i.customer_id, i.site_id, i.model, i.code, i.kept, i.fs AS s,
                        MAX({end}) OVER (PARTITION BY i.device_id ORDER BY i.fs, {end} DESC, i.id
                                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS m
                 FROM kpi_incidents i WHERE i.failure = 1
@@ -594,12 +638,11 @@ class _Query:
     async def transients(self) -> None:
         raised = self.d.epoch("t.raised_at")
         sql = f"""
-            SELECT {self.group("d", "t.code")} AS g, kb.b, COUNT(*) AS n
+            SELECT {self.group("p", "t.code")} AS g, kb.b, COUNT(*) AS n
             FROM transient_faults t
-            JOIN devices d ON d.id = t.device_id
+            JOIN kpi_pieces p ON p.device_id = t.device_id AND p.kept = 1 AND p.pf <= {raised} AND {raised} < p.pt
             JOIN kpi_buckets kb ON {raised} >= kb.bs AND {raised} < kb.be
-            WHERE t.raised_at >= :t0_dt AND t.raised_at < :te_dt
-              AND {self.device_filter}{self.code_filter("t.code")}
+            WHERE t.raised_at >= :t0_dt AND t.raised_at < :te_dt{self.fault_filter("t.code")}
             GROUP BY 1, 2
         """
         rows = await self.fetch(
@@ -630,6 +673,7 @@ async def compute_report(session: AsyncSession, spec: ReportSpec, *, now: dateti
         session, query.d, cuts=cuts, t0=period.t0, te=period.te, calendars=calendars
     )
     await query.load_bounds()
+    await query.load_pieces()
     query.timings["prepare"] = time.perf_counter() - prepared
     await query.keys()
     if spec.with_state:

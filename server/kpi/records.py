@@ -13,11 +13,21 @@ from typing import Any
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import Customer, Device, Incident, IncidentStatus, Site, StateInterval, TransientFault
+from server.db.models import (
+    Customer,
+    Device,
+    DeviceAssignmentPeriod,
+    Incident,
+    IncidentStatus,
+    Site,
+    StateInterval,
+    TransientFault,
+)
 from server.kpi.calendar import to_datetime
 from server.kpi.report import epoch
 
 __all__ = [
+    "AssignmentRecord",
     "CustomerRecord",
     "Dataset",
     "DeviceRecord",
@@ -53,6 +63,17 @@ class DeviceRecord:
     model: str | None = None
     decommissioned_s: float | None = None
     first_seen_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentRecord:
+    """A device's customer and site from ``from_s`` until the device's next record (the first
+    one reaches back to its beginning); devices without any keep their current ones throughout."""
+
+    device_id: str
+    customer_id: int | None
+    site_id: int | None
+    from_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +135,7 @@ class Dataset:
     states: list[StateRecord] = field(default_factory=list)
     incidents: list[IncidentRecord] = field(default_factory=list)
     transients: list[TransientRecord] = field(default_factory=list)
+    assignments: list[AssignmentRecord] = field(default_factory=list)
 
 
 def _float(value: float | None) -> float | None:
@@ -180,6 +202,15 @@ async def load_dataset(session: AsyncSession) -> Dataset:
     )
     for device_id, code, raised_at, cleared_at in transients:
         ds.transients.append(TransientRecord(device_id, code, raised_at.timestamp(), cleared_at.timestamp()))
+    periods = await session.execute(
+        select(
+            DeviceAssignmentPeriod.device_id,
+            DeviceAssignmentPeriod.customer_id,
+            DeviceAssignmentPeriod.site_id,
+            DeviceAssignmentPeriod.valid_from_s,
+        ).order_by(DeviceAssignmentPeriod.device_id, DeviceAssignmentPeriod.valid_from_s)
+    )
+    ds.assignments.extend(AssignmentRecord(*row) for row in periods)
     return ds
 
 
@@ -269,6 +300,16 @@ def transient_row(t: TransientRecord) -> dict[str, Any]:
     }
 
 
+def assignment_row(a: AssignmentRecord) -> dict[str, Any]:
+    return {
+        "device_id": a.device_id,
+        "customer_id": a.customer_id,
+        "site_id": a.site_id,
+        "valid_from": to_datetime(a.from_s),
+        "valid_from_s": a.from_s,
+    }
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -284,6 +325,7 @@ async def insert_dataset(session: AsyncSession, ds: Dataset, *, chunk: int = 20_
         (StateInterval, ds.states, state_row),
         (Incident, ds.incidents, incident_row),
         (TransientFault, ds.transients, transient_row),
+        (DeviceAssignmentPeriod, ds.assignments, assignment_row),
     ]
     for model, records, to_row in plan:
         for part in _chunks(records, chunk):

@@ -19,6 +19,7 @@ import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +41,15 @@ from server.kpi.report import (
     assemble,
 )
 
-__all__ = ["failure_end", "fault_time", "is_failure", "reference_report", "state_levels"]
+__all__ = [
+    "downtime_avoided",
+    "failure_end",
+    "fault_time",
+    "is_failure",
+    "ownership",
+    "reference_report",
+    "state_levels",
+]
 
 INF = math.inf
 
@@ -62,6 +71,14 @@ def failure_end(incident: IncidentRecord) -> float:
     return INF if incident.resolved_s is None else incident.resolved_s
 
 
+def downtime_avoided(incident: IncidentRecord, baseline_restore_s: float) -> float:
+    """How much sooner than the baseline policy's restore time a dispatch avoided was restored:
+    max(0, baseline - (t_restored, else t_resolved, - clamped t_fault))."""
+    fixed = incident.restored_s if incident.restored_s is not None else incident.resolved_s
+    assert fixed is not None, "a dispatch avoided is a resolved incident"
+    return max(0.0, baseline_restore_s - max(0.0, fixed - fault_time(incident)))
+
+
 def state_levels(states: Iterable[StateRecord]) -> list[list[iv.Interval]]:
     """A device's intervals by precedence level: [unplanned down, external down, planned
     maintenance, running/degraded]. Maintenance past ``planned_end`` is down."""
@@ -80,6 +97,38 @@ def state_levels(states: Iterable[StateRecord]) -> list[list[iv.Interval]]:
         elif s.state in (DeviceState.RUNNING.value, DeviceState.DEGRADED.value):
             levels[3].append((s.start_s, end))
     return levels
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """A device's customer and site over [start, end)."""
+
+    start: float
+    end: float
+    customer_id: int | None
+    site_id: int | None
+
+
+def ownership(ds: Dataset) -> dict[str, list[Piece]]:
+    """Per device, its customer/site periods covering all time: each record lasts until the
+    device's next one, the first reaches back to the beginning; without records, the device's
+    current customer/site throughout."""
+    records: dict[str, list[tuple[float, int | None, int | None]]] = defaultdict(list)
+    for a in ds.assignments:
+        records[a.device_id].append((a.from_s, a.customer_id, a.site_id))
+    out: dict[str, list[Piece]] = {}
+    for device in ds.devices:
+        rows = sorted(records.get(device.id, []), key=lambda r: r[0])
+        if not rows:
+            out[device.id] = [Piece(-INF, INF, device.customer_id, device.site_id)]
+            continue
+        bounds = [-INF, *(r[0] for r in rows[1:]), INF]
+        out[device.id] = [
+            Piece(bounds[k], bounds[k + 1], c, site)
+            for k, (_, c, site) in enumerate(rows)
+            if bounds[k + 1] > bounds[k]
+        ]
+    return out
 
 
 def _summary(values: list[float], *, with_max: bool = False) -> DurationSummary:
@@ -110,13 +159,14 @@ class _Reference:
         self.ds, self.spec, self.period, self.cuts = ds, spec, period, cuts
         self.where = _Buckets(cuts)
         self.customers = {c.id: c for c in ds.customers}
-        self.devices = {
-            d.id: d
+        owners = ownership(ds)
+        # each device's periods with the customer/site the filters ask for (at the time)
+        self.pieces = {
+            d.id: [p for p in owners[d.id] if self.owned(p)]
             for d in ds.devices
-            if (spec.customer is None or d.customer_id == spec.customer)
-            and (spec.site is None or d.site_id == spec.site)
-            and (spec.model is None or d.model == spec.model)
+            if spec.model is None or d.model == spec.model
         }
+        self.devices = {d.id: d for d in ds.devices if self.pieces.get(d.id)}
         self.rows: dict[RowKey, RowAggregates] = {}
         self.samples: dict[tuple[RowKey, str], list[float]] = defaultdict(list)
         self.in_scope = [i for i in ds.incidents if i.device_id in self.devices]
@@ -130,20 +180,29 @@ class _Reference:
             self.rows[key, index] = RowAggregates(state=StateTotals() if self.spec.with_state else None)
         return self.rows[key, index]
 
-    def device_key(self, device: DeviceRecord) -> Any:
+    def owned(self, piece: Piece) -> bool:
+        return (self.spec.customer is None or piece.customer_id == self.spec.customer) and (
+            self.spec.site is None or piece.site_id == self.spec.site
+        )
+
+    def piece_at(self, device_id: str, ts: float) -> Piece | None:
+        """The device's customer/site period at ``ts``, if the filters keep it."""
+        return next((p for p in self.pieces[device_id] if p.start <= ts < p.end), None)
+
+    def device_key(self, device: DeviceRecord, piece: Piece) -> Any:
         group_by = self.spec.group_by
         if group_by is GroupBy.CUSTOMER:
-            return device.customer_id
+            return piece.customer_id
         if group_by is GroupBy.SITE:
-            return device.site_id
+            return piece.site_id
         if group_by is GroupBy.MODEL:
             return device.model
         return None
 
-    def incident_key(self, incident: IncidentRecord) -> Any:
+    def incident_key(self, incident: IncidentRecord, piece: Piece) -> Any:
         if self.spec.group_by is GroupBy.FAULT_CODE:
             return incident.fault_code
-        return self.device_key(self.devices[incident.device_id])
+        return self.device_key(self.devices[incident.device_id], piece)
 
     def wanted(self, code: str | None) -> bool:
         return self.spec.fault_code is None or code == self.spec.fault_code
@@ -155,7 +214,9 @@ class _Reference:
                 self.row(None, bucket.index)
         elif group_by is not GroupBy.FAULT_CODE:
             for device in self.devices.values():
-                self.row(self.device_key(device), 0)
+                for piece in self.pieces[device.id]:
+                    if piece.start < self.period.te and piece.end > self.period.t0:
+                        self.row(self.device_key(device, piece), 0)
         if self.spec.with_state:
             self.equipment_state()
         for incident in self.in_scope:
@@ -168,7 +229,10 @@ class _Reference:
         return self.rows
 
     def incident(self, incident: IncidentRecord) -> None:
-        key = self.incident_key(incident)
+        piece = self.piece_at(incident.device_id, fault_time(incident))
+        if piece is None:  # the device belonged to a customer/site the filters leave out
+            return
+        key = self.incident_key(incident, piece)
         opened = self.where.index(incident.detect_s)
         if opened is not None:
             agg = self.row(key, opened)
@@ -176,7 +240,7 @@ class _Reference:
             agg.remote_used += incident.remote_used
         resolved = self.where.index(incident.resolved_s)
         if resolved is not None:
-            self.resolved(incident, (key, resolved))
+            self.resolved(incident, (key, resolved), piece)
         failed = self.where.index(fault_time(incident)) if is_failure(incident) else None
         if failed is not None:
             agg = self.row(key, failed)
@@ -188,7 +252,7 @@ class _Reference:
                 self.row(key, bucket.index).open_at_end += 1
                 self.samples[(key, bucket.index), "open_age"].append(end - incident.detect_s)
 
-    def resolved(self, incident: IncidentRecord, row_key: RowKey) -> None:
+    def resolved(self, incident: IncidentRecord, row_key: RowKey, piece: Piece) -> None:
         agg = self.row(*row_key)
         agg.resolved += 1
         channel = incident.channel
@@ -196,8 +260,9 @@ class _Reference:
             agg.channels[channel] = agg.channels.get(channel, 0) + 1
         if channel in (Channel.REMOTE.value, Channel.CUSTOMER.value) and incident.needs_dispatch:
             agg.dispatches_avoided += 1
-            customer = self.customers.get(self.devices[incident.device_id].customer_id or -1)
+            customer = self.customers.get(piece.customer_id or -1)
             agg.dispatches_avoided_value += customer.cost_per_dispatch if customer else 0.0
+            agg.downtime_avoided += downtime_avoided(incident, self.spec.baseline_restore_s)
         if channel == Channel.FIELD.value:
             agg.dispatched_resolved += 1
             if incident.visits <= 1 and not _repeated_after_fix(incident, self.repeats):
@@ -221,8 +286,9 @@ class _Reference:
         for items in failures.values():
             for episode in iv.episodes(items):
                 index = self.where.index(episode.start)
-                if index is not None and self.wanted(episode.first.fault_code):
-                    self.row(self.incident_key(episode.first), index).failure_episodes += 1
+                piece = self.piece_at(episode.first.device_id, episode.start)
+                if index is not None and piece is not None and self.wanted(episode.first.fault_code):
+                    self.row(self.incident_key(episode.first, piece), index).failure_episodes += 1
 
     def transients(self) -> None:
         for transient in self.ds.transients:
@@ -230,42 +296,63 @@ class _Reference:
             index = self.where.index(transient.raised_s)
             if device is None or index is None or not self.wanted(transient.code):
                 continue
-            key = transient.code if self.spec.group_by is GroupBy.FAULT_CODE else self.device_key(device)
+            piece = self.piece_at(device.id, transient.raised_s)
+            if piece is None:
+                continue
+            if self.spec.group_by is GroupBy.FAULT_CODE:
+                key = transient.code
+            else:
+                key = self.device_key(device, piece)
             self.row(key, index).transient_faults += 1
 
     def equipment_state(self) -> None:
         t0, te = self.period.t0, self.period.te
         schedules: dict[int | None, list[iv.Interval]] = {}
-        for device in self.devices.values():
-            cid = device.customer_id
-            if cid not in schedules:
-                customer = self.customers.get(cid) if cid is not None else None
-                hours = parse_contract_hours(customer.contract_hours, customer.name) if customer else None
-                schedules[cid] = [(t0, te)] if hours is None else contract_windows(hours, t0, te)
         states: dict[str, list[StateRecord]] = defaultdict(list)
         for state in self.ds.states:
             if state.device_id in self.devices:
                 states[state.device_id].append(state)
         for device in self.devices.values():
-            scheduled = schedules[device.customer_id]
-            if device.decommissioned_s is not None:
-                scheduled = iv.intersect(scheduled, [(-INF, device.decommissioned_s)])
             levels = state_levels(states.get(device.id, []))
             nested = [iv.union(itertools.chain.from_iterable(levels[: k + 1])) for k in range(4)]
-            for bucket in self.cuts:
-                windows = iv.intersect(scheduled, [(bucket.start, bucket.end)])
-                required = iv.length(windows)
-                if required <= 0:
-                    continue
-                totals = self.row(self.device_key(device), bucket.index).state
-                assert totals is not None
-                u = [iv.length(iv.intersect(level, windows)) for level in nested]
+            counted: set[RowKey] = set()  # a device counts once per row, whatever its moves
+            for piece in self.pieces[device.id]:  # the calendar is the customer's at the time
+                cid = piece.customer_id
+                if cid not in schedules:
+                    customer = self.customers.get(cid) if cid is not None else None
+                    hours = parse_contract_hours(customer.contract_hours, customer.name) if customer else None
+                    schedules[cid] = [(t0, te)] if hours is None else contract_windows(hours, t0, te)
+                owned = (
+                    piece.start,
+                    piece.end if device.decommissioned_s is None else min(piece.end, device.decommissioned_s),
+                )
+                self.piece_state(device, piece, iv.intersect(schedules[cid], [owned]), nested, counted)
+
+    def piece_state(
+        self,
+        device: DeviceRecord,
+        piece: Piece,
+        scheduled: list[iv.Interval],
+        nested: list[list[iv.Interval]],
+        counted: set[RowKey],
+    ) -> None:
+        for bucket in self.cuts:
+            windows = iv.intersect(scheduled, [(bucket.start, bucket.end)])
+            required = iv.length(windows)
+            if required <= 0:
+                continue
+            row_key = (self.device_key(device, piece), bucket.index)
+            totals = self.row(*row_key).state
+            assert totals is not None
+            u = [iv.length(iv.intersect(level, windows)) for level in nested]
+            if row_key not in counted:
+                counted.add(row_key)
                 totals.devices += 1
-                totals.required += required
-                totals.down += u[0]
-                totals.down_or_external += u[1]
-                totals.not_up += u[2]
-                totals.known += u[3]
+            totals.required += required
+            totals.down += u[0]
+            totals.down_or_external += u[1]
+            totals.not_up += u[2]
+            totals.known += u[3]
 
 
 def reference_report(ds: Dataset, spec: ReportSpec, *, now: datetime | None = None) -> Report:

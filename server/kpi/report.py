@@ -18,8 +18,10 @@ from server.db.types import utcnow
 from server.errors import InvalidInput
 from server.kpi.calendar import Bucket, to_datetime
 from server.kpi.definitions import COLUMNS
+from server.settings import KpiSettings
 
 __all__ = [
+    "DEFAULT_BASELINE_RESTORE_S",
     "DEVICE_GROUPS",
     "DurationSummary",
     "GroupBy",
@@ -49,6 +51,9 @@ class GroupBy(StrEnum):
 
 DEVICE_GROUPS = frozenset({GroupBy.CUSTOMER, GroupBy.SITE, GroupBy.MODEL})
 
+DEFAULT_BASELINE_RESTORE_S = KpiSettings().baseline_restore_hours * 3600.0
+"""The baseline policy's restore time when the caller gives none (``[kpi] baseline_restore_hours``)."""
+
 RowKey = tuple[Any, int]
 """(group value, bucket index): the group value is None for no grouping and for week/month."""
 
@@ -77,11 +82,17 @@ class ReportSpec:
     model: str | None = None
     fault_code: str | None = None
     as_of: datetime | None = None
+    baseline_restore_s: float = DEFAULT_BASELINE_RESTORE_S  # for "downtime avoided"
 
     def __post_init__(self) -> None:
         for name, value in (("from", self.start), ("to", self.end), ("as_of", self.as_of)):
             if value is not None and value.tzinfo is None:
                 raise InvalidInput(f"{name}: give a timezone-aware time (or a date)", field=name)
+        if not 0 <= self.baseline_restore_s < float("inf"):
+            raise InvalidInput(
+                "baseline_restore_hours: give a restore time of 0 hours or more",
+                field="baseline_restore_hours",
+            )
         if self.start >= self.end:
             raise InvalidInput(
                 f"from ({self.start.isoformat()}) must be before to ({self.end.isoformat()})", field="from"
@@ -149,6 +160,7 @@ class RowAggregates:
     channels: dict[str, int] = field(default_factory=dict)
     dispatches_avoided: int = 0
     dispatches_avoided_value: float = 0.0
+    downtime_avoided: float = 0.0
     dispatched_resolved: int = 0
     first_time_fixes: int = 0
     failures: int = 0
@@ -255,6 +267,7 @@ def kpi_values(agg: RowAggregates) -> dict[str, Any]:
         "dispatch_rate": _ratio(fieldwork, agg.resolved),
         "dispatches_avoided": agg.dispatches_avoided,
         "dispatches_avoided_value": agg.dispatches_avoided_value,
+        "downtime_avoided_s": agg.downtime_avoided,
         "dispatched_resolved": agg.dispatched_resolved,
         "first_time_fixes": agg.first_time_fixes,
         "first_time_fix_rate": _ratio(agg.first_time_fixes, agg.dispatched_resolved),

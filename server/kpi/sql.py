@@ -9,8 +9,12 @@ Temporary tables (per connection, emptied after each report):
 - ``kpi_days (cal, day, cum, w1s, w1e, …)`` — per calendar and UTC day (epoch // 86400): the
   scheduled time before the day and the day's scheduled pieces, so C(x) — scheduled time
   before x — is an equality join and arithmetic;
+- ``kpi_pieces (device_id, customer_id, site_id, model, pf, pt, dec_s, kept, model_kept)`` —
+  every device's customer/site periods [pf, pt) (the customer *at the time*), ``kept`` when the
+  report's filters keep the period;
 - ``kpi_incidents`` — the incidents a report can touch (resolved, opened, failed or open in P,
-  or a failure reaching into P), read once through the indexes, with the device's groups.
+  or a failure reaching into P), read once through the indexes, with the device's groups at
+  the incident's (clamped) t_fault.
 """
 
 from __future__ import annotations
@@ -41,9 +45,13 @@ _TABLES = (
         id INTEGER, device_id VARCHAR(64), customer_id INTEGER, site_id INTEGER, model VARCHAR(256),
         code VARCHAR(256), failure INTEGER, fs {_REAL}, ds {_REAL}, acs {_REAL}, rps {_REAL},
         rss {_REAL}, rvs {_REAL}, channel VARCHAR(16), nd INTEGER, ru INTEGER, visits INTEGER,
-        cost {_REAL})""",
+        cost {_REAL}, kept INTEGER)""",
+    f"""CREATE TEMPORARY TABLE IF NOT EXISTS kpi_pieces (
+        device_id VARCHAR(64), customer_id INTEGER, site_id INTEGER, model VARCHAR(256),
+        pf {_REAL}, pt {_REAL}, dec_s {_REAL}, kept INTEGER, model_kept INTEGER)""",
+    "CREATE INDEX IF NOT EXISTS kpi_pieces_device_pf ON kpi_pieces (device_id, pf)",
 )
-TEMPORARY = ("kpi_buckets", "kpi_windows", "kpi_days", "kpi_incidents")
+TEMPORARY = ("kpi_buckets", "kpi_windows", "kpi_days", "kpi_incidents", "kpi_pieces")
 DAY = 86400
 SLOTS = 4  # scheduled pieces per UTC day: one window per local day touches at most three
 

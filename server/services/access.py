@@ -4,7 +4,8 @@ Roles decide *which endpoints* a caller may use (``server.api.deps.require_role`
 decides *which devices* (and so which incidents, sessions, commands and KPIs) they reach:
 
 - ``admin``, ``ops``, ``provisioning``: the whole fleet (ops only reads: the routes say so);
-- ``technician``: devices of the customers assigned to them (``technician_assignments``);
+- ``technician``: devices of the customers assigned to them (``technician_assignments``), and
+  devices not yet assigned to any customer (someone has to triage a newly seen device);
 - ``customer``: devices of their own customer.
 
 A device outside a caller's scope is reported as *not found* to a ``customer`` (a customer must
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -31,13 +32,18 @@ class Scope:
     """``customer_ids`` None: every device; otherwise only devices of these customers."""
 
     customer_ids: frozenset[int] | None
+    unassigned: bool = False  # also devices without a customer
 
     @property
     def everything(self) -> bool:
         return self.customer_ids is None
 
     def allows_customer(self, customer_id: int | None) -> bool:
-        return self.customer_ids is None or (customer_id is not None and customer_id in self.customer_ids)
+        if self.customer_ids is None:
+            return True
+        if customer_id is None:
+            return self.unassigned
+        return customer_id in self.customer_ids
 
 
 async def scope_for(session: AsyncSession, principal: Principal) -> Scope:
@@ -48,7 +54,7 @@ async def scope_for(session: AsyncSession, principal: Principal) -> Scope:
         rows = await session.scalars(
             select(TechnicianAssignment.customer_id).where(TechnicianAssignment.user_id == principal.user_id)
         )
-        return Scope(frozenset(rows))
+        return Scope(frozenset(rows), unassigned=True)
     return Scope(None)
 
 
@@ -56,20 +62,30 @@ def device_condition(scope: Scope) -> ColumnElement[bool] | None:
     """A WHERE condition on :class:`Device` for listings (None: no restriction)."""
     if scope.customer_ids is None:
         return None
-    return Device.customer_id.in_(sorted(scope.customer_ids))
+    mine = Device.customer_id.in_(sorted(scope.customer_ids))
+    return or_(mine, Device.customer_id.is_(None)) if scope.unassigned else mine
 
 
-async def check_device(session: AsyncSession, principal: Principal, device_id: str) -> Device:
-    """The device if ``principal`` may reach it; :class:`NotFound` / :class:`Forbidden` otherwise."""
+async def check_device(
+    session: AsyncSession, principal: Principal, device_id: str, *, via: tuple[str, object] | None = None
+) -> Device:
+    """The device if ``principal`` may reach it; :class:`NotFound` / :class:`Forbidden` otherwise.
+
+    ``via`` (e.g. ``("incident", 7)``) names the object the caller actually asked for, which
+    belongs to the device: a customer is then told *that* was not found, and a technician's
+    message names it.
+    """
     device = await session.get(Device, device_id)
+    what, ident = via if via is not None else ("device", device_id)
     if device is None:
-        raise NotFound("device", device_id)
+        raise NotFound(what, ident)
     scope = await scope_for(session, principal)
     if not scope.allows_customer(device.customer_id):
         if principal.role is Role.CUSTOMER:
-            raise NotFound("device", device_id)
+            raise NotFound(what, ident)
+        subject = f"device {device_id!r}" if via is None else f"{what} {ident!r} (device {device_id!r})"
         raise Forbidden(
-            f"device {device_id!r} belongs to a customer you are not assigned to; "
+            f"{subject} belongs to a customer you are not assigned to; "
             "an admin can assign you with 'fleetcare server assign'"
         )
     return device

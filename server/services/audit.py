@@ -1,23 +1,68 @@
-"""The append-only audit log: who did what, to what, when, with which result.
+"""The append-only, hash-chained audit log: who did what, to what, when, with which result.
 
 :func:`record` adds a row to the caller's transaction (it does not commit): an audit row is
-committed together with the change it describes, or not at all.
+committed together with the change it describes, or not at all. Rows are inserted *unsealed*
+(``chain_seq`` and ``hash`` NULL) so writers never contend for the chain head; :func:`seal`
+(a server task every ``auth.audit_seal_interval`` seconds, and before every verify) numbers them
+1, 2, 3 … in id order under a lock and sets::
+
+    hash = sha256(prev_hash + canonical_json({chain_seq, id, ts, actor, action, target, detail, result}))
+
+with ``prev_hash`` = 64 zeros for entry 1. :func:`verify` recomputes the chain: an altered row
+breaks its own hash, a removed row leaves a gap in ``chain_seq``, a re-numbered or re-ordered
+row breaks the hash (``chain_seq`` is hashed). Anyone who can write the database can rebuild the
+whole chain, so the head hash that ``verify`` prints is worth recording outside the database:
+a later verify whose chain does not pass through that head means history was rewritten, and
+the head also detects entries removed from the end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.db.models import AuditEntry
 from server.db.types import utcnow
 
-__all__ = ["AuditFilter", "query", "record"]
+__all__ = [
+    "GENESIS",
+    "AuditFilter",
+    "ChainProblem",
+    "VerifyReport",
+    "entry_hash",
+    "query",
+    "record",
+    "run_sealer",
+    "seal",
+    "verify",
+]
+
+logger = logging.getLogger(__name__)
+
+GENESIS = "0" * 64
+_LOCK_KEY = 0x0F1EE7CA4E  # pg_advisory_xact_lock key of the chain head (any constant will do)
+_BATCH = 5000
+_COLUMNS = (
+    AuditEntry.id,
+    AuditEntry.chain_seq,
+    AuditEntry.hash,
+    AuditEntry.ts,
+    AuditEntry.actor,
+    AuditEntry.action,
+    AuditEntry.target,
+    AuditEntry.detail,
+    AuditEntry.result,
+)
 
 
 def record(
@@ -35,6 +80,220 @@ def record(
     )
     session.add(entry)
     return entry
+
+
+# --- the chain ---------------------------------------------------------------------------------
+
+
+def entry_hash(
+    prev_hash: str,
+    *,
+    chain_seq: int,
+    id: int,
+    ts: datetime,
+    actor: str,
+    action: str,
+    target: str | None,
+    detail: dict[str, Any],
+    result: str,
+) -> str:
+    """The hash of one entry given the previous entry's hash (canonical JSON: sorted keys, no
+    spaces, UTC time with microseconds — the same bytes on SQLite and PostgreSQL)."""
+    canonical = json.dumps(
+        {
+            "chain_seq": chain_seq,
+            "id": id,
+            "ts": ts.astimezone(UTC).isoformat(timespec="microseconds"),
+            "actor": actor,
+            "action": action,
+            "target": target,
+            "detail": detail,
+            "result": result,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+def _hash_row(prev_hash: str, row: Any, chain_seq: int) -> str:
+    return entry_hash(
+        prev_hash,
+        chain_seq=chain_seq,
+        id=row.id,
+        ts=row.ts,
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        detail=row.detail,
+        result=row.result,
+    )
+
+
+def _postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+async def _lock(session: AsyncSession) -> None:
+    """Serialise sealers (and verifiers) for the rest of this transaction."""
+    if _postgres(session):
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    else:
+        # SQLite: a write (matching no row) takes the database's write lock now, before the
+        # head is read, so two sealers cannot both extend the same head
+        await session.execute(update(AuditEntry).where(AuditEntry.id == -1).values(hash=None))
+
+
+async def seal(session: AsyncSession, *, batch_size: int = _BATCH) -> int:
+    """Chain every unsealed entry, in id order, and commit; returns how many were sealed."""
+    if await session.scalar(select(AuditEntry.id).where(AuditEntry.chain_seq.is_(None)).limit(1)) is None:
+        await session.rollback()
+        return 0  # nothing to do: do not take the lock (SQLite: the database's write lock)
+    await _lock(session)
+    head = (
+        await session.execute(
+            select(AuditEntry.chain_seq, AuditEntry.hash)
+            .where(AuditEntry.chain_seq.is_not(None))
+            .order_by(AuditEntry.chain_seq.desc())
+            .limit(1)
+        )
+    ).first()
+    seq, prev = (head[0] or 0, head[1] or GENESIS) if head is not None else (0, GENESIS)
+    sealed = 0
+    while True:
+        rows = (
+            await session.execute(
+                select(*_COLUMNS)
+                .where(AuditEntry.chain_seq.is_(None))
+                .order_by(AuditEntry.id)
+                .limit(batch_size)
+            )
+        ).all()
+        if not rows:
+            break
+        params = []
+        for row in rows:
+            seq += 1
+            prev = _hash_row(prev, row, seq)
+            params.append({"id": row.id, "chain_seq": seq, "hash": prev})
+        await session.execute(update(AuditEntry), params)  # bulk UPDATE by primary key
+        sealed += len(rows)
+    await session.commit()
+    return sealed
+
+
+@dataclass(frozen=True, slots=True)
+class ChainProblem:
+    """The first bad entry: ``kind`` is ``altered``, ``missing`` or ``malformed``."""
+
+    kind: str
+    chain_seq: int
+    entry_id: int | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    entries: int  # sealed entries checked (up to the first problem)
+    head_seq: int
+    head_hash: str  # record it elsewhere: a later chain must pass through it
+    sealed_now: int  # entries the seal before the walk added
+    problem: ChainProblem | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def summary(self) -> str:
+        if self.problem is None:
+            return f"audit log intact: {self.entries} entries (head #{self.head_seq} {self.head_hash})"
+        return f"audit log TAMPERED: {self.problem.message}"
+
+
+async def verify(session: AsyncSession, *, batch_size: int = _BATCH) -> VerifyReport:
+    """Seal what is unsealed, then walk the chain from entry 1 and report the first problem."""
+    sealed_now = await seal(session, batch_size=batch_size)
+    if _postgres(session):
+        await _lock(session)  # no seal extends the chain during the walk (SQLite: WAL snapshot)
+    try:
+        return await _walk(session, batch_size, sealed_now)
+    finally:
+        await session.rollback()
+
+
+async def _walk(session: AsyncSession, batch_size: int, sealed_now: int) -> VerifyReport:
+    expected, prev = 1, GENESIS
+
+    def report(problem: ChainProblem | None) -> VerifyReport:
+        return VerifyReport(expected - 1, expected - 1, prev, sealed_now, problem)
+
+    stray = await session.scalar(
+        select(func.min(AuditEntry.id)).where(AuditEntry.chain_seq.is_(None), AuditEntry.hash.is_not(None))
+    )
+    last = 0
+    while True:
+        rows = (
+            await session.execute(
+                select(*_COLUMNS)
+                .where(AuditEntry.chain_seq > last)
+                .order_by(AuditEntry.chain_seq)
+                .limit(batch_size)
+            )
+        ).all()
+        if not rows:
+            break
+        for row in rows:
+            if row.chain_seq != expected:
+                return report(
+                    ChainProblem(
+                        "missing",
+                        expected,
+                        None,
+                        f"entry #{expected} is missing (the chain jumps to #{row.chain_seq}, id {row.id}): "
+                        "entries were removed or re-numbered",
+                    )
+                )
+            if row.hash != _hash_row(prev, row, expected):
+                return report(
+                    ChainProblem(
+                        "altered",
+                        expected,
+                        row.id,
+                        f"entry #{expected} (id {row.id}, {row.action} by {row.actor}) does not match its "
+                        "hash: the entry, or its hash, was changed after it was sealed",
+                    )
+                )
+            prev = row.hash
+            expected += 1
+        last = rows[-1].chain_seq
+    if stray is not None:
+        return report(
+            ChainProblem(
+                "malformed",
+                expected,
+                stray,
+                f"entry id {stray} has a hash but no chain number: it was taken out of the chain",
+            )
+        )
+    return report(None)
+
+
+async def run_sealer(sessions: async_sessionmaker[AsyncSession], interval: float) -> None:
+    """Seal new entries every ``interval`` seconds until cancelled; a failed round is logged
+    and retried at the next one (unsealed entries simply wait)."""
+    while True:
+        try:
+            async with sessions() as session:
+                count = await seal(session)
+            if count:
+                logger.debug("audit: sealed %d entries", count)
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("audit: sealing failed, retrying in %.1fs: %s", interval, exc)
+        await asyncio.sleep(interval)
+
+
+# --- reading -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,12 @@
 
 States (``server.db.models.CommandState``), never moving backwards::
 
-    queued ──PUBACK──▶ sent ──▶ accepted ──▶ succeeded | failed | timed_out
+    queued ──PUBACK──▶ sent ──▶ accepted ──▶ succeeded | failed | timed_out | cancelled
        │                 │
        └────────┬────────┴──▶ rejected | expired (| succeeded | failed: a result implies acceptance)
+
+A command is checked against the owner's policy as the device advertised it
+(server/sessions/policy.py) *before* it is signed: a refused one leaves no row behind.
 
 Every transition is a compare-and-set ``UPDATE … WHERE state IN (allowed sources)``, so a
 late, duplicated or reordered reply, or a PUBACK arriving after the device already answered,
@@ -15,9 +18,13 @@ can never move a command backwards. The helpers here join the caller's transacti
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -27,15 +34,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
 from server.db.dialect import insert_ignore
-from server.db.models import TERMINAL_STATES, Command, CommandReply, CommandState
+from server.db.models import TERMINAL_STATES, Command, CommandReply, CommandState, RemoteSession
 from server.db.types import utcnow
-from server.errors import InvalidInput, NotFound, Unavailable
+from server.errors import Conflict, InvalidInput, NotFound, ServerError, Unavailable
 from server.services import audit, fleet
 from server.services.users import Principal
+from server.sessions import policy
 
 __all__ = [
+    "CANCELLED_REASON",
     "CommandPublisher",
     "CommandService",
+    "FetchedFile",
+    "StreamItem",
     "apply_rejected_event",
     "apply_reply",
     "can_move",
@@ -55,7 +66,11 @@ SOURCES: dict[CommandState, frozenset[CommandState]] = {
     S.FAILED: frozenset({S.QUEUED, S.SENT, S.ACCEPTED}),
     S.EXPIRED: frozenset({S.QUEUED, S.SENT}),
     S.TIMED_OUT: frozenset({S.ACCEPTED}),
+    S.CANCELLED: frozenset({S.QUEUED, S.SENT, S.ACCEPTED}),
 }
+
+CANCELLED_REASON = "Cancelled"
+"""The ``error`` reply's reason when the agent stopped a command on a ``command.cancel``."""
 
 
 def can_move(source: CommandState, target: CommandState) -> bool:
@@ -85,14 +100,23 @@ async def transition(session: AsyncSession, command_id: str, target: CommandStat
     return result.first() is not None
 
 
-async def _output_chunks(session: AsyncSession, command_id: str) -> str:
-    rows = await session.scalars(
-        select(CommandReply.payload).where(
-            CommandReply.command_id == command_id, CommandReply.type == protocol.ReplyType.OUTPUT.value
-        )
+async def output_chunks(session: AsyncSession, command_id: str) -> dict[int, str]:
+    """The ``output`` replies' text by chunk number (a chunk delivered twice counts once)."""
+    rows = await session.execute(
+        select(CommandReply.device_seq, CommandReply.payload)
+        .where(CommandReply.command_id == command_id, CommandReply.type == protocol.ReplyType.OUTPUT.value)
+        .order_by(CommandReply.device_seq)
     )
-    chunks = sorted(rows, key=lambda payload: payload.get("chunk") or 0)
-    return "".join(str(payload.get("output", "")) for payload in chunks)
+    chunks: dict[int, str] = {}
+    for seq, payload in rows:
+        number = payload.get("chunk")
+        chunks.setdefault(int(number) if number is not None else -seq, str(payload.get("output", "")))
+    return chunks
+
+
+async def _output_chunks(session: AsyncSession, command_id: str) -> str:
+    chunks = await output_chunks(session, command_id)
+    return "".join(chunks[number] for number in sorted(chunks, key=lambda n: (n < 0, abs(n))))
 
 
 async def apply_reply(
@@ -129,6 +153,8 @@ async def apply_reply(
         ok = reply.type is kind.RESULT and bool(reply.ok)
         output = reply.output or await _output_chunks(session, command.id)
         target = S.SUCCEEDED if ok else S.FAILED
+        if reply.type is kind.ERROR and reply.reason == CANCELLED_REASON:
+            target = S.CANCELLED
         moved = await transition(
             session,
             command.id,
@@ -145,7 +171,15 @@ async def apply_reply(
                 actor=f"device:{device_id}",
                 action="command.finished",
                 target=f"device:{device_id}",
-                detail={"command_id": command.id, "action": command.action, "issuer": command.issuer},
+                detail={
+                    "command_id": command.id,
+                    "action": command.action,
+                    "issuer": command.issuer,
+                    "session_id": command.session_id,
+                    "cancel_requested_at": command.cancel_requested_at.isoformat()
+                    if command.cancel_requested_at
+                    else None,
+                },
                 result=target.value,
                 ts=received_at,
             )
@@ -221,7 +255,23 @@ class CommandService:
             raise Unavailable("commands are disabled: signing_key_file is not configured")
         timeout = timedelta(seconds=timeout_s if timeout_s is not None else self.default_timeout)
         async with self._sessions() as session:
-            await fleet.get_device(session, device_id)
+            device = await fleet.get_device(session, device_id)
+            remote = await session.get(RemoteSession, session_id) if session_id else None
+            try:
+                await policy.check_command(session, principal, device, action, remote, now=utcnow())
+            except ServerError as exc:
+                # a refused attempt is part of the trail too: who tried what, and why it was refused
+                await session.rollback()
+                audit.record(
+                    session,
+                    actor=principal.actor,
+                    action="command.refused",
+                    target=f"device:{device_id}",
+                    detail={"action": action, "args": args or {}, "session_id": session_id, "why": str(exc)},
+                    result=type(exc).__name__.lower(),
+                )
+                await session.commit()
+                raise
             try:
                 signed = self._signer.sign(
                     device_id=device_id,
@@ -293,16 +343,29 @@ class CommandService:
                 raise NotFound("command", command_id)
             return command
 
+    @contextlib.contextmanager
+    def watch(self, command_id: str) -> Iterator[asyncio.Event]:
+        """An event :meth:`notify` sets whenever the command may have changed (a reply stored, a
+        state moved). Clear it *before* reading the database, so no change is missed."""
+        event = asyncio.Event()
+        self._waiters.setdefault(command_id, []).append(event)
+        try:
+            yield event
+        finally:
+            waiters = self._waiters.get(command_id, [])
+            if event in waiters:
+                waiters.remove(event)
+            if not waiters:
+                self._waiters.pop(command_id, None)
+
     async def wait_for_result(self, command_id: str, timeout: float) -> Command:  # noqa: ASYNC109
         """The command once terminal, or as it is when ``timeout`` runs out.
 
         Woken by :meth:`notify` (called after each ingest commit and sweep), not by polling.
         """
-        event = asyncio.Event()
-        self._waiters.setdefault(command_id, []).append(event)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        try:
+        with self.watch(command_id) as event:
             while True:
                 event.clear()
                 command = await self.get(command_id)
@@ -311,12 +374,104 @@ class CommandService:
                     return command
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), remaining)
-        finally:
-            waiters = self._waiters.get(command_id, [])
-            if event in waiters:
-                waiters.remove(event)
-            if not waiters:
-                self._waiters.pop(command_id, None)
+
+    async def stream(
+        self, command_id: str, *, after_seq: int | None = None, keepalive: float = 15.0
+    ) -> AsyncIterator[StreamItem]:
+        """The command's replies in device order as they are stored, then its terminal state.
+
+        ``after_seq``: resume after this ``device_seq`` (SSE ``Last-Event-ID``). A reply that
+        arrives late with a lower seq than one already streamed is still streamed once. Woken
+        by :meth:`notify`; yields a ``keepalive`` item after ``keepalive`` seconds of silence.
+        """
+        await self.get(command_id)
+        streamed: set[int] = set()
+        with self.watch(command_id) as event:
+            while True:
+                event.clear()
+                async with self._sessions() as session:
+                    command = await session.get(Command, command_id)
+                    replies = await list_replies(session, command_id)
+                assert command is not None
+                for reply in replies:
+                    if reply.device_seq in streamed or (
+                        after_seq is not None and reply.device_seq <= after_seq
+                    ):
+                        continue
+                    streamed.add(reply.device_seq)
+                    yield StreamItem(
+                        reply.type, reply.device_seq, {"device_seq": reply.device_seq, **reply.payload}
+                    )
+                if S(command.state).terminal:
+                    yield StreamItem("end", None, _summary(command))
+                    return
+                try:
+                    await asyncio.wait_for(event.wait(), keepalive)
+                except TimeoutError:
+                    yield StreamItem("keepalive", None, {})
+
+    async def output(self, command_id: str) -> str:
+        """The command's output text: the result's, else its chunks re-assembled in order."""
+        async with self._sessions() as session:
+            command = await session.get(Command, command_id)
+            if command is None:
+                raise NotFound("command", command_id)
+            if command.output:
+                return command.output
+            return await _output_chunks(session, command_id)
+
+    async def fetch_file(self, command_id: str) -> FetchedFile:
+        """The file a ``file.fetch`` command brought back: base64 chunks re-assembled in chunk
+        order and checked against the result's ``size`` and ``sha256``; :class:`Conflict` when
+        the command has not succeeded, chunks are missing, or the check fails."""
+        async with self._sessions() as session:
+            command = await session.get(Command, command_id)
+            if command is None:
+                raise NotFound("command", command_id)
+            if command.action != FILE_FETCH:
+                raise Conflict(
+                    f"command {command_id} is a {command.action!r}, not a {FILE_FETCH}: it brought no file"
+                )
+            if command.state != S.SUCCEEDED.value:
+                hint = (
+                    "try again once it finished"
+                    if not S(command.state).terminal
+                    else (command.reason or "no file")
+                )
+                raise Conflict(f"command {command_id} is {command.state}: {hint}")
+            chunks = await output_chunks(session, command_id)
+        return assemble_file(command_id, command.data or {}, chunks)
+
+    async def cancel(self, principal: Principal, command_id: str) -> Command:
+        """Sign a ``command.cancel`` for the command's device; the agent stops it and answers
+        ``error``/``Cancelled`` (→ ``cancelled``). Audited as ``command.cancel_requested``."""
+        command = await self.get(command_id)
+        if S(command.state).terminal:
+            raise Conflict(f"command {command_id} is already {command.state}: nothing to cancel")
+        if command.action in protocol.CONTROL_ACTIONS:
+            raise Conflict(
+                f"command {command_id} is a control command ({command.action}): it cannot be cancelled"
+            )
+        cancel = await self.issue(
+            principal, command.device_id, protocol.CANCEL_ACTION, {"command_id": command_id}
+        )
+        async with self._sessions() as session:
+            await session.execute(
+                update(Command)
+                .where(Command.id == command_id, Command.cancel_requested_at.is_(None))
+                .values(cancel_requested_at=cancel.issued_at)
+            )
+            audit.record(
+                session,
+                actor=principal.actor,
+                action="command.cancel_requested",
+                target=f"device:{command.device_id}",
+                detail={"command_id": command_id, "cancel_command_id": cancel.id, "action": command.action},
+                result="sent",
+            )
+            await session.commit()
+        self.notify([command_id])
+        return await self.get(command_id)
 
     def notify(self, command_ids: Iterable[str]) -> None:
         for command_id in command_ids:
@@ -375,6 +530,67 @@ class CommandService:
             except Exception:  # a database hiccup must not end the sweeper
                 logger.exception("command sweep failed; retrying in %.1fs", interval)
             await asyncio.sleep(interval)
+
+
+FILE_FETCH = "file.fetch"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One server-sent event: ``event`` is a reply type, ``end`` or ``keepalive``; ``seq`` the
+    reply's device_seq (the SSE id)."""
+
+    event: str
+    seq: int | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedFile:
+    name: str
+    content: bytes
+    sha256: str
+
+
+def _summary(command: Command) -> dict[str, Any]:
+    return {
+        "command_id": command.id,
+        "state": command.state,
+        "ok": command.ok,
+        "reason": command.reason,
+        "data": command.data,
+        "finished_at": command.finished_at.isoformat() if command.finished_at else None,
+    }
+
+
+def assemble_file(command_id: str, data: dict[str, Any], chunks: dict[int, str]) -> FetchedFile:
+    """Decode and verify a ``file.fetch`` transfer (result data: ``path``, ``size``, ``sha256``,
+    ``chunks``, ``encoding: base64``)."""
+    try:
+        size, digest = int(data["size"]), str(data["sha256"]).lower()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Conflict(
+            f"command {command_id}: the result data lacks size/sha256; cannot check the file"
+        ) from exc
+    count = int(data.get("chunks") or (max(chunks) + 1 if chunks else 0))
+    missing = [n for n in range(count) if n not in chunks]
+    if missing:
+        shown = ", ".join(str(n) for n in missing[:10]) + (" …" if len(missing) > 10 else "")
+        raise Conflict(
+            f"command {command_id}: the file is incomplete: {len(missing)} of {count} chunks missing ({shown})"
+        )
+    try:
+        content = b"".join(base64.b64decode(chunks[n], validate=True) for n in range(count))
+    except (binascii.Error, ValueError) as exc:
+        raise Conflict(f"command {command_id}: a chunk is not valid base64: {exc}") from exc
+    actual = hashlib.sha256(content).hexdigest()
+    if len(content) != size or actual != digest:
+        raise Conflict(
+            f"command {command_id}: the file does not match the device's checksum "
+            f"({len(content)} bytes, sha256 {actual[:12]}… ; expected {size} bytes, sha256 {digest[:12]}…)"
+        )
+    name = str(data.get("path") or data.get("name") or f"{command_id}.bin").rsplit("/", 1)[-1]
+    return FetchedFile(name=name or f"{command_id}.bin", content=content, sha256=actual)
 
 
 async def list_replies(session: AsyncSession, command_id: str) -> list[CommandReply]:

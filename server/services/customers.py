@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import Customer, Device, Incident, IncidentStatus, Site
+from server.db.models import Customer, Device, DeviceAssignmentPeriod, Incident, IncidentStatus, Site
+from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.incidents import priority as prio
 from server.services import audit
@@ -26,12 +27,14 @@ __all__ = [
     "DeviceAssignment",
     "assign_device",
     "assign_sites_from_inventory",
+    "assignment_history",
     "create_customer",
     "create_site",
     "get_customer",
     "get_site",
     "list_customers",
     "list_sites",
+    "record_assignment",
     "update_customer",
     "update_site",
 ]
@@ -152,14 +155,20 @@ async def list_sites(
 
 
 async def create_site(
-    session: AsyncSession, customer_id: int, *, name: str, criticality: int | None = None, actor: str
+    session: AsyncSession,
+    customer_id: int,
+    *,
+    name: str,
+    criticality: int | None = None,
+    attended: bool = False,
+    actor: str,
 ) -> Site:
     await get_customer(session, customer_id)
     _criticality(criticality, "criticality")
     taken = await session.scalar(select(Site.id).where(Site.customer_id == customer_id, Site.name == name))
     if taken is not None:
         raise Conflict(f"site {name!r} already exists for customer {customer_id}", field="name")
-    site = Site(customer_id=customer_id, name=name, criticality=criticality)
+    site = Site(customer_id=customer_id, name=name, criticality=criticality, attended=attended)
     session.add(site)
     await session.flush()
     audit.record(
@@ -167,7 +176,7 @@ async def create_site(
         actor=actor,
         action="site.created",
         target=f"site:{site.id}",
-        detail={"customer_id": customer_id, "name": name, "criticality": criticality},
+        detail={"customer_id": customer_id, "name": name, "criticality": criticality, "attended": attended},
     )
     await _match_waiting_devices(session, site)
     await session.commit()
@@ -223,8 +232,10 @@ async def assign_device(
     if change.decommissioned_at is not UNSET:
         values["decommissioned_at"] = change.decommissioned_at
     values.update(await _ownership(session, device, change))
+    before = (device.customer_id, device.site_id)
     for key, value in values.items():
         setattr(device, key, value)
+    await record_assignment(session, device, before, at=utcnow())
     audit.record(
         session,
         actor=actor,
@@ -283,7 +294,9 @@ async def assign_sites_from_inventory(session: AsyncSession, device_ids: Sequenc
         site = sites[0]
         if device.customer_id is not None and device.customer_id != site.customer_id:
             continue
+        before = (device.customer_id, device.site_id)
         device.site_id, device.customer_id = site.id, site.customer_id
+        await record_assignment(session, device, before, at=None)
 
 
 async def _match_waiting_devices(session: AsyncSession, site: Site) -> None:
@@ -291,14 +304,77 @@ async def _match_waiting_devices(session: AsyncSession, site: Site) -> None:
     same_name = await session.scalar(select(func.count()).select_from(Site).where(Site.name == site.name))
     if same_name != 1:
         return
-    await session.execute(
-        update(Device)
-        .where(
+    waiting = await session.scalars(
+        select(Device).where(
             Device.site == site.name,
             Device.site_id.is_(None),
             (Device.customer_id.is_(None)) | (Device.customer_id == site.customer_id),
         )
-        .values(site_id=site.id, customer_id=site.customer_id)
+    )
+    for device in waiting:
+        before = (device.customer_id, device.site_id)
+        device.site_id, device.customer_id = site.id, site.customer_id
+        await record_assignment(session, device, before, at=None)
+
+
+# -- assignment history -------------------------------------------------------------------------------
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+async def record_assignment(
+    session: AsyncSession, device: Device, before: tuple[int | None, int | None], *, at: datetime | None
+) -> None:
+    """Keep ``device_assignments`` in step with a change of the device's customer/site (already
+    set on ``device``) from ``before``, effective ``at``; None: a match from the device's own
+    inventory, which holds for its whole history when no change was recorded before.
+
+    The KPIs count downtime and incidents to the customer at the time (docs/kpis.md), so a move
+    closes the open period at ``at`` and opens another; the first change recorded also writes the
+    values before it, from the epoch on."""
+    after = (device.customer_id, device.site_id)
+    if after == before:
+        return
+    rows = list(
+        await session.scalars(
+            select(DeviceAssignmentPeriod)
+            .where(DeviceAssignmentPeriod.device_id == device.id)
+            .order_by(DeviceAssignmentPeriod.valid_from_s)
+        )
+    )
+    if not rows:
+        if at is None:
+            at = EPOCH
+        else:  # unassigned before, too, is history: the first period reaches back to the beginning
+            session.add(_period(device.id, before, EPOCH, at))
+    elif at is None:
+        at = utcnow()
+    current = next((row for row in rows if row.valid_to is None), None)
+    if current is not None:
+        if current.valid_from >= at:  # changed again at the same instant: replace it
+            current.customer_id, current.site_id = after
+            return
+        current.valid_to = at
+    session.add(_period(device.id, after, at, None))
+
+
+def _period(
+    device_id: str, owner: tuple[int | None, int | None], start: datetime, end: datetime | None
+) -> DeviceAssignmentPeriod:
+    return DeviceAssignmentPeriod(
+        device_id=device_id, customer_id=owner[0], site_id=owner[1], valid_from=start, valid_to=end
+    )
+
+
+async def assignment_history(session: AsyncSession, device_id: str) -> list[DeviceAssignmentPeriod]:
+    """The device's customer/site periods, oldest first (empty: its current ones throughout)."""
+    return list(
+        await session.scalars(
+            select(DeviceAssignmentPeriod)
+            .where(DeviceAssignmentPeriod.device_id == device_id)
+            .order_by(DeviceAssignmentPeriod.valid_from_s)
+        )
     )
 
 

@@ -28,9 +28,15 @@ def _escape_like(text: str) -> str:
 
 
 async def list_devices(
-    session: AsyncSession, where: DeviceFilter, *, limit: int = 100, offset: int = 0
+    session: AsyncSession,
+    where: DeviceFilter,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    scope: ColumnElement[bool] | None = None,
 ) -> tuple[list[Device], int]:
-    conditions: list[ColumnElement[bool]] = []
+    """``scope``: the caller's device condition (``server.services.access.device_condition``)."""
+    conditions: list[ColumnElement[bool]] = [] if scope is None else [scope]
     if where.online is not None:
         conditions.append(Device.online.is_(where.online))
     if where.model is not None:

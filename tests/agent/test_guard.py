@@ -9,11 +9,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.actions import ActionRegistry
+from agent.config import MaintenanceWindow
+from agent.consent import ConsentStore
+from agent.errors import ConsentError
 from agent.guard import Accepted, CommandGuard, Rejection
 from agent.plugin import ActionContext, ActionResult, ActionSpec
 from agent.policy import ActionPolicy
 from agent.replay import SqliteReplayCache
-from protocol import Command, CommandSigner, CommandVerifier, RejectReason, encode
+from protocol import CANCEL_ACTION, Command, CommandSigner, CommandVerifier, RejectReason, encode
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DEV = "dev-1"
@@ -251,3 +254,142 @@ def test_guard_fails_closed_when_the_replay_cache_is_unusable(
     guard = _guard(tmp_path, signing_key, handler)
     guard.replay_cache.close()  # type: ignore[attr-defined]  # any later use raises AgentError
     assert _reason(guard.inspect(encode(_sign(signer)))) is RejectReason.GUARD_UNAVAILABLE
+
+
+# -- local policy: forbidden, windows, consent -------------------------------------------------
+
+
+class Now:
+    """A settable clock shared by the guard and the consent store."""
+
+    def __init__(self, value: datetime = NOW) -> None:
+        self.value = value
+
+    def __call__(self) -> datetime:
+        return self.value
+
+
+def _consent_guard(
+    tmp_path: Path,
+    key: Ed25519PrivateKey,
+    handler: Handler,
+    clock: Now,
+    **policy: Any,
+) -> tuple[CommandGuard, ConsentStore]:
+    registry = ActionRegistry()
+    registry.add(ActionSpec("ping", handler), source="built-in")
+    registry.add(ActionSpec("file.fetch", handler), source="built-in")
+    registry.add(ActionSpec("printer.reboot", handler, disruptive=True), source="plugin")
+    registry.add(ActionSpec(CANCEL_ACTION, handler), source="control")
+    tmp_path.mkdir(exist_ok=True)
+    store = ConsentStore(tmp_path / "consent.sqlite3", now=clock, max_approval=timedelta(hours=8))
+    guard = CommandGuard(
+        verifier=CommandVerifier(key.public_key(), DEV),
+        policy=ActionPolicy(
+            policy.pop("allowed", ["ping", "printer.reboot"]),
+            consent=policy.pop("consent", ["file.fetch"]),
+            **policy,
+        ),
+        registry=registry,
+        replay_cache=SqliteReplayCache(tmp_path / "replay.sqlite3", now=clock),
+        now=clock,
+        consent=store,
+    )
+    return guard, store
+
+
+def _request(store: ConsentStore, session: str = "S-1", *, all_commands: bool = False) -> None:
+    store.request(
+        session,
+        technician="tina",
+        reason="jam",
+        until=NOW + timedelta(hours=2),
+        all_commands=all_commands,
+        issuer="tina",
+        command_id="cmd-consent-1",
+    )
+
+
+def test_guard_needs_consent_then_runs_once_approved_then_not_after_expiry(
+    tmp_path: Path, signing_key: Ed25519PrivateKey, signer: CommandSigner, handler: Handler
+) -> None:
+    clock = Now()
+    guard, store = _consent_guard(tmp_path, signing_key, handler, clock)
+
+    def fetch() -> Accepted | Rejection:
+        command = _sign(signer, action="file.fetch", session_id="S-1", now=clock.value)
+        return guard.inspect(encode(command))
+
+    no_session = guard.inspect(encode(_sign(signer, action="file.fetch")))
+    assert _reason(no_session) is RejectReason.NEEDS_CONSENT
+    assert isinstance(no_session, Rejection)
+    assert "no session" in no_session.detail
+    assert _reason(fetch()) is RejectReason.NEEDS_CONSENT  # never requested
+    _request(store)
+    pending = fetch()
+    assert _reason(pending) is RejectReason.NEEDS_CONSENT
+    assert isinstance(pending, Rejection)
+    assert "waiting" in pending.detail
+    store.approve("S-1", "olga", timedelta(minutes=30))
+    assert isinstance(fetch(), Accepted)
+    assert isinstance(guard.inspect(encode(_sign(signer, action="ping"))), Accepted)  # no consent needed
+    clock.value = NOW + timedelta(minutes=30)
+    expired = fetch()
+    assert _reason(expired) is RejectReason.NEEDS_CONSENT
+    assert isinstance(expired, Rejection)
+    assert "expired" in expired.detail
+
+
+def test_guard_denied_session_is_refused_for_good(
+    tmp_path: Path, signing_key: Ed25519PrivateKey, signer: CommandSigner, handler: Handler
+) -> None:
+    clock = Now()
+    guard, store = _consent_guard(tmp_path, signing_key, handler, clock)
+    _request(store)
+    store.deny("S-1", "olga", "not today")
+    command = _sign(signer, action="file.fetch", session_id="S-1")
+    verdict = guard.inspect(encode(command))
+    assert _reason(verdict) is RejectReason.CONSENT_DENIED
+    assert isinstance(verdict, Rejection)
+    assert "not today" in verdict.detail
+    with pytest.raises(ConsentError, match="final"):
+        store.approve("S-1", "olga")
+    _request(store)  # asking again changes nothing
+    assert _reason(guard.inspect(encode(_sign(signer, action="file.fetch", session_id="S-1")))) is (
+        RejectReason.CONSENT_DENIED
+    )
+
+
+def test_guard_attended_mode_and_all_commands_sessions_gate_every_action(
+    tmp_path: Path, signing_key: Ed25519PrivateKey, signer: CommandSigner, handler: Handler
+) -> None:
+    clock = Now()
+    guard, store = _consent_guard(tmp_path / "a", signing_key, handler, clock, attended=True)
+    assert _reason(guard.inspect(encode(_sign(signer, session_id="S-1")))) is RejectReason.NEEDS_CONSENT
+    cancel = _sign(signer, action=CANCEL_ACTION, args={}, session_id="S-1")
+    assert isinstance(guard.inspect(encode(cancel)), Accepted)  # control actions never need consent
+    _request(store)
+    store.approve("S-1", "olga")
+    assert isinstance(guard.inspect(encode(_sign(signer, session_id="S-1"))), Accepted)
+
+    guard, store = _consent_guard(tmp_path / "b", signing_key, handler, clock)
+    _request(store, all_commands=True)
+    assert _reason(guard.inspect(encode(_sign(signer, session_id="S-1")))) is RejectReason.NEEDS_CONSENT
+    assert isinstance(guard.inspect(encode(_sign(signer, session_id="S-2"))), Accepted)
+
+
+def test_guard_forbidden_and_outside_window(
+    tmp_path: Path, signing_key: Ed25519PrivateKey, signer: CommandSigner, handler: Handler
+) -> None:
+    clock = Now()  # Monday 2026-06-01 12:00 UTC
+    window = MaintenanceWindow(days=["mon"], start="22:00", end="06:00", tz="UTC")
+    guard, _ = _consent_guard(tmp_path, signing_key, handler, clock, forbidden=["ping"], windows=[window])
+    assert _reason(guard.inspect(encode(_sign(signer)))) is RejectReason.NOT_ALLOWED
+    outside = guard.inspect(encode(_sign(signer, action="printer.reboot")))
+    assert _reason(outside) is RejectReason.OUTSIDE_WINDOW
+    assert isinstance(outside, Rejection)
+    assert "mon 22:00-06:00 UTC" in outside.detail
+    clock.value = NOW + timedelta(hours=11)  # 23:00
+    late = _sign(signer, action="printer.reboot", now=clock.value)
+    assert isinstance(guard.inspect(encode(late)), Accepted)
+    assert handler.calls == 0

@@ -264,3 +264,87 @@ async def test_runtime_rejects_config_with_unusable_server_key(tmp_path: Path) -
     with pytest.raises(AgentConfigError) as info:
         AgentRuntime(make_settings(tmp_path, server_key_file=bad), plugins=[])
     assert info.value.field == "server_key_file"
+
+
+async def test_runtime_advertises_its_action_catalogue_with_policy_decisions(
+    tmp_path: Path, server_key_file: Path
+) -> None:
+    plugin = FakePlugin(actions=["touch", "reboot"], disruptive=["reboot"])
+    settings = make_settings(
+        tmp_path,
+        server_key_file=server_key_file,
+        policy={
+            "allowed_actions": ["ping", "fake.*"],
+            "consent_actions": ["fake.reboot"],
+            "forbidden_actions": ["logs.*"],
+            "attended": True,
+            "windows": [{"days": ["sat", "sun"], "start": "22:00", "end": "06:00", "tz": "Europe/Berlin"}],
+        },
+    )
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[plugin]) as runtime:
+        inventory = _of(runtime, Inventory)[0]
+    entries = {entry.name: entry for entry in inventory.agent.catalogue}
+    assert inventory.agent.attended
+    assert "session.consent" not in entries
+    assert "command.cancel" not in entries
+    assert set(entries) == set(runtime.actions) - {"session.consent", "command.cancel"}
+    assert entries["ping"].policy.value == "allowed"
+    assert entries["fake.touch"].policy.value == "allowed"
+    assert entries["fake.touch"].source == "plugin 'fake'"
+    reboot = entries["fake.reboot"]
+    assert (reboot.policy.value, reboot.disruptive) == ("needs_consent", True)
+    assert reboot.windows == ["sat,sun 22:00-06:00 Europe/Berlin"]
+    assert entries["ping"].windows == []
+    assert entries["logs.tail"].policy.value == "forbidden"
+    assert entries["service.restart"].policy.value == "forbidden"
+    assert entries["file.fetch"].args_schema["required"] == ["path"]
+    assert entries["file.fetch"].timeout > 0
+
+
+async def test_runtime_cancels_a_running_command_on_command_cancel(
+    tmp_path: Path, server_key_file: Path, signer: CommandSigner
+) -> None:
+    plugin = FakePlugin()
+    started = asyncio.Event()
+
+    async def slow(args: Mapping[str, Any], ctx: ActionContext) -> ActionResult:
+        started.set()
+        await asyncio.sleep(3600)
+        return ActionResult(ok=True)
+
+    plugin.extra_actions.append(ActionSpec("fake.slow", slow, timeout=3600))
+    settings = make_settings(
+        tmp_path,
+        server_key_file=server_key_file,
+        policy={"allowed_actions": ["fake.slow"], "max_concurrent_actions": 1},
+    )
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[plugin]) as runtime:
+        long = signer.sign(device_id="dev-1", action="fake.slow", issuer="alice", ttl=timedelta(minutes=1))
+        runtime.link.incoming.put_nowait(encode(long))
+        await started.wait()
+        cancel = signer.sign(
+            device_id="dev-1",
+            action="command.cancel",
+            issuer="bob",
+            ttl=timedelta(minutes=1),
+            args={"command_id": long.id},
+        )
+        runtime.link.incoming.put_nowait(encode(cancel))  # not stuck behind the busy slot
+
+        def terminal(command_id: str) -> list[Reply]:
+            return [
+                r
+                for r in _of(runtime, Reply)
+                if r.command_id == command_id and r.type in (ReplyType.RESULT, ReplyType.ERROR)
+            ]
+
+        while not (terminal(long.id) and terminal(cancel.id)):
+            await asyncio.sleep(0.02)
+        stopped, answered = terminal(long.id)[0], terminal(cancel.id)[0]
+    assert (stopped.type, stopped.reason, stopped.output) == (
+        ReplyType.ERROR,
+        "Cancelled",
+        "cancelled by bob",
+    )
+    assert answered.ok
+    assert answered.data == {"command_id": long.id, "cancelled": True}

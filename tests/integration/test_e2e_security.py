@@ -5,8 +5,8 @@ Forged, tampered, expired and mis-addressed commands are injected the way an att
 the server's broker identity would: published straight to ``fc/v1/d/{id}/down/cmd`` (the
 broker ACL lets that identity write there, so only the agent's own checks stand in the way).
 A replay re-publishes the exact bytes of a command the device already ran — also after the
-agent restarted on the same data dir. A command outside the device's policy goes through the
-API like any other.
+agent restarted on the same data dir. A command outside the device's policy is refused by the
+server before signing and, signed anyway, by the device.
 
 "Never executed": every such command names an action of the test plugin whose handler records
 each call; after each rejection a good command is sent through the API and runs — the agent
@@ -137,9 +137,12 @@ async def test_e2e_injected_bad_command_is_rejected_never_run_and_audited(
     assert [call.command_id for call in plugin.calls] == [good]
 
 
-async def test_e2e_command_outside_the_device_policy_is_rejected_never_run_and_audited(
+async def test_e2e_command_outside_the_device_policy_is_refused_by_the_server_and_by_the_device(
     db_url: str, pki: PkiDir, broker: MosquittoBroker, tmp_path: Path
 ) -> None:
+    """Two layers: the server never signs what the device's advertised policy forbids; a command
+    that is signed anyway (a server with a stale catalogue, or one bypassing its own check) is
+    still refused by the device, never run, and audited."""
     device_id = unique_device(pki, "e2e-pol")
     plugin = equipment()
     settings = agent_settings(tmp_path, pki, broker, device_id)
@@ -147,21 +150,39 @@ async def test_e2e_command_outside_the_device_policy_is_rejected_never_run_and_a
         asyncio.timeout(45),
         fleet_server(db_url, pki, broker) as fleet,
         AgentRuntime(settings, plugins=[plugin]) as agent,
+        ServerSide(broker, pki, device_id) as wire,
     ):
         await agent.wait_connected()
-        await eventually(lambda: fleet.device(device_id), what="device registered")
         assert "e2e.forbidden" in agent.actions  # offered by the equipment, refused by the owner
-        body = await fleet.command(device_id, "e2e.forbidden", wait=True, timeout_s=20)
-        [entry] = await rejections(fleet, device_id, body["id"])
-        sent = await fleet.audit("command.sent", device_id, body["id"])
+
+        async def catalogue() -> list[dict[str, Any]] | None:
+            device = await fleet.device(device_id)
+            entries = ((device or {}).get("inventory") or {}).get("agent", {}).get("catalogue")
+            return entries or None
+
+        policy = {entry["name"]: entry["policy"] for entry in await eventually(catalogue, what="catalogue")}
+        assert policy["e2e.forbidden"] == "forbidden"
+        refused = await fleet.client.post(
+            f"/api/v1/devices/{device_id}/commands",
+            json={"action": "e2e.forbidden", "wait": True},
+            headers=fleet.tech_auth,
+        )
+        recorded = await fleet.get(f"/devices/{device_id}/commands")
+        [refusal] = await fleet.audit("command.refused", device_id)
+
+        signed_anyway = wire.sign("e2e.forbidden")
+        await wire.send(encode(signed_anyway))
+        [entry] = await rejections(fleet, device_id, signed_anyway.id)
         good = await good_command_runs(fleet, device_id)
 
-    assert (body["state"], body["ok"], body["reason"]) == ("rejected", False, "not_allowed"), body
-    assert [(r["type"], r["payload"]["reason"]) for r in body["replies"]] == [("rejected", "not_allowed")]
-    assert entry["detail"]["reason"] == "not_allowed"
-    assert entry["detail"]["issuer"] == fleet.technician
-    assert [e["actor"] for e in sent] == [f"user:{fleet.technician}"]
-    assert plugin.calls_of(body["id"]) == []
+    assert refused.status_code == 403, refused.text
+    assert "policy forbids 'e2e.forbidden'" in refused.json()["error"]["message"]
+    assert [c["action"] for c in recorded["items"]] == []  # refused before signing: no command at all
+    assert (refusal["actor"], refusal["result"]) == (f"user:{fleet.technician}", "forbidden")
+    assert refusal["detail"]["action"] == "e2e.forbidden"
+    assert (entry["result"], entry["detail"]["reason"]) == ("rejected", "not_allowed")
+    assert entry["detail"]["issuer"] == signed_anyway.issuer
+    assert plugin.calls_of(signed_anyway.id) == []
     assert [call.command_id for call in plugin.calls] == [good]
 
 

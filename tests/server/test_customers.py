@@ -20,7 +20,7 @@ V1 = "/api/v1"
 @pytest.fixture
 async def api(db_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime, dict[str, str]]]:
     async with api_client(server_settings(db_url, incidents={"enabled": False})) as (client, runtime):
-        yield client, runtime, bearer(await create_token(runtime, "carla", Role.TECHNICIAN))
+        yield client, runtime, bearer(await create_token(runtime, "carla", Role.ADMIN))
 
 
 async def test_create_list_update_customers(api: tuple[httpx.AsyncClient, Runtime, dict[str, str]]) -> None:

@@ -62,13 +62,19 @@ class FakeContext:
     clock: FakeClock
     device_id: str = "sim-printer-test"
     command_id: str = "cmd-00000001"
+    issuer: str = "tina"
+    session_id: str | None = None
     progress_calls: list[tuple[float, str]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
 
     def now(self) -> datetime:
         return self.clock.now()
 
     async def progress(self, fraction: float, message: str = "") -> None:
         self.progress_calls.append((fraction, message))
+
+    async def output(self, text: str) -> None:
+        self.outputs.append(text)
 
 
 def printer(clock: FakeClock | None = None, **options: Any) -> PrinterPlugin:
@@ -314,3 +320,55 @@ def test_entry_point_builds_the_printer() -> None:
     plugin = build_plugin("sim-printer", "sim-printer-ep", {"seed": 1})
     assert isinstance(plugin, PrinterPlugin)
     assert plugin.device_id == "sim-printer-ep"
+
+
+# -- selftest and the action specs -------------------------------------------------------------
+
+
+def test_clear_jam_is_disruptive_and_status_is_not() -> None:
+    specs = {spec.name: spec for spec in printer().actions()}
+    assert specs["printer.clear_jam"].disruptive
+    assert not specs["printer.status"].disruptive
+    assert specs["printer.clear_jam"].args_schema == {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": False,
+    }
+
+
+async def test_selftest_passes_on_a_healthy_printer() -> None:
+    clock = FakeClock()
+    plugin = printer(clock, toner={"black": 80.0, "cyan": 80.0, "magenta": 80.0, "yellow": 80.0})
+    plugin.drum_wear = 20.0
+    result = await plugin.selftest(FakeContext(clock))
+    assert result.ok, result.output
+    assert {f["status"] for f in result.data["findings"]} == {"pass"}
+    assert result.output.startswith("self-test passed")
+
+
+async def test_selftest_fails_while_jammed_and_names_the_findings() -> None:
+    clock = FakeClock()
+    plugin, sink = printer(clock, toner={"black": 5.0}), FakeSink()
+    plugin.drum_wear = 95.0
+    plugin.inject_fault("PAPER_JAM", sink)
+    result = await plugin.selftest(FakeContext(clock))
+    assert not result.ok
+    findings = {f["check"]: f for f in result.data["findings"]}
+    assert findings["jam_sensor"]["status"] == "fail"
+    assert plugin.jam is not None
+    assert plugin.jam.location in findings["jam_sensor"]["detail"]
+    assert findings["toner.black"]["status"] == "warn"
+    assert findings["drum"]["status"] == "warn"
+    assert "FAILED: jam_sensor" in result.output
+    plugin.clear_fault("PAPER_JAM", sink)
+    assert (await plugin.selftest(FakeContext(clock))).ok
+
+
+async def test_selftest_fails_on_an_overheating_fuser_and_an_empty_cartridge() -> None:
+    clock = FakeClock()
+    plugin = printer(clock, toner={"cyan": 0.5})
+    plugin.fuser_celsius = plugin.options.fuser_setpoint_celsius + 60
+    result = await plugin.selftest(FakeContext(clock))
+    failed = {f["check"] for f in result.data["findings"] if f["status"] == "fail"}
+    assert not result.ok
+    assert failed == {"fuser", "toner.cyan"}

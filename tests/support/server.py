@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,7 +34,7 @@ from certs import PkiDir
 from server.app import create_app
 from server.db.models import Role
 from server.runtime import Runtime
-from server.services import users
+from server.services import customers, users
 from server.settings import ServerSettings, load_settings
 from tests.support.broker import MosquittoBroker, free_port
 
@@ -85,10 +85,24 @@ def server_settings(
     return load_settings(None, **values)
 
 
-async def create_token(runtime: Runtime, name: str, role: Role) -> str:
-    """Create a user with ``role`` and return a fresh API token for it."""
+async def create_token(
+    runtime: Runtime,
+    name: str,
+    role: Role,
+    *,
+    customer: int | str | None = None,
+    assign: Sequence[int | str] = (),
+    password: str | None = None,
+) -> str:
+    """Create a user with ``role`` and return a fresh API token for it. A ``customer`` user
+    belongs to ``customer`` (default: a new customer named after the user); a technician is
+    assigned to the customers in ``assign``."""
     async with runtime.sessions() as session:
-        await users.create_user(session, name, role, actor="test")
+        if role is Role.CUSTOMER and customer is None:
+            customer = (await customers.create_customer(session, name=f"{name}-customer", actor="test")).id
+        await users.create_user(session, name, role, actor="test", customer=customer, password=password)
+        for each in assign:
+            await users.assign(session, name, each, actor="test")
         return (await users.issue_token(session, name, actor="test")).token
 
 

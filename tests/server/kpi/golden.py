@@ -33,6 +33,9 @@ M = 60.0
 DAY = 24 * HOUR
 
 
+BASELINE = 8 * HOUR  # [kpi] baseline_restore_hours, the default: "downtime avoided" is measured against it
+
+
 def h(hours: float) -> float:
     return T0 + hours * HOUR
 
@@ -139,6 +142,15 @@ def dataset() -> Dataset:
     return Dataset(
         list(CUSTOMERS), list(SITES), list(DEVICES), list(STATES), list(INCIDENTS), list(TRANSIENTS)
     )
+
+
+def downtime_avoided(baseline: float = BASELINE) -> dict[str, float]:
+    """Per dispatch avoided (E, G, I): max(0, baseline - (t_restored - t_fault clamped))."""
+    return {
+        "E": max(0.0, baseline - (h(70) - h(60))),  # 10 h: slower than the baseline, 0
+        "G": max(0.0, baseline - (h(40) - h(33))),  # 7 h
+        "I": max(0.0, baseline - (h(61.5) - (h(60) + 1 * M))),  # t_fault clamped to t_detect
+    }
 
 
 def _mean(values: list[float]) -> float:
@@ -251,6 +263,8 @@ def fleet_expectations() -> dict[str, float | int | bool | None]:
             # remote/customer with needs_dispatch: E (Acme 400), G and I (Borealis 250 each)
             "dispatches_avoided": 3,
             "dispatches_avoided_value": 400.0 + 250 + 250,
+            # baseline 8 h: E 0 (took 10 h), G 8 - 7 = 1 h, I 8 h - (1.5 h - 1 min)
+            "downtime_avoided_s": 0 + 1 * HOUR + (6.5 * HOUR + 1 * M),
             # field: A (E1 repeats: C), H (first-time fix), K (two visits)
             "dispatched_resolved": 3,
             "first_time_fixes": 1,
@@ -278,6 +292,7 @@ def customer_expectations() -> dict[int, dict[str, float | int | bool | None]]:
             "resolved_customer": 0,
             "dispatches_avoided": 1,  # E
             "dispatches_avoided_value": 400.0,
+            "downtime_avoided_s": downtime_avoided()["E"],
             "dispatched_resolved": 2,
             "first_time_fixes": 0,
             "failures": 4,  # A B C F
@@ -298,6 +313,7 @@ def customer_expectations() -> dict[int, dict[str, float | int | bool | None]]:
             "resolved_customer": 1,
             "dispatches_avoided": 2,  # G I
             "dispatches_avoided_value": 250.0 * 2,
+            "downtime_avoided_s": downtime_avoided()["G"] + downtime_avoided()["I"],
             "dispatched_resolved": 1,
             "first_time_fixes": 1,
             "first_time_fix_rate": 1.0,

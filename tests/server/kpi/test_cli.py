@@ -63,6 +63,25 @@ def test_report_prints_every_kpi_readably(golden_sqlite: str) -> None:
         "Open at period end",
     ):
         assert label in out
+    # downtime avoided: 7.5 h + 1 min against the default 8 h baseline (golden.py), shown in hours
+    assert "Downtime avoided (estimate)" in out
+    assert f"{sum(golden.downtime_avoided().values()) / golden.HOUR:.1f} h" in out
+
+
+def test_report_downtime_avoided_against_the_configured_baseline(golden_sqlite: str, tmp_path: Path) -> None:
+    config = tmp_path / "server.toml"
+    config.write_text(
+        f'database_url = "{golden_sqlite}"\n[mqtt]\nenabled = false\n[kpi]\nbaseline_restore_hours = 12\n'
+    )
+    for args in (
+        ["--config", str(config)],
+        ["--database-url", golden_sqlite, "--baseline-restore-hours", "12"],
+    ):
+        result = fleetcare("report", *PERIOD, "--csv", *args)
+        assert result.returncode == 0, result.stderr
+        [row] = list(csv.DictReader(io.StringIO(result.stdout)))
+        expected = sum(golden.downtime_avoided(12 * golden.HOUR).values())
+        assert float(row["downtime_avoided_s"]) == pytest.approx(expected), args
 
 
 def test_report_by_customer_and_csv(golden_sqlite: str, tmp_path: Path) -> None:

@@ -48,6 +48,16 @@ SHAPES = {
         late_start_share=0.2,
         unassigned_share=0.1,
     ),
+    "moves": FleetShape(  # devices moved between customers/sites: grouped by the customer at the time
+        devices=20,
+        customers=4,
+        days=60,
+        seed=14,
+        events_per_year=150,
+        contract_share=0.5,
+        decommission_share=0.2,
+        move_share=0.5,
+    ),
 }
 
 

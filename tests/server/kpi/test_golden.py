@@ -13,8 +13,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db.models import Role
+from server.errors import InvalidInput
 from server.kpi import COLUMNS, GroupBy, Report, ReportSpec, compute_report, reference_report
 from server.kpi.records import insert_dataset
+from server.kpi.report import DEFAULT_BASELINE_RESTORE_S
 from server.runtime import Runtime
 from tests.server.kpi import golden
 from tests.support.server import api_client, create_token, server_settings
@@ -98,6 +100,31 @@ async def test_golden_sql_engine(golden_db: async_sessionmaker[AsyncSession]) ->
         check(ct7.rows[1].values, golden.state_expectations(["gold-xr1"]), "model=CT-7, site 3")
 
 
+async def test_golden_downtime_avoided_against_another_baseline(
+    golden_db: async_sessionmaker[AsyncSession],
+) -> None:
+    """The default baseline is [kpi] baseline_restore_hours; a longer one credits every dispatch
+    avoided with more downtime avoided, the same in both engines."""
+    assert DEFAULT_BASELINE_RESTORE_S == golden.BASELINE
+    baseline = 12 * golden.HOUR
+    avoided = golden.downtime_avoided(baseline)
+    assert avoided["E"] == 2 * golden.HOUR  # 12 h - 10 h: no longer 0
+    async with golden_db() as session:
+        for by_customer in (False, True):
+            wanted = spec(baseline_restore_s=baseline, group_by=GroupBy.CUSTOMER if by_customer else None)
+            for report in (reference_report(golden.dataset(), wanted), await compute_report(session, wanted)):
+                values = {row.key: row.values["downtime_avoided_s"] for row in report.rows}
+                if by_customer:
+                    assert values == pytest.approx({1: avoided["E"], 2: avoided["G"] + avoided["I"]})
+                else:
+                    assert values == pytest.approx({None: sum(avoided.values())})
+
+
+def test_a_negative_baseline_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="baseline_restore_hours"):
+        spec(baseline_restore_s=-1.0)
+
+
 @pytest.fixture
 async def api(
     db_url: str, golden_db: async_sessionmaker[AsyncSession]
@@ -157,10 +184,15 @@ async def test_golden_api_json_and_csv(api: tuple[httpx.AsyncClient, Runtime]) -
             parsed[name] = float(cell)
     check(parsed, golden.fleet_expectations(), "api csv")
 
+    longer = await client.get(f"{V1}/kpis", params={**QUERY, "baseline_restore_hours": 12}, headers=headers)
+    assert longer.status_code == 200, longer.text
+    avoided = longer.json()["rows"][0]["kpis"]["downtime_avoided_s"]
+    assert avoided == pytest.approx(sum(golden.downtime_avoided(12 * golden.HOUR).values()))
+
 
 async def test_kpi_api_roles_and_errors(api: tuple[httpx.AsyncClient, Runtime]) -> None:
     client, runtime = api
-    for role in (Role.TECHNICIAN, Role.ADMIN):
+    for role in (Role.OPS, Role.ADMIN):  # a technician: only assigned customers (test_roles_scope.py)
         token = await create_token(runtime, f"kpi-{role.value}", role)
         assert (await client.get(f"{V1}/kpis", params=QUERY, headers=bearer(token))).status_code == 200
     provisioning = await create_token(runtime, "kpi-prov", Role.PROVISIONING)
@@ -179,6 +211,7 @@ async def test_kpi_api_roles_and_errors(api: tuple[httpx.AsyncClient, Runtime]) 
         ({**QUERY, "customer": "acme"}, "customer"),
         ({"to": "2026-03-09"}, "from"),
         ({"from": "2000-01-01", "to": "2030-01-01"}, "to"),
+        ({**QUERY, "baseline_restore_hours": "-1"}, "baseline_restore_hours"),
     ]
     for params, field in cases:
         response = await client.get(f"{V1}/kpis", params=params, headers=headers)
