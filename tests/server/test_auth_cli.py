@@ -5,29 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.support.cli import ROOT
+from tests.support.cli import fleetcare_server
 
 
 def run(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "FLEETCARE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
-        "FLEETCARE_MQTT__ENABLED": "false",
-        "FLEETCARE_AUTH__API_TOKEN_TTL_DAYS": "7",
-    }
-    return subprocess.run(
-        [sys.executable, "-c", "from fleetcare.cli import main; main()", "server", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-        timeout=60,
-    )
+    return fleetcare_server(tmp_path, *args, stdin=stdin, env={"FLEETCARE_AUTH__API_TOKEN_TTL_DAYS": "7"})
 
 
 def test_user_administration_and_audit_verify(tmp_path: Path) -> None:
