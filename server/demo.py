@@ -90,6 +90,8 @@ class Demo:
         command = f"{self.api_url}/api/v1/devices/{first}/commands"
         ping = '{"action": "ping", "wait": true}'
         clear = '{"action": "printer.clear_jam", "wait": true}'
+        sibling = Path(sys.executable).with_name("fleetcare")  # the virtualenv's command
+        cli = str(sibling) if sibling.exists() else "fleetcare"
         log = f" (log {broker.log_path})" if broker.log_path else ""
         shared = "shared subscriptions" if broker.supports_shared_subscriptions else "no shared subscriptions"
         return "\n".join(
@@ -114,6 +116,13 @@ class Demo:
                 "Clear a paper jam (a device whose state is 'down'):",
                 f"  curl -s -X POST -H {shlex.quote(auth)} -H 'Content-Type: application/json' \\",
                 f"       -d {shlex.quote(clear)} {command}",
+                "",
+                "Or work it as a technician would, in a remote session with a report:",
+                f"  export FLEETCARE_URL={self.api_url} FLEETCARE_TOKEN={self.token}",
+                f"  {cli} session open {first} --reason 'demo'",
+                f"  {cli} session run <session id> selftest",
+                f"  {cli} session close <session id> --outcome 'checked' --fixed",
+                f"  {cli} session report <session id> --markdown",
                 "",
                 "Ctrl-C stops everything.",
                 "",
