@@ -7,7 +7,8 @@ and the first one: the indexes must serve old months as well as recent ones), ea
 of a few runs, and for the whole year (one run). The target is < 1 s per report.
 
     python -m benchmarks.kpi [--devices 10000] [--days 365] [--db sqlite|postgres|both] [--runs 3]
-                             [--keep DIR]   # keep the SQLite file there and reuse it next time
+                             [--keep DIR]   # keep the SQLite file there (PostgreSQL: a named
+                                            # database) and reuse it next time
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
+import psycopg.sql
 from sqlalchemy import func, select, text
 
 from benchmarks.results import record
@@ -30,7 +33,8 @@ from server.db.models import Incident, StateInterval
 from server.kpi import GroupBy, ReportSpec, compute_report
 from server.kpi.generate import FleetShape, generate
 from server.kpi.records import Dataset, insert_dataset
-from tests.support.databases import sqlite_url, temporary_postgres_database
+from server.kpi.rollups import refresh_rollups
+from tests.support.databases import postgres_admin_url, sqlite_url, temporary_postgres_database
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -73,6 +77,12 @@ async def load(url: str, ds: Dataset | None, shape: FleetShape) -> tuple[int, in
                     await conn.execute(text("VACUUM ANALYZE"))
                 else:
                     await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        started = time.perf_counter()  # the state rollups (server/kpi/rollups.py) of new history
+        async with sessions() as session:
+            rebuilt = await refresh_rollups(session)
+            await session.commit()
+        if rebuilt:
+            print(f"rollups of {rebuilt} devices built in {time.perf_counter() - started:.1f}s")
         async with sessions() as session:
             incidents = await session.scalar(select(func.count()).select_from(Incident)) or 0
             intervals = await session.scalar(select(func.count()).select_from(StateInterval)) or 0
@@ -112,9 +122,22 @@ async def time_reports(url: str, days: float, runs: int) -> list[tuple[str, str,
     return out
 
 
+def kept_postgres_database(name: str) -> str:
+    """The async URL of database ``name`` on the test server, created when missing."""
+    admin = postgres_admin_url()
+    info = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(info, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    return admin.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+
+
 @contextlib.contextmanager
 def database(backend: str, keep: Path | None, tag: str) -> Iterator[str]:
     if backend == "postgres":
+        if keep is not None:  # a named database, created once and kept (drop it by hand)
+            yield kept_postgres_database(f"fc_bench_kpi_{tag.replace('-', '_').replace('.', '_')}")
+            return
         with temporary_postgres_database("fc_bench_kpi") as url:
             yield url
         return
@@ -126,6 +149,17 @@ def database(backend: str, keep: Path | None, tag: str) -> Iterator[str]:
         yield sqlite_url(Path(tmp) / "kpi.db")
 
 
+def _postgres_has_data(tag: str) -> bool:
+    url = kept_postgres_database(f"fc_bench_kpi_{tag.replace('-', '_').replace('.', '_')}")
+    info = url.replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(info) as conn:
+        table = conn.execute("SELECT to_regclass('incidents')").fetchone()
+        if not (table and table[0]):
+            return False
+        row = conn.execute("SELECT EXISTS (SELECT 1 FROM incidents)").fetchone()
+        return bool(row and row[0])
+
+
 async def main(args: argparse.Namespace) -> None:
     shape = FleetShape(
         devices=args.devices, customers=max(1, args.devices // 50), days=args.days, seed=args.seed
@@ -133,7 +167,9 @@ async def main(args: argparse.Namespace) -> None:
     tag = f"{args.devices}-{args.days:g}-{args.seed}"
     ds: Dataset | None = None
     gen_seconds = 0.0
-    needs_data = args.db != "sqlite" or args.keep is None or not (args.keep / f"kpi-{tag}.db").exists()
+    needs_data = args.keep is None or (args.db != "postgres" and not (args.keep / f"kpi-{tag}.db").exists())
+    if args.keep is not None and args.db != "sqlite" and not needs_data:
+        needs_data = not await asyncio.to_thread(_postgres_has_data, tag)
     if needs_data:
         started = time.perf_counter()
         ds = generate(shape)
@@ -174,7 +210,12 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--keep", type=Path, default=None, help="keep (and reuse) the SQLite database here")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep (and reuse) the SQLite database here, and PostgreSQL's as fc_bench_kpi_<shape>",
+    )
     parser.add_argument(
         "--no-record", dest="record", action="store_false", help="print, do not append to RESULTS.md"
     )

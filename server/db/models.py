@@ -695,3 +695,33 @@ class DeviceAssignmentPeriod(Base):
     def _keep_epoch(self, key: str, value: datetime | None) -> datetime | None:
         setattr(self, f"{key}_s", epoch(value))
         return value
+
+
+class KpiStateSegment(Base):
+    """One piece of a device's state timeline as the KPIs see it (migration 0008): from
+    ``start_s`` to the next segment's start (the last one: for ever) the instant belongs to
+    precedence level ``lvl`` (1 unplanned down, 2 external down, 3 planned maintenance,
+    4 running/degraded, 5 unknown), and ``c1``…``c4`` are the device's seconds at level ≤ k
+    before ``start_s`` — prefix sums, so any period's state time is two lookups.
+    Derived data: server/kpi/rollups.py rebuilds it from state_intervals."""
+
+    __tablename__ = "kpi_state_segments"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    start_s: Mapped[float] = mapped_column(Float, primary_key=True)
+    lvl: Mapped[int] = mapped_column(Integer)
+    c1: Mapped[float] = mapped_column(Float)
+    c2: Mapped[float] = mapped_column(Float)
+    c3: Mapped[float] = mapped_column(Float)
+    c4: Mapped[float] = mapped_column(Float)
+
+
+class KpiRollupDirty(Base):
+    """A device whose state intervals changed at or after ``since_s`` since its segments were
+    built; written by database triggers on state_intervals (migration 0008), so every write
+    path is caught. Reports read such a device raw until its rollup is refreshed."""
+
+    __tablename__ = "kpi_rollup_dirty"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    since_s: Mapped[float] = mapped_column(Float)

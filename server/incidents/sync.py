@@ -28,6 +28,7 @@ from server.incidents import priority as prio
 from server.incidents.engine import SEVERITY_RANK, Episode, Fold, Segment
 from server.incidents.evidence import ACTIVE, refresh
 from server.incidents.timeline import SERVER, note
+from server.kpi.rollups import refresh_rollups
 
 __all__ = ["ACTIVE", "EPS", "dt", "episode_span", "flag_external", "store"]
 
@@ -70,6 +71,7 @@ async def store(
     touched = await _store_episodes(session, device_id, fold, reopen_window, now)
     await _mark_external(session, device_id, touched, everything=fold.full)
     await refresh(session, touched, now)
+    await refresh_rollups(session, [device_id])  # the KPI state rollup, from the change on
     return touched
 
 
@@ -160,6 +162,7 @@ async def flag_external(session: AsyncSession, incident: Incident, external: boo
     if incident.restored_s is not None:
         conditions.append(StateInterval.start_s < incident.restored_s - EPS)
     await session.execute(update(StateInterval).where(*conditions).values(external=external))
+    await refresh_rollups(session, [incident.device_id])
 
 
 # -- incidents --------------------------------------------------------------------------------

@@ -37,11 +37,14 @@ from server.incidents.engine import (
     place,
     position_key,
 )
+from server.kpi.rollups import refresh_rollups
 from server.settings import IncidentSettings
 
 __all__ = ["IncidentTracker"]
 
 logger = logging.getLogger(__name__)
+
+ROLLUP_BATCH = 500  # devices whose KPI rollup one sweep rebuilds at most
 
 SWEEP_BATCH = 500
 
@@ -277,6 +280,11 @@ class IncidentTracker:
         while True:
             try:
                 await self.sweep(sessions)
+                # KPI state rollups of devices changed outside the writer (or all of them after
+                # migration 0008), a batch per sweep; reports read such devices raw meanwhile
+                async with sessions() as session:
+                    if await refresh_rollups(session, limit=ROLLUP_BATCH):
+                        await session.commit()
             except Exception:  # a database hiccup must not end the sweeper
                 logger.exception("incident sweep failed; retrying in %.1fs", interval)
             await asyncio.sleep(interval)

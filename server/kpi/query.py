@@ -16,6 +16,9 @@ How the SQL does interval arithmetic on the ``*_s`` epoch columns:
 - **Disjoint intervals** (what the incidents writer stores, docs/incidents.md): when no two
   intervals of a device overlap in the period (one index probe each), the unions are plain
   sums of the clipped pieces per level; the running maxima are only for overlapping data.
+- **Rollups** (:mod:`server.kpi.rollups`): 24x7 pieces of devices whose rollup is up to date
+  take their state time from two prefix-sum lookups, contract-hours pieces from their
+  segments (disjoint: the sum path); devices whose rollup is stale go through the paths above.
 - **Percentiles**: PostgreSQL's ``percentile_cont``; on SQLite the values are fetched (one row
   per incident) and ranked in Python with :func:`server.kpi.intervals.percentile`.
 - **Indexes** (migration 0004): intervals overlapping P are found through (end_s, start_s, …)
@@ -78,8 +81,18 @@ Bounds = tuple[float, float, float, float]
 
 
 class _Query:
-    def __init__(self, session: AsyncSession, spec: ReportSpec, period: Period, cuts: list[Bucket]) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        spec: ReportSpec,
+        period: Period,
+        cuts: list[Bucket],
+        *,
+        rollups: bool = True,
+    ) -> None:
         self.session = session
+        self.rollups = rollups
+        self.part = ""  # the devices_cte restriction: "" all, "rolled" or "raw" (see state_time)
         self.spec = spec
         self.period = period
         self.cuts = cuts
@@ -213,13 +226,22 @@ class _Query:
             if calendars
             else str(CAL_24X7)
         )
+        # a piece of a device whose rollup is up to date is read from kpi_state_segments: by
+        # prefix sums (24x7, "rolled") or segment by segment (contract hours, "contract")
+        clean = "NOT EXISTS (SELECT 1 FROM kpi_rollup_dirty r WHERE r.device_id = p.device_id)"
+        part = {
+            "": "",
+            "rolled": f" AND {cal} = {CAL_24X7} AND {clean}",
+            "contract": f" AND {cal} <> {CAL_24X7} AND {clean}",
+            "raw": f" AND NOT {clean}",
+        }[self.part]
         # one row per device and customer/site period: owned over [pf, dec_s), the period cut
         # at decommissioning, with its customer's calendar
         return f"""
             dv AS {self.d.materialized}(
                 SELECT p.device_id, {self.group("p")} AS g, {cal} AS cal, p.pf, {self.d.least("p.pt", "p.dec_s")} AS dec_s
                 FROM kpi_pieces p
-                WHERE p.kept = 1 AND p.pf < :te AND p.pt > :t0 AND p.pf < p.dec_s
+                WHERE p.kept = 1 AND p.pf < :te AND p.pt > :t0 AND p.pf < p.dec_s{part}
             )"""
 
     async def required_time(self, calendars: dict[int, ContractHours]) -> None:
@@ -240,6 +262,11 @@ class _Query:
         """Intervals overlapping [t0, te) in ``states``, through whichever covering index
         (end_s, start_s, ...) or (start_s, end_s, ...) reads fewer entries."""
         d = self.d
+        if self.part == "raw":  # the few devices the rollups do not serve: through their own index
+            return f"""
+                SELECT {columns} FROM state_intervals s
+                WHERE s.device_id IN (SELECT device_id FROM dv) AND {d.hide("s.start_s")} < :te
+                  AND ({d.hide("s.end_s")} > :t0 OR s.end_s IS NULL) AND {states}"""
         if self.through_end("states", self.period.te, self.period.t0):
             return f"""
                 SELECT {columns} FROM state_intervals s
@@ -302,7 +329,7 @@ class _Query:
         """Nested unions per device and bucket, in one pass; with no contract hours in scope,
         plain arithmetic, else each share's scheduled part through C(x)."""
         contract = bool(calendars)
-        g, lt = self.d.greatest, self.d.least
+        g = self.d.greatest
         maxima = ",\n".join(f"MAX(CASE WHEN lvl <= {k} THEN e END) OVER win AS m{k}" for k in (1, 2, 3, 4))
         # the row's share at level k is [a_k, e), a_k = max(s, M_k), when non-empty
         starts = {k: g("wn.s", f"COALESCE(wn.m{k}, wn.s)") for k in (1, 2, 3, 4)}
@@ -339,9 +366,23 @@ class _Query:
             SELECT wn.g, wn.b,
                    {contributions}
             FROM wn GROUP BY wn.g, wn.b"""
-        if not await self.overlaps():
-            await self.state_sum(calendars)
-            return
+        if self.rollups:
+            await self.state_rolled(calendars)
+            if calendars:
+                await self.state_segments(calendars)
+            if not await self.fetch("dirty", "SELECT 1 FROM kpi_rollup_dirty LIMIT 1"):
+                return
+            self.part = "raw"  # the rest: devices whose rollup is stale
+        try:
+            if not await self.overlaps(calendars):
+                await self.state_sum(calendars)
+                return
+            await self.state_union(calendars, tail, maxima)
+        finally:
+            self.part = ""
+
+    async def state_union(self, calendars: dict[int, ContractHours], tail: str, maxima: str) -> None:
+        g, lt = self.d.greatest, self.d.least
         sql = f"""
             WITH {self.devices_cte(calendars)},
             pc AS ({self.pieces()}
@@ -361,7 +402,10 @@ class _Query:
                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
             ){tail}
         """
-        for g_, b, u1, u2, u3, u4 in await self.fetch("state", sql):
+        self.add_state(await self.fetch("state", sql))
+
+    def add_state(self, rows: Sequence[Any]) -> None:
+        for g_, b, u1, u2, u3, u4 in rows:
             state = self.row(g_, b).state
             assert state is not None
             state.down += u1 or 0.0
@@ -369,31 +413,67 @@ class _Query:
             state.not_up += u3 or 0.0
             state.known += u4 or 0.0
 
-    async def overlaps(self) -> bool:
+    async def state_rolled(self, calendars: dict[int, ContractHours]) -> None:
+        """State time of the 24x7 pieces of devices with an up-to-date rollup
+        (:mod:`server.kpi.rollups`): per piece and bucket [a, e), C_k(e) - C_k(a) from the
+        segments holding a and e (none: before the device's first interval, 0)."""
+        g, lt = self.d.greatest, self.d.least
+
+        def seg(x: str) -> str:
+            return (
+                f"(SELECT s.start_s FROM kpi_state_segments s WHERE s.device_id = rg.device_id "
+                f"AND s.start_s <= rg.{x} ORDER BY s.start_s DESC LIMIT 1)"
+            )
+
+        def cum(alias: str, x: str, k: int) -> str:
+            return f"COALESCE({alias}.c{k} + CASE WHEN {alias}.lvl <= {k} THEN lk.{x} - {alias}.start_s ELSE 0 END, 0)"
+
+        sums = ",\n".join(f"SUM({cum('ze', 'e', k)} - {cum('za', 'a', k)}) AS u{k}" for k in (1, 2, 3, 4))
+        self.part = "rolled"
+        try:
+            sql = f"""
+                WITH {self.devices_cte(calendars)},
+                rg AS (
+                    SELECT dv.device_id, dv.g, kb.b, {g("kb.bs", "dv.pf")} AS a, {lt("kb.be", "dv.dec_s")} AS e
+                    FROM dv JOIN kpi_buckets kb ON kb.bs < dv.dec_s AND kb.be > dv.pf
+                ),
+                lk AS (
+                    SELECT rg.device_id, rg.g, rg.b, rg.a, rg.e, {seg("a")} AS sa, {seg("e")} AS se
+                    FROM rg WHERE rg.e > rg.a
+                )
+                SELECT lk.g, lk.b,
+                       {sums}
+                FROM lk
+                LEFT JOIN kpi_state_segments za ON za.device_id = lk.device_id AND za.start_s = lk.sa
+                LEFT JOIN kpi_state_segments ze ON ze.device_id = lk.device_id AND ze.start_s = lk.se
+                GROUP BY lk.g, lk.b
+            """
+            self.add_state(await self.fetch("state_rolled", sql))
+        finally:
+            self.part = ""
+
+    async def overlaps(self, calendars: dict[int, ContractHours]) -> bool:
         """Whether two intervals of one device overlap in [t0, te): never for the incidents
         writer's intervals (docs/incidents.md), which makes their union a plain sum. One index
-        probe (device_id, start_s) per interval in the period."""
+        probe (device_id, start_s) per interval in the period (of the raw devices only, when
+        the rollups serve the rest)."""
         rows = self.overlapping(
             "s.device_id, s.start_s, s.end_s, s.id",
             "EXISTS (SELECT 1 FROM state_intervals o WHERE o.device_id = s.device_id"
             f" AND o.start_s >= s.start_s AND o.start_s < COALESCE(s.end_s, {OPEN_END})"
             " AND o.start_s < :te AND o.id <> s.id AND (o.end_s IS NULL OR o.end_s > o.start_s))",
         )
-        return bool(await self.fetch("overlaps", f"SELECT 1 FROM ({rows}\n) ov LIMIT 1"))
+        devices = f"WITH {self.devices_cte(calendars)}\n" if self.part == "raw" else ""
+        return bool(await self.fetch("overlaps", f"{devices}SELECT 1 FROM ({rows}\n) ov LIMIT 1"))
 
     async def state_sum(self, calendars: dict[int, ContractHours]) -> None:
         """State time when no two intervals of a device overlap: the pieces are disjoint, so
         each level's union is the sum of its clipped pieces (contract hours: C(e) - C(s))."""
         g, lt = self.d.greatest, self.d.least
-        if calendars:
-            length = f"{self.scheduled_before('wn.e', 'de')} - {self.scheduled_before('wn.s', 'ds')}"
-            days = f"""
-                LEFT JOIN kpi_days ds ON ds.cal = wn.cal AND ds.day = {self.day("wn.s")}
-                LEFT JOIN kpi_days de ON de.cal = wn.cal AND de.day = {self.day("wn.e")}"""
-        else:
-            length, days = "wn.e - wn.s", ""
-        sql = f"""
-            WITH {self.devices_cte(calendars)},
+        await self.sum_levels(
+            "state",
+            calendars,
+            f"""{self.devices_cte(calendars)},
             pc AS ({self.pieces()}
             ),
             wn AS (
@@ -402,16 +482,67 @@ class _Query:
                 FROM pc
                 JOIN dv ON dv.device_id = pc.device_id AND pc.s < dv.dec_s AND pc.e > dv.pf
                 JOIN kpi_buckets kb ON kb.bs < pc.e AND kb.be > pc.s
+            )""",
+        )
+
+    async def state_segments(self, calendars: dict[int, ContractHours]) -> None:
+        """State time of the contract-hours pieces of devices with an up-to-date rollup: their
+        segments (disjoint by construction, a segment ends where the next begins) are the
+        pieces, each counting C(e) - C(s) — the segment holding the piece's start in P, then
+        every segment starting before its end (index ranges on (device_id, start_s))."""
+        g, lt = self.d.greatest, self.d.least
+        lo, hi = g(":t0", "dv.pf"), lt(":te", "dv.dec_s")
+        self.part = "contract"
+        try:
+            await self.sum_levels(
+                "state_segments",
+                calendars,
+                f"""{self.devices_cte(calendars)},
+                hd AS {self.d.materialized}(
+                    SELECT dv.device_id, dv.pf, dv.dec_s, dv.g, dv.cal, {hi} AS hi,
+                           COALESCE((SELECT s.start_s FROM kpi_state_segments s
+                                     WHERE s.device_id = dv.device_id AND s.start_s <= {lo}
+                                     ORDER BY s.start_s DESC LIMIT 1), -{OPEN_END}) AS first
+                    FROM dv WHERE {lo} < {hi}
+                ),
+                sg AS (
+                    SELECT hd.pf, hd.dec_s, hd.g, hd.cal, s.lvl, s.start_s AS s,
+                           COALESCE(LEAD(s.start_s) OVER (PARTITION BY hd.device_id, hd.pf ORDER BY s.start_s),
+                                    {OPEN_END}) AS e
+                    FROM hd JOIN kpi_state_segments s
+                      ON s.device_id = hd.device_id AND s.start_s >= hd.first AND s.start_s < hd.hi
+                ),
+                wn AS (
+                    SELECT sg.g, sg.cal, kb.b, sg.lvl,
+                           {g("sg.s", "kb.bs", "sg.pf")} AS s, {lt("sg.e", "kb.be", "sg.dec_s")} AS e
+                    FROM sg JOIN kpi_buckets kb ON kb.bs < sg.e AND kb.be > sg.s
+                    WHERE sg.lvl <= 4
+                )""",
             )
+        finally:
+            self.part = ""
+
+    async def sum_levels(self, name: str, calendars: dict[int, ContractHours], ctes: str) -> None:
+        """Sum the disjoint pieces ``wn (g, cal, b, lvl, s, e)`` that ``ctes`` ends with, per row
+        and level; a level-k piece counts at level k and every coarser one."""
+        if calendars:
+            length = f"{self.scheduled_before('wn.e', 'de')} - {self.scheduled_before('wn.s', 'ds')}"
+            days = f"""
+                LEFT JOIN kpi_days ds ON ds.cal = wn.cal AND ds.day = {self.day("wn.s")}
+                LEFT JOIN kpi_days de ON de.cal = wn.cal AND de.day = {self.day("wn.e")}"""
+        else:
+            length, days = "wn.e - wn.s", ""
+        sql = f"""
+            WITH {ctes}
             SELECT wn.g, wn.b, wn.lvl, SUM({length})
             FROM wn{days}
             WHERE wn.e > wn.s
             GROUP BY wn.g, wn.b, wn.lvl
         """
-        for g_, b, lvl, total in await self.fetch("state", sql):
+        for g_, b, lvl, total in await self.fetch(name, sql):
             state = self.row(g_, b).state
             assert state is not None
-            # a level-k piece counts at level k and every coarser one: down ⊆ … ⊆ known
+            # down ⊆ down or external ⊆ not up ⊆ known
             if lvl <= 1:
                 state.down += total or 0.0
             if lvl <= 2:
@@ -652,9 +783,12 @@ class _Query:
             self.row(g, b).transient_faults += n
 
 
-async def compute_report(session: AsyncSession, spec: ReportSpec, *, now: datetime | None = None) -> Report:
+async def compute_report(
+    session: AsyncSession, spec: ReportSpec, *, now: datetime | None = None, rollups: bool = True
+) -> Report:
     """The report for ``spec`` from the database behind ``session`` (read-only but for the
-    temporary tables, emptied afterwards)."""
+    temporary tables, emptied afterwards). ``rollups``: state time of up-to-date devices from
+    :mod:`server.kpi.rollups` (the same numbers; False reads every interval)."""
     started = time.perf_counter()
     period = spec.period(now)
     cuts = buckets(period.t0, period.te, spec.grain)
@@ -667,7 +801,7 @@ async def compute_report(session: AsyncSession, spec: ReportSpec, *, now: dateti
             hours = parse_contract_hours(customer.contract_hours, customer.name)
             if hours is not None and (spec.customer is None or customer.id == spec.customer):
                 calendars[customer.id] = hours
-    query = _Query(session, spec, period, cuts)
+    query = _Query(session, spec, period, cuts, rollups=rollups)
     prepared = time.perf_counter()
     await create_temporary_tables(
         session, query.d, cuts=cuts, t0=period.t0, te=period.te, calendars=calendars
