@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from server.api import audit, auth, commands, devices, forecast, guides, health, ingest, kpis, rules, sessions
 from server.api import customers as customers_api
 from server.api import incidents as incidents_api
+from server.api import knowledge as knowledge_api
 from server.api import users as users_api
 
 __all__ = ["API_PREFIX", "api_router"]
@@ -18,6 +19,6 @@ def api_router() -> APIRouter:
         router.include_router(module.router)
     for module in (incidents_api, customers_api):  # incidents, customers and sites
         router.include_router(module.router)
-    for module in (auth, users_api, sessions, guides):  # sign-in, users, remote sessions, guides
+    for module in (auth, users_api, sessions, guides, knowledge_api):  # sign-in, users, sessions, guides, KB
         router.include_router(module.router)
     return router

@@ -177,6 +177,9 @@ async def resolve(
         onsite_at=body.onsite_at,
         visits=body.visits,
         external=body.external,
+        article_id=body.article_id,
+        draft_article=body.draft_article,
+        article_fixed=body.article_fixed,
     )
     return await _detail(session, incident)
 

@@ -221,6 +221,10 @@ class IncidentResolve(_In):
     onsite_at: AwareDatetime | None = None
     visits: int | None = Field(default=None, ge=0, le=1000)
     external: bool | None = Field(default=None, description="Caused outside the equipment (power, network)")
+    # knowledge capture (docs/knowledge.md): link an article, or draft one from this resolution
+    article_id: int | None = Field(default=None, ge=1, description="The knowledge article used")
+    draft_article: bool = Field(default=False, description="Draft an article from this resolution")
+    article_fixed: bool = Field(default=True, description="The linked article's fix worked")
 
 
 class IncidentReopen(_In):

@@ -99,6 +99,14 @@ async def _incident(session: AsyncSession, who: Principal, incident_id: int) -> 
     return incident, device
 
 
+def _origin(guide: Guide) -> str:
+    """Published customer-safe knowledge articles become guides too (server/knowledge/service.py
+    ``sync_guides``, source ``article:<id>``)."""
+    if guide.source.startswith("article:"):
+        return f"knowledge base article #{guide.source.removeprefix('article:')} by {guide.created_by}"
+    return f"authored by {guide.created_by}"
+
+
 async def incident_guides(session: AsyncSession, who: Principal, incident_id: int) -> list[dict[str, Any]]:
     """Authored guides for the incident's fault code and model, then (not for customers) the
     resolution notes of past incidents with that fault code; each says where it came from."""
@@ -115,7 +123,7 @@ async def incident_guides(session: AsyncSession, who: Principal, incident_id: in
             "steps": guide.steps,
             "customer_safe": guide.customer_safe,
             "source": guide.source,
-            "origin": f"authored by {guide.created_by}",
+            "origin": _origin(guide),
             "use_count": guide.use_count,
             "success_count": guide.success_count,
         }

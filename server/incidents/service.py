@@ -32,6 +32,7 @@ from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.incidents import sync
 from server.incidents.timeline import note
+from server.knowledge import capture
 from server.services import audit
 from server.services.users import Principal
 
@@ -315,9 +316,14 @@ async def resolve(
     onsite_at: datetime | None = None,
     visits: int | None = None,
     external: bool | None = None,
+    article_id: int | None = None,
+    draft_article: bool = False,
+    article_fixed: bool = True,
 ) -> Incident:
     """Resolve with a channel; without one it comes from the evidence: a person's successful
-    command → remote, a dispatch or visit → field, guidance → customer; else it must be given."""
+    command → remote, a dispatch or visit → field, guidance → customer; else it must be given.
+    ``article_id`` links a knowledge article (``article_fixed``: its fix worked), or
+    ``draft_article`` drafts one from this resolution (server/knowledge/capture.py)."""
     incident = await get_incident(session, incident_id, lock=True)
     _not_done(incident, "resolve")
     now = utcnow()
@@ -365,6 +371,10 @@ async def resolve(
         evidence=evidence,
     )
     _audit(session, who, "resolved", incident, channel=channel.value, visits=incident.visits)
+    await capture.on_resolve(
+        session, incident, who, article_id=article_id, draft=draft_article, fixed=article_fixed,
+        evidence=evidence, now=now,
+    )  # fmt: skip
     await session.commit()
     return incident
 
@@ -383,6 +393,7 @@ async def reopen(session: AsyncSession, incident_id: int, who: Principal, *, rea
     incident.auto_resolve = False
     note(session, incident, "reopened", actor=who.actor, reason=reason, reopened=incident.reopened)
     _audit(session, who, "reopened", incident, reason=reason)
+    await capture.on_reopen(session, incident, who, utcnow())  # the linked articles did not fix it
     await session.commit()
     return incident
 

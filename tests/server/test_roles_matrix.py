@@ -121,6 +121,16 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/incidents/{incident_id}/guide-runs"): row(A, T, C, pending=True),
     ("POST", "/guide-runs/{run_id}/steps"): row(A, T, C, pending=True),
     ("POST", "/guide-runs/{run_id}/finish"): row(A, T, C, pending=True),
+    # knowledge base (helper H): customers read published customer-safe articles only
+    ("GET", "/knowledge/articles"): row(A, T, O, C),
+    ("POST", "/knowledge/articles"): row(A, T),
+    ("GET", "/knowledge/articles/{article_id}"): row(A, T, O, C),
+    ("PATCH", "/knowledge/articles/{article_id}"): row(A, T),
+    ("POST", "/knowledge/articles/{article_id}/publish"): row(A, T),
+    ("POST", "/knowledge/articles/{article_id}/retire"): row(A, T),
+    ("GET", "/knowledge/search"): row(A, T, O, C),
+    ("GET", "/incidents/{incident_id}/suggestions"): row(A, T, O),
+    ("POST", "/incidents/{incident_id}/suggestions/{article_id}/apply"): row(A, T),
 }
 
 DEVICE = "matrix-dev-1"  # the customer's device: in every role's scope
@@ -133,6 +143,7 @@ DUMMY = {
     "name": "no-such-user",
     "session_id": "ses_nosuchsession",
     "run_id": "999999",
+    "article_id": "999999",
 }
 NAMES = {A: "m-admin", T: "m-tech", O: "m-ops", C: "m-customer", P: "m-prov"}
 QUERY = {"from": "2026-03-02", "to": "2026-03-09"}  # /kpis needs a period; others ignore it

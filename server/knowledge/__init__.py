@@ -1,0 +1,2 @@
+"""The knowledge base (docs/knowledge.md): KCS articles captured when incidents are resolved,
+ranked suggestions for open incidents, search, and customer-safe articles as guides."""
