@@ -45,6 +45,7 @@ bench: system-deps venv
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.agent_footprint
 	$(BIN)/python -m benchmarks.kpi
+	$(BIN)/python -m benchmarks.fleet_scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

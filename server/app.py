@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 import protocol
 from fleetcare import __version__
+from server import clock as server_clock
 from server.api import api_router
 from server.api.errors import install_error_handlers
 from server.db import create_engine, create_sessionmaker, run_migrations
@@ -125,6 +126,8 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
 
 
 def create_app(settings: ServerSettings, *, migrate: bool = True) -> FastAPI:
+    server_clock.configure(server_clock.from_settings(settings.simulation))  # [simulation] (server/clock.py)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with start_runtime(settings, migrate=migrate) as runtime:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -42,6 +43,7 @@ __all__ = [
     "MqttSettings",
     "ServerSettings",
     "SessionSettings",
+    "SimulationSettings",
     "load_settings",
     "sync_database_url",
 ]
@@ -205,6 +207,22 @@ class KpiSettings(_Section):
     clear by itself) would have taken: travel plus repair. "Downtime avoided" is measured against it."""
 
 
+class SimulationSettings(_Section):
+    """Simulated time for accelerated runs (docs/simulators.md#simulated-time), off by default:
+    the server's "now" is ``epoch + (time.time() - real_anchor) * speed``."""
+
+    enabled: bool = False
+    epoch: AwareDatetime | None = None  # the simulated time at real_anchor
+    real_anchor: float = Field(default=0.0, ge=0)  # Unix time (s) at which the simulation was at epoch
+    speed: float = Field(default=1.0, gt=0, le=1e6)
+
+    @model_validator(mode="after")
+    def _complete(self) -> SimulationSettings:
+        if self.enabled and (self.epoch is None or self.real_anchor <= 0):
+            raise ValueError("epoch and real_anchor are required when simulation is enabled")
+        return self
+
+
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FLEETCARE_",
@@ -226,6 +244,7 @@ class ServerSettings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     kpi: KpiSettings = Field(default_factory=KpiSettings)
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings)
     log_level: str = "INFO"
 
     @field_validator("database_url")

@@ -10,6 +10,11 @@ the broker, the pinned command-signing key, no psutil metrics (thousands of agen
 process would each measure the same machine). Agents start a little apart (``start_interval``)
 so a large fleet does not hit the broker with every TLS handshake at once. One agent failing
 (e.g. its certificate was revoked) is logged and counted; the others go on.
+
+Printers are the default; any equipment kind comes in through ``members`` (a :class:`Member`
+per device: id, plugin, site, the actions its owner allows), as scenarios do
+(``simulators/run.py``). ``command_clock`` (default: the wall clock) checks command validity:
+an accelerated run whose server signs on simulated time passes the same simulated clock.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -25,12 +30,13 @@ from typing import Any, Self
 from agent.clock import Clock, SystemClock
 from agent.config import DEFAULT_ALLOWED_ACTIONS, AgentSettings, BrokerSettings, PolicySettings, TlsSettings
 from agent.link import LinkState
+from agent.plugin import EquipmentPlugin
 from agent.runtime import AgentRuntime
 from certs import PkiDir, issue_device_cert
 from protocol import validate_device_id
 from simulators.printer import PrinterPlugin
 
-__all__ = ["PRINTER_ACTIONS", "FleetProgress", "SimulatedFleet", "device_ids"]
+__all__ = ["PRINTER_ACTIONS", "FleetProgress", "Member", "SimulatedFleet", "device_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,17 @@ def device_ids(prefix: str, count: int) -> list[str]:
     """``prefix-0001`` … ``prefix-<count>`` (at least four digits, so ids sort naturally)."""
     width = max(4, len(str(count)))
     return [validate_device_id(f"{prefix}-{i:0{width}d}") for i in range(1, count + 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One device of a mixed fleet: its id, its equipment plugin, its site and the actions its
+    owner allows (exact names, so disruptive ones are enabled too)."""
+
+    device_id: str
+    plugin: EquipmentPlugin
+    site: str = ""
+    allowed_actions: Sequence[str] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,23 +93,30 @@ class SimulatedFleet:
         allowed_actions: Sequence[str] | None = None,
         start_interval: float = 0.01,
         shutdown_grace: float = 1.0,
+        members: Sequence[Member] | None = None,
+        command_clock: Clock | None = None,
     ) -> None:
+        if members is not None:
+            count = len(members)
         if count < 1:
             raise ValueError(f"a fleet needs at least one device, got {count}")
         self.pki = pki
         self.broker_host = broker_host
         self.broker_port = broker_port
-        self.device_ids = device_ids(prefix, count)
+        self.members = {m.device_id: m for m in members or ()}
+        self.device_ids = list(self.members) if members is not None else device_ids(prefix, count)
         self.data_root = Path(data_root)
         self.telemetry_interval = telemetry_interval
         self.printer_options = dict(printer_options or {})
         self.seed = seed
         self.clock: Clock = clock or SystemClock()
+        self.command_clock: Clock = command_clock or SystemClock()
         self.allowed_actions = list(allowed_actions or (*DEFAULT_ALLOWED_ACTIONS, *PRINTER_ACTIONS))
         self.start_interval = start_interval
         self.shutdown_grace = shutdown_grace
         self.agents: dict[str, AgentRuntime] = {}
         self.printers: dict[str, PrinterPlugin] = {}
+        self.machines: dict[str, EquipmentPlugin] = {}  # every device's plugin, printers included
         self.failures: dict[str, BaseException] = {}
         self._base_seq: dict[str, int] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -106,6 +130,8 @@ class SimulatedFleet:
                 issue_device_cert(self.pki, device_id, overwrite=True)
 
     def settings_for(self, device_id: str, index: int) -> AgentSettings:
+        member = self.members.get(device_id)
+        allowed = [*DEFAULT_ALLOWED_ACTIONS, *member.allowed_actions] if member else self.allowed_actions
         return AgentSettings(
             device_id=device_id,
             broker=BrokerSettings(host=self.broker_host, port=self.broker_port),
@@ -117,8 +143,8 @@ class SimulatedFleet:
             server_key_file=self.pki.signing_pub,
             data_dir=self.data_root / device_id,
             telemetry_interval=self.telemetry_interval,
-            policy=PolicySettings(allowed_actions=self.allowed_actions),
-            site=SITES[index % len(SITES)],
+            policy=PolicySettings(allowed_actions=allowed),
+            site=member.site if member and member.site else SITES[index % len(SITES)],
             collect_system_metrics=False,
             shutdown_grace=self.shutdown_grace,
         )
@@ -134,13 +160,20 @@ class SimulatedFleet:
     async def __aenter__(self) -> Self:
         await asyncio.to_thread(self._ensure_certificates)
         for index, device_id in enumerate(self.device_ids):
-            printer = self._printer_for(device_id, index)
-            self.printers[device_id] = printer
+            member = self.members.get(device_id)
+            machine: EquipmentPlugin
+            if member is not None:
+                machine = member.plugin
+            else:
+                machine = self.printers[device_id] = self._printer_for(device_id, index)
+            if isinstance(machine, PrinterPlugin):
+                self.printers[device_id] = machine
+            self.machines[device_id] = machine
             self.agents[device_id] = AgentRuntime(
                 self.settings_for(device_id, index),
-                plugins=[printer],
+                plugins=[machine],
                 clock=self.clock,
-                command_clock=SystemClock(),
+                command_clock=self.command_clock,
             )
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()

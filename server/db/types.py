@@ -9,6 +9,8 @@ from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Integer
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
+from server import clock
+
 __all__ = ["BigId", "Json", "UtcDateTime", "utcnow"]
 
 # BIGINT on PostgreSQL; INTEGER on SQLite, where only "INTEGER PRIMARY KEY" autoincrements.
@@ -17,7 +19,7 @@ Json = JSON().with_variant(JSONB(), "postgresql")
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()  # the wall clock, or simulated time (server/clock.py)
 
 
 class UtcDateTime(TypeDecorator[datetime]):

@@ -280,6 +280,7 @@ class CommandService:
                     issuer=principal.name,
                     ttl=timeout,
                     session_id=session_id,
+                    now=utcnow(),  # simulated time in accelerated runs (server/clock.py)
                 )
             except pydantic.ValidationError as exc:
                 err = exc.errors(include_url=False)[0]

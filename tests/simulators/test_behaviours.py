@@ -1,0 +1,102 @@
+"""Behaviour helpers that need no server: the runbook per device, claims, seeded decisions,
+and the server's injectable clock."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from server import clock as server_clock
+from server.db.types import utcnow
+from server.errors import ConfigError
+from server.settings import load_settings
+from simulators.behaviours import Person, World, claim_key, fault_models, guided_fix
+from simulators.chiller import ChillerPlugin
+from simulators.clock import AnchoredClock
+from simulators.printer import PAPER_JAM, PrinterPlugin
+
+
+def _world(machines: dict[str, Any], seed: int = 1) -> World:
+    client = httpx.AsyncClient()
+    person = Person("desk", client, "t")
+    return World(
+        clock=AnchoredClock(1.0, datetime(2026, 1, 1, tzinfo=UTC)),
+        remote_maintenance=True,
+        desk=person,
+        technicians=[person],
+        customers={},
+        machines=machines,
+        approve_consent=lambda *_: None,
+        guides={},
+        seed=seed,
+    )
+
+
+def test_the_runbook_comes_from_the_fault_models() -> None:
+    chiller = ChillerPlugin("c-1", {"seed": 1})
+    models = fault_models(chiller)
+    assert models["COMPRESSOR_TRIP"].remote_fixes
+    assert models["BEARING_FAILURE"].field_only
+    printer = PrinterPlugin("p-1", {"seed": 1})
+    jam = fault_models(printer)[PAPER_JAM.code]
+    assert [f.action for f in jam.remote_fixes] == ["printer.clear_jam"]
+    assert jam.guided_fixes
+    world = _world({"c-1": chiller})
+    assert world.model_for("c-1", "SENSOR_DRIFT") is models["SENSOR_DRIFT"]
+    assert world.model_for("c-1", None) is None
+    assert world.model_for("nope", "SENSOR_DRIFT") is None
+
+
+def test_a_guided_fix_clears_only_an_active_fault_and_is_seeded() -> None:
+    outcomes = []
+    for _ in range(2):
+        chiller = ChillerPlugin("c-1", {"seed": 5})
+        world = _world({"c-1": chiller})
+        assert guided_fix(chiller, "COMPRESSOR_TRIP", 0, world.rng("x")) is False  # nothing active
+        results = []
+        for _ in range(20):
+            chiller.inject_fault("COMPRESSOR_TRIP")
+            results.append(guided_fix(chiller, "COMPRESSOR_TRIP", 0, world.rng("x")))
+            chiller.clear_fault("COMPRESSOR_TRIP")
+        outcomes.append(results)
+    assert outcomes[0] == outcomes[1]
+    assert any(outcomes[0])
+    assert not all(outcomes[0])
+    printer = PrinterPlugin("p-1", {"seed": 1})
+    printer.inject_fault(PAPER_JAM.code)
+    world = _world({"p-1": printer})
+    tries = [guided_fix(printer, PAPER_JAM.code, 0, world.rng("p", i)) for i in range(30)]
+    assert any(tries)
+    assert printer.jam is None
+
+
+def test_claims_are_per_episode_and_decisions_are_seeded() -> None:
+    assert claim_key({"id": 4, "reopened": 0}) != claim_key({"id": 4, "reopened": 1})
+    world = _world({})
+    assert world.rng("a", 1).random() == world.rng("a", 1).random()
+    assert world.rng("a", 1).random() != _world({}, seed=2).rng("a", 1).random()
+
+
+def test_the_server_clock_follows_the_simulation_section() -> None:
+    epoch = datetime(2030, 6, 1, tzinfo=UTC)
+    settings = load_settings(
+        None,
+        mqtt={"enabled": False},
+        simulation={"enabled": True, "epoch": epoch.isoformat(), "real_anchor": time.time(), "speed": 1000.0},
+    )
+    simulated = server_clock.from_settings(settings.simulation)
+    assert simulated is not None
+    try:
+        server_clock.configure(simulated)
+        now = utcnow()
+        assert epoch <= now < epoch + timedelta(hours=2)
+    finally:
+        server_clock.configure(None)
+    assert abs((utcnow() - datetime.now(UTC)).total_seconds()) < 5
+    assert server_clock.from_settings(load_settings(None, mqtt={"enabled": False}).simulation) is None
+    with pytest.raises(ConfigError, match="simulation"):
+        load_settings(None, mqtt={"enabled": False}, simulation={"enabled": True})
