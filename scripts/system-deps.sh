@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install the Debian packages fleetcare needs, only those that are missing.
-# mosquitto: the broker the tests and the demo start; postgresql: the second database backend.
+# mosquitto: the broker the tests and the demo start; postgresql: the second database backend;
+# chromium: the headless browser of the web console's tests (Playwright drives /usr/bin/chromium).
 set -euo pipefail
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v pg_isready >/dev/null 2>&1 || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then

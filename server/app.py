@@ -32,6 +32,7 @@ from server.services.commands import CommandService
 from server.services.rules import run_rule_evaluator
 from server.sessions.service import SessionService
 from server.settings import ServerSettings
+from server.web import install_web
 
 __all__ = ["create_app", "load_signer", "start_runtime"]
 
@@ -148,5 +149,6 @@ def create_app(settings: ServerSettings, *, migrate: bool = True) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.include_router(api_router())
+    install_web(app)  # the web console at / and its /static files (server/web, docs/web.md)
     install_error_handlers(app)
     return app

@@ -1,0 +1,498 @@
+"""The console's pages. Each page names the API endpoint it stands for: :func:`auth.gate` runs
+that endpoint's role check, and the data comes from the endpoint itself (called as a function:
+same scope, same KPI engine, same validation) or from ``server.web.queries`` with the caller's
+``access`` scope. Errors become HTML pages; an expired sign-in goes back to the sign-in form."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from server import clock
+from server.api import audit as audit_api
+from server.api import incidents as incidents_api
+from server.api import kpis as kpis_api
+from server.api import sessions as sessions_api
+from server.api.deps import RuntimeDep, SessionDep
+from server.api.service_schemas import IncidentAssign, IncidentResolve
+from server.db.models import Channel, Device, DeviceState, StateInterval
+from server.errors import InvalidInput, ServerError, Unauthorized
+from server.incidents import service as incident_service
+from server.incidents.service import IncidentFilter
+from server.kpi.definitions import DEFINITIONS
+from server.kpi.export import human, parse_time
+from server.services import access, fleet, users
+from server.web import auth
+from server.web.auth import WebUser
+from server.web.queries import FLEET_SORTS, FleetQuery, filter_options, fleet_page, open_by_priority
+
+__all__ = ["SELF_RESOLUTION_TARGET", "router", "templates"]
+
+logger = logging.getLogger(__name__)
+
+SELF_RESOLUTION_TARGET = 0.8
+"""The dashboard's target line for the self-resolution rate (shared/KPIS.md)."""
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.globals["human"] = human
+templates.env.globals["DEFINITIONS"] = DEFINITIONS
+
+
+def _when(value: datetime | None) -> str:
+    return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+templates.env.filters["when"] = _when
+
+
+class WebRoute(APIRoute):
+    """Server errors as HTML pages (the API's handlers answer JSON); 401 → the sign-in form."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Unauthorized:
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                if request.headers.get("hx-request"):
+                    return Response(status_code=204, headers={"HX-Redirect": "/login"})
+                return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+            except ServerError as exc:
+                return templates.TemplateResponse(
+                    request,
+                    "error.html",
+                    {"status": exc.status, "message": exc.message, "user": None},
+                    status_code=exc.status,
+                )
+
+        return handle
+
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a local path: never redirect off the server after sign-in."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+def _int(value: str | None, field: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"{field}: {value!r} is not a number", field=field) from None
+
+
+async def _page(request: Request, name: str, web: auth.WebSession, **context: Any) -> HTMLResponse:
+    nav = {
+        "dashboard": await auth.allowed(kpis_api.get_kpis, web.principal),
+        "audit": await auth.allowed(audit_api.list_audit, web.principal, "_user"),
+    }
+    return templates.TemplateResponse(
+        request, name, {"user": web.principal, "csrf": web.csrf, "nav": nav, **context}
+    )
+
+
+# --- sign-in ------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request, next: str | None = None) -> Response:
+    token = auth.new_login_csrf()
+    response = templates.TemplateResponse(
+        request, "login.html", {"user": None, "csrf": token, "next": _safe_next(next), "error": None}
+    )
+    response.set_cookie(auth.LOGIN_CSRF_COOKIE, token, path="/login", httponly=True, samesite="strict")
+    return response
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> Response:
+    form = await auth.form_data(request)
+    target = _safe_next(form.get("next"))
+    expected = request.cookies.get(auth.LOGIN_CSRF_COOKIE, "")
+    error: str | None = None
+    if not expected or form.get("csrf") != expected:
+        error = "The sign-in form expired; please try again."
+    else:
+        try:
+            issued, _user = await users.login(
+                session,
+                form.get("username", ""),
+                form.get("password", ""),
+                ttl=timedelta(seconds=runtime.settings.auth.login_token_ttl),
+                source=request.client.host if request.client else None,
+            )
+        except Unauthorized:
+            error = "Wrong user name or password."
+        else:
+            signed_in = RedirectResponse(target, status_code=303)
+            auth.set_session(signed_in, request, issued.token, int(runtime.settings.auth.login_token_ttl))
+            signed_in.delete_cookie(auth.LOGIN_CSRF_COOKIE, path="/login")
+            return signed_in
+    token = auth.new_login_csrf()
+    response = templates.TemplateResponse(
+        request,
+        "login.html",
+        {"user": None, "csrf": token, "next": target, "error": error, "username": form.get("username", "")},
+        status_code=401,
+    )
+    response.set_cookie(auth.LOGIN_CSRF_COOKIE, token, path="/login", httponly=True, samesite="strict")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, session: SessionDep, web: WebUser) -> Response:
+    auth.check_csrf(web, await auth.form_data(request))
+    if web.principal.token_id is not None:
+        await users.revoke_token_id(session, web.principal.token_id, actor=web.principal.actor)
+    response = RedirectResponse("/login", status_code=303)
+    auth.clear_session(response)
+    return response
+
+
+# --- dashboard ----------------------------------------------------------------------------
+
+
+def _default_period() -> tuple[str, str]:
+    """The last four whole weeks up to today (UTC), to tomorrow: today counts up to now."""
+    end = clock.now().astimezone(UTC).date() + timedelta(days=1)
+    return (end - timedelta(days=28)).isoformat(), end.isoformat()
+
+
+TILES = (
+    "availability",
+    "downtime_s",
+    "mtrs_mean_s",
+    "self_resolution_rate",
+    "remote_usage_rate",
+    "dispatches_avoided",
+)
+
+
+def _chart_series(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Weekly buckets for uPlot: x (epoch s), downtime hours, self-resolution %."""
+    xs, downtime, selfres = [], [], []
+    for row in rows:
+        values = row["kpis"]
+        xs.append(parse_time(row["from"], "from").timestamp())
+        dt = values.get("downtime_s")
+        downtime.append(None if dt is None else round(dt / 3600.0, 2))
+        rate = values.get("self_resolution_rate")
+        selfres.append(None if rate is None else round(100.0 * rate, 1))
+    return {"x": xs, "downtime_h": downtime, "self_resolution_pct": selfres}
+
+
+async def _kpi_args(request: Request) -> dict[str, Any]:
+    params = request.query_params
+    start, end = _default_period()
+    return {
+        "from_": params.get("from") or start,
+        "to": params.get("to") or end,
+        "customer": _int(params.get("customer"), "customer"),
+        "site": _int(params.get("site"), "site"),
+        "model": params.get("model") or None,
+    }
+
+
+@router.get("/", response_class=HTMLResponse)
+async def dashboard(request: Request, session: SessionDep, runtime: RuntimeDep, web: WebUser) -> Response:
+    user = await auth.gate(kpis_api.get_kpis, web.principal)
+    args = await _kpi_args(request)
+    report = await kpis_api.get_kpis(session=session, runtime=runtime, user=user, definitions=False, **args)
+    weekly = await kpis_api.get_kpis(
+        session=session, runtime=runtime, user=user, definitions=False, group_by="week", **args
+    )
+    values: dict[str, Any] = report["rows"][0]["kpis"] if report["rows"] else {}
+    scope = access.device_condition(await access.scope_for(session, user))
+    customer = report["filters"].get("customer")  # the customer the caller's scope imposed
+    by_priority = await open_by_priority(
+        session,
+        IncidentFilter(customer_id=customer, site_id=args["site"], model=args["model"]),
+        scope=scope,
+    )
+    customers, sites, models = await filter_options(session, scope)
+    query = {k: v for k, v in {**args, "from": args["from_"]}.items() if v is not None and k != "from_"}
+    return await _page(
+        request,
+        "dashboard.html",
+        web,
+        period=report["period"],
+        args=args,
+        customer=customer,
+        values=values,
+        tiles=TILES,
+        target=SELF_RESOLUTION_TARGET,
+        by_priority=by_priority,
+        customers=customers,
+        sites=sites,
+        models=models,
+        csv_url="/dashboard.csv?" + urlencode(query),
+        chart=json.dumps(_chart_series(weekly["rows"])),
+    )
+
+
+@router.get("/dashboard.csv")
+async def dashboard_csv(request: Request, session: SessionDep, runtime: RuntimeDep, web: WebUser) -> Any:
+    """The API's own CSV of what the dashboard shows (a link cannot send a bearer token)."""
+    user = await auth.gate(kpis_api.get_kpis, web.principal)
+    return await kpis_api.get_kpis(
+        session=session, runtime=runtime, user=user, format="csv", **(await _kpi_args(request))
+    )
+
+
+# --- fleet --------------------------------------------------------------------------------
+
+PAGE_SIZE = 50
+STATES = [state.value for state in DeviceState]
+
+
+def _fleet_query(request: Request) -> FleetQuery:
+    params = request.query_params
+    page = max(1, _int(params.get("page"), "page") or 1)
+    online = params.get("online")
+    sort = params.get("sort") or "id"
+    if sort not in FLEET_SORTS:
+        raise InvalidInput(f"sort: {sort!r} is not one of {', '.join(FLEET_SORTS)}", field="sort")
+    return FleetQuery(
+        q=(params.get("q") or "").strip()[:128] or None,
+        customer=_int(params.get("customer"), "customer"),
+        site=_int(params.get("site"), "site"),
+        model=params.get("model") or None,
+        state=params.get("state") or None,
+        online=None if online in (None, "") else online == "1",
+        sort=sort,
+        descending=params.get("dir") == "desc",
+        limit=PAGE_SIZE,
+        offset=(page - 1) * PAGE_SIZE,
+    )
+
+
+async def _fleet_context(request: Request, session: SessionDep, web: auth.WebSession) -> dict[str, Any]:
+    where = _fleet_query(request)
+    scope = access.device_condition(await access.scope_for(session, web.principal))
+    rows, total = await fleet_page(session, where, scope=scope)
+    params = {k: v for k, v in request.query_params.items() if v and k != "page"}
+    page = where.offset // PAGE_SIZE + 1
+
+    def link(**changes: Any) -> str:
+        merged = {**params, **{k: str(v) for k, v in changes.items()}}
+        return "?" + urlencode({k: v for k, v in merged.items() if v})
+
+    return {
+        "rows": rows,
+        "total": total,
+        "where": where,
+        "page": page,
+        "pages": max(1, -(-total // PAGE_SIZE)),
+        "link": link,
+        "query": urlencode(params | {"page": str(page)}),
+    }
+
+
+@router.get("/fleet", response_class=HTMLResponse)
+async def fleet_page_view(request: Request, session: SessionDep, web: WebUser) -> Response:
+    context = await _fleet_context(request, session, web)
+    if request.headers.get("hx-request"):
+        return templates.TemplateResponse(request, "_fleet_table.html", context)
+    scope = access.device_condition(await access.scope_for(session, web.principal))
+    customers, sites, models = await filter_options(session, scope)
+    return await _page(
+        request,
+        "fleet.html",
+        web,
+        customers=customers,
+        sites=sites,
+        models=models,
+        states=STATES,
+        **context,
+    )
+
+
+# --- device -------------------------------------------------------------------------------
+
+
+def _bands(intervals: list[StateInterval], start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """State intervals clipped to [start, end) as percentages of the width, for the timeline."""
+    span = (end - start).total_seconds()
+    out = []
+    for interval in intervals:
+        a = max(interval.start, start)
+        b = min(interval.end or end, end)
+        if b <= a:
+            continue
+        out.append(
+            {
+                "state": interval.state,
+                "left": round(100 * (a - start).total_seconds() / span, 3),
+                "width": round(100 * (b - a).total_seconds() / span, 3),
+                "title": f"{interval.state}: {_when(a)} to {_when(b)}",
+            }
+        )
+    return out
+
+
+@router.get("/devices/{device_id}", response_class=HTMLResponse)
+async def device_view(device_id: str, request: Request, session: SessionDep, web: WebUser) -> Response:
+    device: Device = await access.check_device(session, web.principal, device_id)
+    days = min(90, max(1, _int(request.query_params.get("days"), "days") or 7))
+    end = clock.now()
+    start = end - timedelta(days=days)
+    intervals = list(
+        await session.scalars(
+            select(StateInterval)
+            .where(
+                StateInterval.device_id == device_id,
+                StateInterval.start_s < end.timestamp(),
+                (StateInterval.end_s.is_(None)) | (StateInterval.end_s > start.timestamp()),
+            )
+            .order_by(StateInterval.start_s)
+        )
+    )
+    events, _ = await fleet.list_events(session, device_id, limit=20)
+    incidents, _ = await incident_service.list_incidents(
+        session, IncidentFilter(device_id=device_id), limit=20
+    )
+    return await _page(
+        request,
+        "device.html",
+        web,
+        device=device,
+        days=days,
+        start=start,
+        end=end,
+        bands=_bands(intervals, start, end),
+        events=events,
+        incidents=[incident for incident, _ in incidents],
+        inventory=json.dumps(device.inventory or {}, indent=2, sort_keys=True),
+    )
+
+
+# --- incident -----------------------------------------------------------------------------
+
+
+@router.get("/incidents/{incident_id}", response_class=HTMLResponse)
+async def incident_view(incident_id: int, request: Request, session: SessionDep, web: WebUser) -> Response:
+    user = await auth.gate(incidents_api.get_incident, web.principal)
+    detail = await incidents_api.get_incident(incident_id, session, user)
+    return await _page(
+        request,
+        "incident.html",
+        web,
+        incident=detail,
+        channels=[c.value for c in Channel],
+        can_act=await auth.allowed(incidents_api.resolve, user),
+        can_session=await auth.allowed(sessions_api.open_session, user),
+    )
+
+
+@router.post("/incidents/{incident_id}/{action}")
+async def incident_action(
+    incident_id: int, action: str, *, request: Request, session: SessionDep, runtime: RuntimeDep, web: WebUser
+) -> Response:
+    """Acknowledge, assign, resolve (with channel and notes) or open a remote session."""
+    form = await auth.form_data(request)
+    auth.check_csrf(web, form)
+    here = RedirectResponse(f"/incidents/{incident_id}", status_code=303)
+    try:
+        if action == "ack":
+            user = await auth.gate(incidents_api.acknowledge, web.principal)
+            await incidents_api.acknowledge(incident_id, session, user, None)
+        elif action == "assign":
+            user = await auth.gate(incidents_api.assign, web.principal)
+            body = IncidentAssign(user=form.get("user") or user.name, note=form.get("note", ""))
+            await incidents_api.assign(incident_id, body, session, user)
+        elif action == "resolve":
+            user = await auth.gate(incidents_api.resolve, web.principal)
+            resolve = IncidentResolve.model_validate(
+                {
+                    "channel": form.get("channel") or None,
+                    "cause": form.get("cause", ""),
+                    "resolution": form.get("resolution", ""),
+                }
+            )
+            await incidents_api.resolve(incident_id, resolve, session, user)
+        elif action == "session":
+            user = await auth.gate(sessions_api.open_session, web.principal)
+            incident = await incidents_api.get_incident(
+                incident_id, session, await auth.gate(incidents_api.get_incident, user)
+            )
+            opened = await sessions_api.open_session(
+                sessions_api.SessionCreate(
+                    device_id=incident.device_id, incident_id=incident_id, reason=form.get("reason", "")
+                ),
+                runtime,
+                user,
+            )
+            return RedirectResponse(f"/sessions/{opened.id}", status_code=303)
+        else:
+            raise InvalidInput(
+                f"action: {action!r} is not one of ack, assign, resolve, session", field="action"
+            )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise InvalidInput(f"{field}: {first['msg']}", field=field) from None
+    return here
+
+
+# --- remote session console -------------------------------------------------------------
+
+
+@router.get("/sessions/{session_id}", response_class=HTMLResponse)
+async def session_view(session_id: str, request: Request, runtime: RuntimeDep, web: WebUser) -> Response:
+    user = await auth.gate(sessions_api.get_session, web.principal)
+    remote = await sessions_api.get_session(session_id, runtime, user)
+    return await _page(request, "session.html", web, remote=remote)
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+@router.get("/audit", response_class=HTMLResponse)
+async def audit_view(request: Request, session: SessionDep, web: WebUser) -> Response:
+    user = await auth.gate(audit_api.list_audit, web.principal, "_user")
+    params = request.query_params
+    page = max(1, _int(params.get("page"), "page") or 1)
+    since, until = params.get("since"), params.get("until")
+    entries = await audit_api.list_audit(
+        session=session,
+        _user=user,
+        actor=params.get("actor") or None,
+        action=params.get("action") or None,
+        target=params.get("target") or None,
+        since=parse_time(since, "since") if since else None,
+        until=parse_time(until, "until") if until else None,
+        limit=PAGE_SIZE,
+        offset=(page - 1) * PAGE_SIZE,
+    )
+    rest = {k: v for k, v in params.items() if v and k != "page"}
+    return await _page(
+        request,
+        "audit.html",
+        web,
+        entries=entries,
+        params=params,
+        page=page,
+        pages=max(1, -(-entries.total // PAGE_SIZE)),
+        rest=urlencode(rest),
+        today=date.today().isoformat(),
+    )
