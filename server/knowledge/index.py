@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import Article, ArticleState
+from server.db.models import Article, ArticleLink, ArticleState, Incident
 from server.knowledge import text
 
 __all__ = ["ArticleIndex", "Entry", "current", "invalidate", "parse_version"]
@@ -41,6 +41,7 @@ class Entry:
     use_count: int
     success_count: int
     firmware_range: tuple[tuple[int, ...] | None, tuple[int, ...] | None] = (None, None)
+    learned: frozenset[str] = frozenset()  # of ``codes``: not the article's, its fixed incidents'
 
     @property
     def success_rate(self) -> float:
@@ -72,18 +73,28 @@ class ArticleIndex:
     unseen_idf: float = 1.0
 
     @classmethod
-    def build(cls, articles: Iterable[Article], stamp: tuple[int, datetime | None]) -> ArticleIndex:
+    def build(
+        cls,
+        articles: Iterable[Article],
+        stamp: tuple[int, datetime | None],
+        learned: Mapping[int, Iterable[str]] | None = None,
+    ) -> ArticleIndex:
+        """``learned``: per article, the fault codes of incidents it fixed — an article written
+        from a customer's report (no code) is found by the code its later incidents carried."""
         rows = list(articles)
+        learned = learned or {}
         term_lists = [text.tokens(article_text(a.title, a.symptom)) for a in rows]
         idf, n = text.idf(term_lists)
         index = cls(stamp=stamp, idf=idf, unseen_idf=text_unseen(n))
         for article, terms in zip(rows, term_lists, strict=True):
+            own = frozenset(article.fault_codes or ())
+            extra = frozenset(learned.get(article.id, ())) - own
             entry = Entry(
                 id=article.id,
                 title=article.title,
                 type=article.type,
                 models=frozenset(article.models or ()),
-                codes=frozenset(article.fault_codes or ()),
+                codes=own | extra,
                 firmware_min=article.firmware_min,
                 firmware_max=article.firmware_max,
                 signature=dict(article.signature or {}),
@@ -93,6 +104,7 @@ class ArticleIndex:
                 use_count=article.use_count,
                 success_count=article.success_count,
                 firmware_range=(parse_version(article.firmware_min), parse_version(article.firmware_max)),
+                learned=extra,
             )
             index.entries[entry.id] = entry
             for code in entry.codes:
@@ -138,6 +150,26 @@ async def _stamp(session: AsyncSession) -> tuple[int, datetime | None]:
     return int(row[0] or 0), row[1]
 
 
+async def _learned_codes(session: AsyncSession) -> dict[int, set[str]]:
+    """Per published article, the fault codes of the incidents it fixed (one grouped query)."""
+    rows = await session.execute(
+        select(ArticleLink.article_id, Incident.fault_code)
+        .join(Incident, Incident.id == ArticleLink.incident_id)
+        .join(Article, Article.id == ArticleLink.article_id)
+        .where(
+            ArticleLink.fixed.is_(True),
+            Incident.fault_code.is_not(None),
+            Article.state == ArticleState.PUBLISHED.value,
+        )
+        .group_by(ArticleLink.article_id, Incident.fault_code)
+    )
+    learned: dict[int, set[str]] = {}
+    for article_id, code in rows:
+        if code:
+            learned.setdefault(article_id, set()).add(code)
+    return learned
+
+
 async def current(session: AsyncSession) -> ArticleIndex:
     """The index of published articles in ``session``'s database, rebuilt if the table changed."""
     key = str(session.get_bind().engine.url)
@@ -149,7 +181,9 @@ async def current(session: AsyncSession) -> ArticleIndex:
         cached = _cache.get(key)
         if cached is not None and cached.stamp == stamp:
             return cached
-        rows = await session.scalars(select(Article).where(Article.state == ArticleState.PUBLISHED.value))
-        index = ArticleIndex.build(rows, stamp)
+        rows = list(
+            await session.scalars(select(Article).where(Article.state == ArticleState.PUBLISHED.value))
+        )
+        index = ArticleIndex.build(rows, stamp, await _learned_codes(session))
         _cache[key] = index
         return index

@@ -3,12 +3,16 @@
 Ranking (docs/knowledge.md): a published article's **environment tier** comes first —
 
     4 same model and fault code · 3 any-model article, same fault code · 2 same fault code,
-    other model · 1 same or any model, no fault code in common · 0 none
+    other model, or an article without any fault code · 1 same or any model, no fault code in
+    common · 0 none
 
-— and within a tier ``success_rate * (0.2 + 0.4 * signature + 0.4 * text)`` orders them, where
+(an article's codes include those of the incidents it fixed: server/knowledge/index.py) — and
+within a tier ``success_rate * prior * (0.2 + 0.4 * signature + 0.4 * text)`` orders them, where
 *signature* is the cosine between the incident's abnormal metrics and the article's
 (server/knowledge/signature.py), *text* the TF-IDF cosine of the incident's symptom with the
-article's title and symptom, and *success_rate* = (successes + 1) / (uses + 2). A firmware
+article's title and symptom, *success_rate* = (successes + 1) / (uses + 2) and *prior* =
+sqrt((successes + 1) / (the tier's most successes + 1)): of two fixes for the same fault, the
+one that worked more often first (benchmarks/kb_quality.py). A firmware
 outside the article's range halves it. Only published articles are ranked (never drafts or
 retired ones); an article of tier ≤ 1 is offered only if its signature or text matches.
 """
@@ -16,6 +20,7 @@ retired ones); an article of tier ≤ 1 is offered only if its signature or text
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -98,21 +103,29 @@ def rank(
         exact = model is not None and model in entry.models
         if not entry.codes.isdisjoint(wanted):
             tier = 4 if exact else 3 if not entry.models else 2
+        elif exact or not entry.models:
+            # an article with no fault code (written from a customer's report) does not
+            # contradict the incident's code: beside "the code on another model"
+            tier = 2 if wanted and not entry.codes else 1
         else:
-            tier = 1 if exact or not entry.models else 0
+            tier = 0
         by_tier.setdefault(tier, []).append(entry)
     scored: list[tuple[float, int, int, int, float, float, bool | None]] = []
     for tier in sorted(by_tier, reverse=True):  # a lower tier never outranks a higher one
         if len(scored) >= limit:
             break
+        most = max(entry.success_count for entry in by_tier[tier])
         for entry in by_tier[tier]:
             sig = round(similarity(signature, entry.signature), 3) if entry.signature and signature else 0.0
             txt = round(min(1.0, texts.get(entry.id, 0.0)), 3)
-            if tier <= 1 and sig <= 0 and txt <= 0:
-                continue
+            if (tier <= 1 or not (entry.codes & wanted)) and sig <= 0 and txt <= 0:
+                continue  # no code in common: only on evidence
             fw = _firmware_ok(entry, have)
             damp = 0.5 if fw is False else 1.0
-            within = entry.success_rate * (W_BASE + W_SIGNATURE * sig + W_TEXT * txt) * damp
+            prior = math.sqrt(
+                (entry.success_count + 1) / (most + 1)
+            )  # how often it worked, vs the tier's best
+            within = entry.success_rate * prior * (W_BASE + W_SIGNATURE * sig + W_TEXT * txt) * damp
             scored.append(
                 (round(tier + 0.999 * within, 4), entry.success_count, -entry.id, tier, sig, txt, fw)
             )
@@ -135,7 +148,10 @@ def _explain(
     signature: dict[str, float],
 ) -> Suggestion:
     score, _, _, tier, sig, txt, fw = key
-    shared = ", ".join(sorted(entry.codes & wanted))
+    common = entry.codes & wanted
+    shared = ", ".join(sorted(common))
+    if common and common <= entry.learned:
+        shared += " (of incidents it fixed)"
     exact = model is not None and model in entry.models
     reasons = [
         {
@@ -145,6 +161,8 @@ def _explain(
             1: "same model, other fault code" if exact else "article for any model, other fault code",
             0: "other model and fault code",
         }[tier]
+        if tier != 2 or shared
+        else ("same model" if exact else "article for any model") + ", article without a fault code"
     ]
     if sig > 0:
         reasons.append(f"telemetry signature similarity {sig:.2f}: {_abnormal(signature)}")

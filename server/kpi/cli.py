@@ -50,6 +50,8 @@ SUMMARY = {
     "downtime_avoided_s": "down avoided",
     "first_time_fix_rate": "FTF",
     "open_at_end": "open",
+    "kb_link_rate": "KB link",
+    "kb_reuse_rate": "KB reuse",
 }
 
 

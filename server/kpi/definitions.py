@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["COLUMNS", "DEFINITIONS", "GROUP_COLUMNS", "REPEAT_WINDOW_S", "Kpi", "definitions_dict"]
+__all__ = [
+    "COLUMNS",
+    "DEFINITIONS",
+    "GROUP_COLUMNS",
+    "KNOWLEDGE",
+    "REPEAT_WINDOW_S",
+    "Kpi",
+    "definitions_dict",
+]
 
 REPEAT_WINDOW_S = 30 * 86400.0
 """A repeat is the same fault code on the same device within 30 days of a restore."""
@@ -60,6 +68,66 @@ def _durations(prefix: str, label: str, formula: str, population: str) -> list[K
         ),
     ]
 
+
+_KB_RESOLVED = "incidents resolved (t_resolved) in P"
+_LINKED = (
+    "with at least one article link (kb_article_links: resolved with an existing article or drafted from)"
+)
+
+KNOWLEDGE: tuple[Kpi, ...] = (
+    Kpi("kb_linked", "KB: linked", "count", f"Of the {_KB_RESOLVED}: those {_LINKED}."),
+    Kpi("kb_link_rate", "KB link rate", "ratio", "kb_linked / resolved."),
+    Kpi(
+        "kb_links",
+        "KB: links",
+        "count",
+        f"Article links of the {_KB_RESOLVED} (one per article and incident).",
+    ),
+    Kpi(
+        "kb_reused",
+        "KB: reuses",
+        "count",
+        "Of kb_links: links to an article created before the incident's t_detect (the knowledge "
+        "existed when the problem began; an article drafted from the incident, or written during "
+        "it, is not a reuse).",
+    ),
+    Kpi("kb_reuse_rate", "KB reuse rate", "ratio", "kb_reused / kb_links."),
+    Kpi(
+        "kb_resolve_with_mean_s",
+        "Resolve time with KB (mean)",
+        "seconds",
+        f"Mean of max(0, t_resolved - t_detect) over the {_KB_RESOLVED} {_LINKED}.",
+    ),
+    Kpi(
+        "kb_resolve_without_mean_s",
+        "Resolve time without KB (mean)",
+        "seconds",
+        f"Mean of max(0, t_resolved - t_detect) over the {_KB_RESOLVED} without an article link. "
+        "A comparison, not a causal effect: the incidents differ in kind.",
+    ),
+    Kpi(
+        "kb_applied",
+        "KB: suggestions applied",
+        "count",
+        f"Of the {_KB_RESOLVED}: those for which a suggested article's remote action was sent "
+        "(timeline `knowledge.applied`).",
+    ),
+    Kpi(
+        "kb_applied_hits",
+        "KB: applied suggestions that fixed it",
+        "count",
+        "Of kb_applied: those resolved with an article that was applied, its fix marked as "
+        "working (a link with fixed = true).",
+    ),
+    Kpi(
+        "kb_applied_hit_rate",
+        "KB applied-suggestion hit rate",
+        "ratio",
+        "kb_applied_hits / kb_applied. Not hit@5: which suggestions were shown, in what order, is "
+        "not recorded in operation (benchmarks/kb_quality.py measures hit@1 and hit@5).",
+    ),
+)
+"""Knowledge-base measures (shared/KPIS.md, Knowledge), over the incidents resolved in P."""
 
 GROUP_COLUMNS = ("group_by", "group_key", "group", "from", "to")
 
@@ -313,6 +381,7 @@ COLUMNS: tuple[Kpi, ...] = (
         "Faults raised in P that cleared within the debounce window: counted here, they open no "
         "incident (so the auto-recovery rate is not a noise counter).",
     ),
+    *KNOWLEDGE,
 )
 
 DEFINITIONS: dict[str, Kpi] = {kpi.name: kpi for kpi in COLUMNS}

@@ -31,6 +31,7 @@ How the SQL does interval arithmetic on the ``*_s`` epoch columns:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ from server.db.types import UtcDateTime
 from server.kpi.calendar import Bucket, ContractHours, buckets, parse_contract_hours, to_datetime
 from server.kpi.definitions import REPEAT_WINDOW_S
 from server.kpi.intervals import percentile
+from server.kpi.records import APPLIED
 from server.kpi.report import (
     DEVICE_GROUPS,
     DurationSummary,
@@ -645,6 +647,74 @@ class _Query:
             agg.mttrespond.total, agg.mttrespond.n = float(rest[8] or 0.0), rest[9]
             agg.mttresolve.total, agg.mttresolve.n = float(rest[10] or 0.0), resolved
 
+    async def knowledge(self) -> None:
+        """Knowledge measures of the incidents resolved in each bucket: their article links
+        (and how many point to an article older than the incident), resolve time with and
+        without a link; then the applied suggestions, read from the timeline (few rows) and
+        matched with the fixed links here."""
+        nonneg, group = self.d.nonneg, self.group("i", "i.code")
+        resolved_in = f"i.rvs >= kb.bs AND i.rvs < kb.be{self.code_filter('i.code')}"
+        sql = f"""
+            WITH lk AS (
+                SELECT l.incident_id AS id, COUNT(*) AS n,
+                       SUM(CASE WHEN {self.d.epoch("a.created_at")} < i.ds THEN 1 ELSE 0 END) AS reused
+                FROM kpi_incidents i
+                JOIN kb_article_links l ON l.incident_id = i.id
+                LEFT JOIN kb_articles a ON a.id = l.article_id
+                WHERE i.rvs >= :t0 AND i.rvs < :te
+                GROUP BY l.incident_id
+            )
+            SELECT {group} AS g, kb.b,
+                   SUM(CASE WHEN lk.n IS NOT NULL THEN 1 ELSE 0 END),
+                   SUM(COALESCE(lk.n, 0)), SUM(COALESCE(lk.reused, 0)),
+                   SUM(CASE WHEN lk.n IS NOT NULL THEN {nonneg("i.rvs - i.ds")} ELSE 0 END),
+                   SUM(CASE WHEN lk.n IS NULL THEN {nonneg("i.rvs - i.ds")} ELSE 0 END)
+            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
+            LEFT JOIN lk ON lk.id = i.id
+            WHERE {resolved_in}
+            GROUP BY 1, 2
+        """
+        for g, b, linked, links, reused, with_total, without_total in await self.fetch("knowledge", sql):
+            kb = self.row(g, b).kb
+            kb.linked, kb.links, kb.reused = int(linked or 0), int(links or 0), int(reused or 0)
+            kb.with_total, kb.without_total = float(with_total or 0.0), float(without_total or 0.0)
+        applied = await self.fetch(
+            "knowledge_applied",
+            f"""
+            SELECT {group} AS g, kb.b, i.id, e.detail
+            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
+            JOIN incident_timeline e ON e.incident_id = i.id AND e.kind = :applied
+            WHERE {resolved_in}
+            """,
+            applied=APPLIED,
+        )
+        if not applied:
+            return
+        fixed = await self.fetch(
+            "knowledge_fixed",
+            """
+            SELECT l.incident_id, l.article_id FROM kb_article_links l
+            JOIN kpi_incidents i ON i.id = l.incident_id
+            WHERE l.fixed AND i.rvs >= :t0 AND i.rvs < :te
+            """,
+        )
+        worked: dict[int, set[int]] = {}
+        for incident_id, article_id in fixed:
+            worked.setdefault(incident_id, set()).add(article_id)
+        per_incident: dict[tuple[Any, int, int], set[int]] = {}
+        for g, b, incident_id, detail in applied:
+            value = json.loads(detail) if isinstance(detail, str) else detail
+            article = value.get("article_id") if isinstance(value, dict) else None
+            articles = per_incident.setdefault((g, b, incident_id), set())
+            if isinstance(article, int):
+                articles.add(article)
+        for (g, b, incident_id), articles in per_incident.items():
+            if not articles:
+                continue
+            kb = self.row(g, b).kb
+            kb.applied += 1
+            kb.applied_hits += bool(articles & worked.get(incident_id, set()))
+
     def open_join(self) -> str:
         return "i.ds < kb.be AND (i.rvs IS NULL OR i.rvs >= kb.be)"
 
@@ -815,6 +885,7 @@ async def compute_report(
         await query.state_time(calendars)
     await query.load_incidents()
     await query.resolved()
+    await query.knowledge()
     await query.percentiles()
     await query.counts()
     await query.episodes()

@@ -14,10 +14,13 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import (
+    Article,
+    ArticleLink,
     Customer,
     Device,
     DeviceAssignmentPeriod,
     Incident,
+    IncidentEntry,
     IncidentStatus,
     Site,
     StateInterval,
@@ -27,11 +30,15 @@ from server.kpi.calendar import to_datetime
 from server.kpi.report import epoch
 
 __all__ = [
+    "APPLIED",
+    "AppliedRecord",
+    "ArticleRecord",
     "AssignmentRecord",
     "CustomerRecord",
     "Dataset",
     "DeviceRecord",
     "IncidentRecord",
+    "LinkRecord",
     "SiteRecord",
     "StateRecord",
     "TransientRecord",
@@ -127,6 +134,36 @@ class TransientRecord:
     cleared_s: float
 
 
+APPLIED = "knowledge.applied"
+"""The timeline entry of a suggested remote action sent into a session (server/knowledge/suggest.py)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleRecord:
+    """A knowledge article: only when it was written matters to the KPIs (reuse)."""
+
+    id: int
+    created_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRecord:
+    """An incident resolved with an article (``kb_article_links``); ``fixed``: its fix worked."""
+
+    article_id: int
+    incident_id: int
+    fixed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedRecord:
+    """A suggested article's remote action sent for the incident (timeline ``knowledge.applied``)."""
+
+    incident_id: int
+    article_id: int
+    ts: float
+
+
 @dataclass(slots=True)
 class Dataset:
     customers: list[CustomerRecord] = field(default_factory=list)
@@ -136,6 +173,9 @@ class Dataset:
     incidents: list[IncidentRecord] = field(default_factory=list)
     transients: list[TransientRecord] = field(default_factory=list)
     assignments: list[AssignmentRecord] = field(default_factory=list)
+    articles: list[ArticleRecord] = field(default_factory=list)
+    links: list[LinkRecord] = field(default_factory=list)
+    applied: list[AppliedRecord] = field(default_factory=list)
 
 
 def _float(value: float | None) -> float | None:
@@ -211,6 +251,20 @@ async def load_dataset(session: AsyncSession) -> Dataset:
         ).order_by(DeviceAssignmentPeriod.device_id, DeviceAssignmentPeriod.valid_from_s)
     )
     ds.assignments.extend(AssignmentRecord(*row) for row in periods)
+    for article_id, created_at in await session.execute(select(Article.id, Article.created_at)):
+        ds.articles.append(ArticleRecord(article_id, created_at.timestamp()))
+    links = await session.execute(
+        select(ArticleLink.article_id, ArticleLink.incident_id, ArticleLink.fixed).order_by(ArticleLink.id)
+    )
+    ds.links.extend(LinkRecord(a, i, bool(fixed)) for a, i, fixed in links)
+    applied = await session.execute(
+        select(IncidentEntry.incident_id, IncidentEntry.detail, IncidentEntry.ts)
+        .where(IncidentEntry.kind == APPLIED)
+        .order_by(IncidentEntry.id)
+    )
+    for incident_id, detail, ts in applied:
+        if isinstance(detail, dict) and isinstance(detail.get("article_id"), int):
+            ds.applied.append(AppliedRecord(incident_id, detail["article_id"], ts.timestamp()))
     return ds
 
 
@@ -310,6 +364,54 @@ def assignment_row(a: AssignmentRecord) -> dict[str, Any]:
     }
 
 
+def article_row(a: ArticleRecord) -> dict[str, Any]:
+    created = to_datetime(a.created_s)
+    return {
+        "id": a.id,
+        "title": f"article {a.id}",
+        "type": "problem",
+        "state": "published",
+        "symptom": f"article {a.id}",
+        "cause": "",
+        "resolution": "",
+        "actions": [],
+        "models": [],
+        "fault_codes": [],
+        "signature": {},
+        "customer_safe": False,
+        "use_count": 0,
+        "reuse_count": 0,
+        "success_count": 0,
+        "apply_count": 0,
+        "created_by": "kpi",
+        "created_at": created,
+        "updated_at": created,
+        "published_at": created,
+    }
+
+
+def link_row(link: LinkRecord) -> dict[str, Any]:
+    return {
+        "article_id": link.article_id,
+        "incident_id": link.incident_id,
+        "kind": "linked",
+        "fixed": link.fixed,
+        "signature": {},
+        "created_by": "kpi",
+        "created_at": to_datetime(0),
+    }
+
+
+def applied_row(a: AppliedRecord) -> dict[str, Any]:
+    return {
+        "incident_id": a.incident_id,
+        "ts": to_datetime(a.ts),
+        "kind": APPLIED,
+        "actor": "kpi",
+        "detail": {"article_id": a.article_id},
+    }
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -326,12 +428,15 @@ async def insert_dataset(session: AsyncSession, ds: Dataset, *, chunk: int = 20_
         (Incident, ds.incidents, incident_row),
         (TransientFault, ds.transients, transient_row),
         (DeviceAssignmentPeriod, ds.assignments, assignment_row),
+        (Article, ds.articles, article_row),
+        (ArticleLink, ds.links, link_row),
+        (IncidentEntry, ds.applied, applied_row),
     ]
     for model, records, to_row in plan:
         for part in _chunks(records, chunk):
             await session.execute(insert(model.__table__), [to_row(record) for record in part])
     if session.get_bind().dialect.name == "postgresql":
-        for table in ("customers", "sites", "incidents"):
+        for table in ("customers", "sites", "incidents", "kb_articles"):
             await session.execute(
                 text(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608 - fixed names

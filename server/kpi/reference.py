@@ -174,6 +174,16 @@ class _Reference:
         for incident in self.in_scope:
             if incident.fault_code is not None:
                 self.repeats[incident.device_id, incident.fault_code].append(incident)
+        created = {a.id: a.created_s for a in ds.articles}
+        self.links: dict[int, list[tuple[int, bool, bool]]] = defaultdict(list)  # (article, fixed, reused)
+        detected = {i.id: i.detect_s for i in self.in_scope}
+        for link in ds.links:
+            if link.incident_id in detected:
+                reused = created.get(link.article_id, INF) < detected[link.incident_id]
+                self.links[link.incident_id].append((link.article_id, link.fixed, reused))
+        self.applied: dict[int, set[int]] = defaultdict(set)
+        for applied in ds.applied:
+            self.applied[applied.incident_id].add(applied.article_id)
 
     def row(self, key: Any, index: int) -> RowAggregates:
         if (key, index) not in self.rows:
@@ -267,6 +277,7 @@ class _Reference:
             agg.dispatched_resolved += 1
             if incident.visits <= 1 and not _repeated_after_fix(incident, self.repeats):
                 agg.first_time_fixes += 1
+        self.knowledge(incident, agg)
         for metric, begin, end in (
             ("mtrs", fault_time(incident), incident.restored_s),
             ("mtta", incident.detect_s, incident.ack_s),
@@ -275,6 +286,23 @@ class _Reference:
         ):
             if end is not None:
                 self.samples[row_key, metric].append(max(0.0, end - begin))
+
+    def knowledge(self, incident: IncidentRecord, agg: RowAggregates) -> None:
+        """Link, reuse, time with and without, applied suggestions (docs/kpis.md, Knowledge)."""
+        assert incident.resolved_s is not None
+        kb, links = agg.kb, self.links.get(incident.id, [])
+        took = max(0.0, incident.resolved_s - incident.detect_s)
+        if links:
+            kb.linked += 1
+            kb.links += len(links)
+            kb.reused += sum(reused for _, _, reused in links)
+            kb.with_total += took
+        else:
+            kb.without_total += took
+        applied = self.applied.get(incident.id)
+        if applied:
+            kb.applied += 1
+            kb.applied_hits += any(article in applied and fixed for article, fixed, _ in links)
 
     def episodes(self) -> None:
         failures: dict[str, list[tuple[float, float, int, IncidentRecord]]] = defaultdict(list)

@@ -25,6 +25,7 @@ __all__ = [
     "DEVICE_GROUPS",
     "DurationSummary",
     "GroupBy",
+    "KnowledgeTotals",
     "KpiRow",
     "Period",
     "Report",
@@ -152,6 +153,19 @@ class StateTotals:
 
 
 @dataclass(slots=True)
+class KnowledgeTotals:
+    """The knowledge base's part of a row, over the incidents resolved in it (docs/kpis.md)."""
+
+    linked: int = 0  # resolved with at least one article link
+    links: int = 0  # their article links
+    reused: int = 0  # links to an article created before the incident's t_detect
+    with_total: float = 0.0  # Σ max(0, t_resolved - t_detect) of the linked ones
+    without_total: float = 0.0  # … of the others
+    applied: int = 0  # a suggested article's remote action was sent for it
+    applied_hits: int = 0  # … and it was resolved with (a fixed link to) an applied article
+
+
+@dataclass(slots=True)
 class RowAggregates:
     state: StateTotals | None = None
     incidents: int = 0
@@ -168,6 +182,7 @@ class RowAggregates:
     failure_episodes: int = 0
     open_at_end: int = 0
     transient_faults: int = 0
+    kb: KnowledgeTotals = field(default_factory=KnowledgeTotals)
     mtrs: DurationSummary = field(default_factory=DurationSummary)
     mtta: DurationSummary = field(default_factory=DurationSummary)
     mttrespond: DurationSummary = field(default_factory=DurationSummary)
@@ -235,6 +250,22 @@ def _durations(prefix: str, summary: DurationSummary) -> dict[str, Any]:
     }
 
 
+def _knowledge_values(kb: KnowledgeTotals, resolved: int) -> dict[str, Any]:
+    unlinked = resolved - kb.linked
+    return {
+        "kb_linked": kb.linked,
+        "kb_link_rate": _ratio(kb.linked, resolved),
+        "kb_links": kb.links,
+        "kb_reused": kb.reused,
+        "kb_reuse_rate": _ratio(kb.reused, kb.links),
+        "kb_resolve_with_mean_s": kb.with_total / kb.linked if kb.linked else None,
+        "kb_resolve_without_mean_s": kb.without_total / unlinked if unlinked > 0 else None,
+        "kb_applied": kb.applied,
+        "kb_applied_hits": kb.applied_hits,
+        "kb_applied_hit_rate": _ratio(kb.applied_hits, kb.applied),
+    }
+
+
 def kpi_values(agg: RowAggregates) -> dict[str, Any]:
     """The KPI columns of one row, in :data:`COLUMNS` order."""
     channels = agg.channels
@@ -275,6 +306,7 @@ def kpi_values(agg: RowAggregates) -> dict[str, Any]:
         "repeat_failures": agg.repeat_failures,
         "repeat_failure_rate": _ratio(agg.repeat_failures, agg.failures),
         "transient_faults": agg.transient_faults,
+        **_knowledge_values(agg.kb, agg.resolved),
     }
     return {kpi.name: values[kpi.name] for kpi in COLUMNS}
 

@@ -275,6 +275,18 @@ def fleet_expectations() -> dict[str, float | int | bool | None]:
             "repeat_failures": 3,
             "repeat_failure_rate": 3 / 7,
             "transient_faults": 3,
+            # knowledge (tests/server/kpi/test_knowledge_measures.py has its own golden): no
+            # article links here, so every resolved incident counts "without"
+            "kb_linked": 0,
+            "kb_link_rate": 0.0,
+            "kb_links": 0,
+            "kb_reused": 0,
+            "kb_reuse_rate": None,
+            "kb_resolve_with_mean_s": None,
+            "kb_resolve_without_mean_s": _mean(mttresolve),
+            "kb_applied": 0,
+            "kb_applied_hits": 0,
+            "kb_applied_hit_rate": None,
         }
     )
     return expected
