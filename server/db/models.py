@@ -802,3 +802,21 @@ class ArticleLink(Base):
     signature: Mapped[dict[str, float]] = mapped_column(Json, default=dict)
     created_by: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class SuggestionShown(Base):
+    """An article served as a suggestion for an incident (migration 0010): one row per incident
+    and article, upserted on every ``GET /incidents/{id}/suggestions`` while the incident is
+    unresolved — ``best_rank`` the best (lowest, 1-based) position it was shown at, and
+    ``first_shown_at`` when it was first shown. Read by the KPI ``kb_suggestion_hit5``."""
+
+    __tablename__ = "kb_suggestions_shown"
+    __table_args__ = (UniqueConstraint("incident_id", "article_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(Integer, ForeignKey("incidents.id", ondelete="CASCADE"))
+    article_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("kb_articles.id", ondelete="CASCADE"), index=True
+    )
+    best_rank: Mapped[int] = mapped_column(Integer)
+    first_shown_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -15,6 +15,9 @@ sqrt((successes + 1) / (the tier's most successes + 1)): of two fixes for the sa
 one that worked more often first (benchmarks/kb_quality.py). A firmware
 outside the article's range halves it. Only published articles are ranked (never drafts or
 retired ones); an article of tier ≤ 1 is offered only if its signature or text matches.
+
+What was served is recorded (``kb_suggestions_shown``: per incident and article the best rank
+and the first time shown) while the incident is unresolved, for the KPI kb_suggestion_hit5.
 """
 
 from __future__ import annotations
@@ -24,10 +27,20 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import Text, cast, func, or_, select
+from sqlalchemy import Text, case, cast, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import Article, ArticleState, Device, Incident, IncidentStatus, Role
+from server.db.models import (
+    Article,
+    ArticleState,
+    Device,
+    Incident,
+    IncidentStatus,
+    Role,
+    SuggestionShown,
+)
+from server.db.types import utcnow
 from server.errors import InvalidInput, NotFound
 from server.incidents.timeline import note
 from server.knowledge import index as kb_index
@@ -36,7 +49,16 @@ from server.knowledge.signature import incident_signature, similarity
 from server.services import access, audit
 from server.services.users import Principal
 
-__all__ = ["SearchHit", "Suggestion", "applicable", "applied", "rank", "search", "suggestions"]
+__all__ = [
+    "SearchHit",
+    "Suggestion",
+    "applicable",
+    "applied",
+    "rank",
+    "record_shown",
+    "search",
+    "suggestions",
+]
 
 W_BASE, W_SIGNATURE, W_TEXT = 0.2, 0.4, 0.4
 SEARCH_CANDIDATES = 500  # past incidents read per search (newest matching first)
@@ -204,7 +226,7 @@ async def suggestions(
         return []
     codes = list(dict.fromkeys(c for c in [incident.fault_code, *(incident.codes or [])] if c))
     signature = await incident_signature(session, incident.device_id, incident.t_fault)
-    return rank(
+    found = rank(
         idx,
         model=device.model,
         firmware=device.firmware,
@@ -213,6 +235,41 @@ async def suggestions(
         symptom=incident.symptom,
         limit=limit,
     )
+    if incident.status not in _SETTLED:  # shown after the resolution, they did not help resolve it
+        await record_shown(session, incident.id, [s.article_id for s in found])
+    return found
+
+
+_SETTLED = frozenset({IncidentStatus.RESOLVED.value, IncidentStatus.CLOSED.value})
+
+
+async def record_shown(session: AsyncSession, incident_id: int, article_ids: list[int]) -> None:
+    """Upsert one ``kb_suggestions_shown`` row per article shown for the incident (rank = its
+    1-based position in ``article_ids``): a new row keeps the rank and now as the first time
+    shown; an existing one keeps its first time and the better of the two ranks. One
+    statement, committed (a GET's only write)."""
+    if not article_ids:
+        return
+    now = utcnow()
+    rows = [
+        {"incident_id": incident_id, "article_id": a, "best_rank": r, "first_shown_at": now}
+        for r, a in enumerate(article_ids, 1)
+    ]
+    name = session.get_bind().dialect.name
+    if name == "sqlite":
+        stmt: Any = sqlite.insert(SuggestionShown)
+    elif name == "postgresql":
+        stmt = postgresql.insert(SuggestionShown)
+    else:
+        raise NotImplementedError(f"database backend {name!r} is not supported")
+    kept = SuggestionShown.best_rank
+    best = case((stmt.excluded.best_rank < kept, stmt.excluded.best_rank), else_=kept)
+    await session.execute(
+        stmt.values(rows).on_conflict_do_update(
+            index_elements=["incident_id", "article_id"], set_={"best_rank": best}
+        )
+    )
+    await session.commit()
 
 
 @dataclass(slots=True)

@@ -52,6 +52,7 @@ SUMMARY = {
     "open_at_end": "open",
     "kb_link_rate": "KB link",
     "kb_reuse_rate": "KB reuse",
+    "kb_suggestion_hit5": "KB hit@5",
 }
 
 

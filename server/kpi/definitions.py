@@ -13,6 +13,7 @@ __all__ = [
     "COLUMNS",
     "DEFINITIONS",
     "GROUP_COLUMNS",
+    "HIT_RANK",
     "KNOWLEDGE",
     "REPEAT_WINDOW_S",
     "Kpi",
@@ -69,6 +70,9 @@ def _durations(prefix: str, label: str, formula: str, population: str) -> list[K
     ]
 
 
+HIT_RANK = 5
+"""A suggestion shown at this 1-based rank or better counts for kb_suggestion_hit5."""
+
 _KB_RESOLVED = "incidents resolved (t_resolved) in P"
 _LINKED = (
     "with at least one article link (kb_article_links: resolved with an existing article or drafted from)"
@@ -123,8 +127,33 @@ KNOWLEDGE: tuple[Kpi, ...] = (
         "kb_applied_hit_rate",
         "KB applied-suggestion hit rate",
         "ratio",
-        "kb_applied_hits / kb_applied. Not hit@5: which suggestions were shown, in what order, is "
-        "not recorded in operation (benchmarks/kb_quality.py measures hit@1 and hit@5).",
+        "kb_applied_hits / kb_applied: of the suggestions acted on, how often the fix worked "
+        "(kb_suggestion_hit5 is the share of incidents whose fix had been suggested).",
+    ),
+    Kpi(
+        "kb_shown",
+        "KB: suggestions shown",
+        "count",
+        f"Of the {_KB_RESOLVED}: those for which suggestions were shown at or before t_resolved "
+        "(kb_suggestions_shown: a row with first_shown_at <= t_resolved; rows are recorded "
+        "whenever suggestions are served — API or `fleetcare kb suggest` — while the incident "
+        "is unresolved).",
+    ),
+    Kpi(
+        "kb_shown_hits5",
+        "KB: shown suggestions in the top 5 that fixed it",
+        "count",
+        f"Of kb_shown: those with a link whose fix worked (fixed = true) to an article shown for "
+        f"the incident at or before t_resolved with best rank <= {HIT_RANK} (1 = first).",
+    ),
+    Kpi(
+        "kb_suggestion_hit5",
+        "KB suggestion hit@5",
+        "ratio",
+        "kb_shown_hits5 / kb_shown: of the incidents resolved after suggestions were shown, the "
+        f"share whose working fix had been among the top {HIT_RANK}. An incident resolved with no "
+        "article, or with one that did not fix it, is a miss (benchmarks/kb_quality.py measures "
+        "hit@1 and hit@5 offline on a simulated year).",
     ),
 )
 """Knowledge-base measures (shared/KPIS.md, Knowledge), over the incidents resolved in P."""

@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.db.models import Channel, Customer, Site
 from server.db.types import UtcDateTime
 from server.kpi.calendar import Bucket, ContractHours, buckets, parse_contract_hours, to_datetime
-from server.kpi.definitions import REPEAT_WINDOW_S
+from server.kpi.definitions import HIT_RANK, REPEAT_WINDOW_S
 from server.kpi.intervals import percentile
 from server.kpi.records import APPLIED
 from server.kpi.report import (
@@ -678,6 +678,7 @@ class _Query:
             kb = self.row(g, b).kb
             kb.linked, kb.links, kb.reused = int(linked or 0), int(links or 0), int(reused or 0)
             kb.with_total, kb.without_total = float(with_total or 0.0), float(without_total or 0.0)
+        await self.shown_suggestions(group, resolved_in)
         applied = await self.fetch(
             "knowledge_applied",
             f"""
@@ -714,6 +715,28 @@ class _Query:
             kb = self.row(g, b).kb
             kb.applied += 1
             kb.applied_hits += bool(articles & worked.get(incident_id, set()))
+
+    async def shown_suggestions(self, group: str, resolved_in: str) -> None:
+        """kb_shown / kb_shown_hits5: per incident resolved in the bucket, whether suggestions
+        were shown at or before its resolution, and whether one shown at rank <= HIT_RANK is
+        an article whose link fixed it (kb_suggestions_shown joined with kb_article_links)."""
+        before = f"s.incident_id = i.id AND {self.d.epoch('s.first_shown_at')} <= i.rvs"
+        sql = f"""
+            SELECT {group} AS g, kb.b, COUNT(*),
+                   SUM(CASE WHEN EXISTS (
+                           SELECT 1 FROM kb_suggestions_shown s
+                           JOIN kb_article_links l
+                             ON l.incident_id = s.incident_id AND l.article_id = s.article_id
+                           WHERE {before} AND s.best_rank <= :hit_rank AND l.fixed
+                       ) THEN 1 ELSE 0 END)
+            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
+            WHERE {resolved_in}
+              AND EXISTS (SELECT 1 FROM kb_suggestions_shown s WHERE {before})
+            GROUP BY 1, 2
+        """
+        for g, b, shown, hits in await self.fetch("knowledge_shown", sql, hit_rank=HIT_RANK):
+            kb = self.row(g, b).kb
+            kb.shown, kb.shown_hits5 = int(shown or 0), int(hits or 0)
 
     def open_join(self) -> str:
         return "i.ds < kb.be AND (i.rvs IS NULL OR i.rvs >= kb.be)"

@@ -24,6 +24,7 @@ from server.db.models import (
     IncidentStatus,
     Site,
     StateInterval,
+    SuggestionShown,
     TransientFault,
 )
 from server.kpi.calendar import to_datetime
@@ -39,6 +40,7 @@ __all__ = [
     "DeviceRecord",
     "IncidentRecord",
     "LinkRecord",
+    "ShownRecord",
     "SiteRecord",
     "StateRecord",
     "TransientRecord",
@@ -164,6 +166,17 @@ class AppliedRecord:
     ts: float
 
 
+@dataclass(frozen=True, slots=True)
+class ShownRecord:
+    """An article served as a suggestion for the incident (``kb_suggestions_shown``): the best
+    1-based rank it was shown at and when it was first shown."""
+
+    incident_id: int
+    article_id: int
+    best_rank: int
+    first_s: float
+
+
 @dataclass(slots=True)
 class Dataset:
     customers: list[CustomerRecord] = field(default_factory=list)
@@ -176,6 +189,7 @@ class Dataset:
     articles: list[ArticleRecord] = field(default_factory=list)
     links: list[LinkRecord] = field(default_factory=list)
     applied: list[AppliedRecord] = field(default_factory=list)
+    shown: list[ShownRecord] = field(default_factory=list)
 
 
 def _float(value: float | None) -> float | None:
@@ -265,6 +279,15 @@ async def load_dataset(session: AsyncSession) -> Dataset:
     for incident_id, detail, ts in applied:
         if isinstance(detail, dict) and isinstance(detail.get("article_id"), int):
             ds.applied.append(AppliedRecord(incident_id, detail["article_id"], ts.timestamp()))
+    shown = await session.execute(
+        select(
+            SuggestionShown.incident_id,
+            SuggestionShown.article_id,
+            SuggestionShown.best_rank,
+            SuggestionShown.first_shown_at,
+        ).order_by(SuggestionShown.id)
+    )
+    ds.shown.extend(ShownRecord(i, a, r, first.timestamp()) for i, a, r, first in shown)
     return ds
 
 
@@ -412,6 +435,15 @@ def applied_row(a: AppliedRecord) -> dict[str, Any]:
     }
 
 
+def shown_row(s: ShownRecord) -> dict[str, Any]:
+    return {
+        "incident_id": s.incident_id,
+        "article_id": s.article_id,
+        "best_rank": s.best_rank,
+        "first_shown_at": to_datetime(s.first_s),
+    }
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -431,6 +463,7 @@ async def insert_dataset(session: AsyncSession, ds: Dataset, *, chunk: int = 20_
         (Article, ds.articles, article_row),
         (ArticleLink, ds.links, link_row),
         (IncidentEntry, ds.applied, applied_row),
+        (SuggestionShown, ds.shown, shown_row),
     ]
     for model, records, to_row in plan:
         for part in _chunks(records, chunk):

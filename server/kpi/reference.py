@@ -26,7 +26,7 @@ from typing import Any
 from server.db.models import Channel, DeviceState
 from server.kpi import intervals as iv
 from server.kpi.calendar import Bucket, buckets, contract_windows, parse_contract_hours
-from server.kpi.definitions import REPEAT_WINDOW_S
+from server.kpi.definitions import HIT_RANK, REPEAT_WINDOW_S
 from server.kpi.records import Dataset, DeviceRecord, IncidentRecord, StateRecord
 from server.kpi.report import (
     DurationSummary,
@@ -184,6 +184,9 @@ class _Reference:
         self.applied: dict[int, set[int]] = defaultdict(set)
         for applied in ds.applied:
             self.applied[applied.incident_id].add(applied.article_id)
+        self.shown: dict[int, list[tuple[int, int, float]]] = defaultdict(list)  # (article, rank, first)
+        for shown in ds.shown:
+            self.shown[shown.incident_id].append((shown.article_id, shown.best_rank, shown.first_s))
 
     def row(self, key: Any, index: int) -> RowAggregates:
         if (key, index) not in self.rows:
@@ -288,7 +291,8 @@ class _Reference:
                 self.samples[row_key, metric].append(max(0.0, end - begin))
 
     def knowledge(self, incident: IncidentRecord, agg: RowAggregates) -> None:
-        """Link, reuse, time with and without, applied suggestions (docs/kpis.md, Knowledge)."""
+        """Link, reuse, time with and without, applied and shown suggestions (docs/kpis.md,
+        Knowledge)."""
         assert incident.resolved_s is not None
         kb, links = agg.kb, self.links.get(incident.id, [])
         took = max(0.0, incident.resolved_s - incident.detect_s)
@@ -303,6 +307,11 @@ class _Reference:
         if applied:
             kb.applied += 1
             kb.applied_hits += any(article in applied and fixed for article, fixed, _ in links)
+        before = [(a, r) for a, r, first in self.shown.get(incident.id, ()) if first <= incident.resolved_s]
+        if before:
+            kb.shown += 1
+            top = {a for a, r in before if r <= HIT_RANK}
+            kb.shown_hits5 += any(article in top and fixed for article, fixed, _ in links)
 
     def episodes(self) -> None:
         failures: dict[str, list[tuple[float, float, int, IncidentRecord]]] = defaultdict(list)

@@ -163,6 +163,8 @@ class KnowledgeTotals:
     without_total: float = 0.0  # … of the others
     applied: int = 0  # a suggested article's remote action was sent for it
     applied_hits: int = 0  # … and it was resolved with (a fixed link to) an applied article
+    shown: int = 0  # suggestions were shown for it at or before its resolution
+    shown_hits5: int = 0  # … and a fixed link's article had been shown at rank ≤ 5
 
 
 @dataclass(slots=True)
@@ -263,6 +265,9 @@ def _knowledge_values(kb: KnowledgeTotals, resolved: int) -> dict[str, Any]:
         "kb_applied": kb.applied,
         "kb_applied_hits": kb.applied_hits,
         "kb_applied_hit_rate": _ratio(kb.applied_hits, kb.applied),
+        "kb_shown": kb.shown,
+        "kb_shown_hits5": kb.shown_hits5,
+        "kb_suggestion_hit5": _ratio(kb.shown_hits5, kb.shown),
     }
 
 

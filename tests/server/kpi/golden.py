@@ -287,6 +287,9 @@ def fleet_expectations() -> dict[str, float | int | bool | None]:
             "kb_applied": 0,
             "kb_applied_hits": 0,
             "kb_applied_hit_rate": None,
+            "kb_shown": 0,  # nor suggestions shown: hit@5 has no population
+            "kb_shown_hits5": 0,
+            "kb_suggestion_hit5": None,
         }
     )
     return expected

@@ -21,6 +21,18 @@ reused (article older than the incident's t_detect): A→1, C→1, C→2 (h(20) 
 with a link: (2 + 10 + 4 + 8) / 4 = 6 h; without: D 1 h, E 6 h → 3.5 h. Applied: A C D I (4);
 hits (an applied article among the fixed links): A (1), I (3); not C (1 did not fix it), not D
 → 2 / 4.
+
+Suggestions shown (kb_suggestions_shown: article, best rank, first shown):
+
+| A | (1, rank 5, h(0.5))                      | shown; 1 fixed it at rank 5 ≤ 5 → hit   |
+| B | (1, rank 1, h(20)) = at t_resolved       | shown; 2 fixed it but was not shown     |
+| C | (1, rank 1, h(26)), (2, rank 6, h(26))   | shown; 1 did not fix it, 2 at rank 6    |
+| D | (3, rank 1, h(40))                       | shown; no link                          |
+| I | (3, rank 1, h(4)) after t_resolved h(3)  | not shown before resolution             |
+| F | (1, rank 1, h(61)) open · H (1, rank 1, h(-25)) resolved before P: not counted |
+
+kb_shown: A B C D = 4; kb_shown_hits5: A = 1 → hit@5 1/4. Acme (A B E): 2 shown, 1 hit → 1/2;
+Borealis (C D I): 2 shown, 0 hits → 0. E1 (A C E): 2 shown, 1 hit.
 """
 
 from __future__ import annotations
@@ -31,9 +43,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.kpi import GroupBy, Report, ReportSpec, compute_report, reference_report
+from server.kpi.cli import SUMMARY, render
 from server.kpi.definitions import KNOWLEDGE
 from server.kpi.export import report_csv, report_json
 from server.kpi.records import (
@@ -44,6 +58,7 @@ from server.kpi.records import (
     DeviceRecord,
     IncidentRecord,
     LinkRecord,
+    ShownRecord,
     insert_dataset,
     load_dataset,
 )
@@ -110,6 +125,16 @@ def dataset() -> Dataset:
             AppliedRecord(I, 3, h(2)),  # applied twice: one incident
             AppliedRecord(H, 1, h(-25)),
         ],
+        shown=[
+            ShownRecord(A, 1, 5, h(0.5)),
+            ShownRecord(B, 1, 1, h(20)),
+            ShownRecord(C, 1, 1, h(26)),
+            ShownRecord(C, 2, 6, h(26)),
+            ShownRecord(D, 3, 1, h(40)),
+            ShownRecord(I, 3, 1, h(4)),
+            ShownRecord(F, 1, 1, h(61)),
+            ShownRecord(H, 1, 1, h(-25)),
+        ],
     )
 
 
@@ -125,17 +150,22 @@ FLEET: dict[str, Any] = {
     "kb_applied": 4,
     "kb_applied_hits": 2,
     "kb_applied_hit_rate": 0.5,
+    "kb_shown": 4,
+    "kb_shown_hits5": 1,
+    "kb_suggestion_hit5": 1 / 4,
 }
 BY_CUSTOMER: dict[int, dict[str, Any]] = {
     # Acme: A B E; linked A B; links A→1 (reused), B→2 (not); with (2 + 10) / 2; without E 6 h
     1: {"resolved": 3, "kb_linked": 2, "kb_links": 2, "kb_reused": 1, "kb_reuse_rate": 0.5,
         "kb_resolve_with_mean_s": 6 * HOUR, "kb_resolve_without_mean_s": 6 * HOUR,
-        "kb_applied": 1, "kb_applied_hits": 1, "kb_applied_hit_rate": 1.0},
+        "kb_applied": 1, "kb_applied_hits": 1, "kb_applied_hit_rate": 1.0,
+        "kb_shown": 2, "kb_shown_hits5": 1, "kb_suggestion_hit5": 0.5},
     # Borealis: C D I; linked C I; links C→1, C→2 (both reused), I→3 (not); with (4 + 8) / 2;
     # without D 1 h; applied C D I, hit I
     2: {"resolved": 3, "kb_linked": 2, "kb_links": 3, "kb_reused": 2, "kb_reuse_rate": 2 / 3,
         "kb_resolve_with_mean_s": 6 * HOUR, "kb_resolve_without_mean_s": 1 * HOUR,
-        "kb_applied": 3, "kb_applied_hits": 1, "kb_applied_hit_rate": 1 / 3},
+        "kb_applied": 3, "kb_applied_hits": 1, "kb_applied_hit_rate": 1 / 3,
+        "kb_shown": 2, "kb_shown_hits5": 0, "kb_suggestion_hit5": 0.0},
 }  # fmt: skip
 E1_ROW: dict[str, Any] = {  # A C E: links A→1, C→1, C→2, all reused; without: E
     "resolved": 3,
@@ -147,6 +177,8 @@ E1_ROW: dict[str, Any] = {  # A C E: links A→1, C→1, C→2, all reused; with
     "kb_resolve_without_mean_s": 6 * HOUR,
     "kb_applied": 2,
     "kb_applied_hits": 1,
+    "kb_shown": 2,
+    "kb_shown_hits5": 1,
 }
 
 
@@ -200,9 +232,23 @@ def test_knowledge_columns_in_json_and_csv() -> None:
     body = report_json(report)
     names = [kpi.name for kpi in KNOWLEDGE]
     assert set(names) <= set(body["columns"])
-    assert "not recorded in operation" in body["definitions"]["kb_applied_hit_rate"]["definition"]
+    assert "rank <= 5" in body["definitions"]["kb_shown_hits5"]["definition"]
     assert body["rows"][1]["kpis"]["kb_applied"] == 3
+    assert [row["kpis"]["kb_suggestion_hit5"] for row in body["rows"]] == [0.5, 0.0]
     rows = list(csv.DictReader(io.StringIO(report_csv(report))))
     assert [row["kb_links"] for row in rows] == ["2", "3"]
     assert float(rows[0]["kb_link_rate"]) == pytest.approx(2 / 3)
     assert rows[1]["kb_reuse_rate"] == repr(2 / 3)
+    assert [(row["kb_shown"], row["kb_shown_hits5"], row["kb_suggestion_hit5"]) for row in rows] == [
+        ("2", "1", "0.5"),
+        ("2", "0", "0.0"),
+    ]
+
+
+def test_knowledge_hit5_in_the_terminal() -> None:
+    """Transposed (few rows): every KPI with its label; many rows: hit@5 is a summary column."""
+    console = Console(width=200, record=True)
+    render(reference_report(dataset(), spec(group_by=GroupBy.CUSTOMER)), console)
+    line = next(x for x in console.export_text().splitlines() if "KB suggestion hit@5" in x)
+    assert line.split()[-4:] == ["50.00", "%", "0.00", "%"]  # Acme, Borealis
+    assert "KB hit@5" in SUMMARY.values()
