@@ -45,6 +45,10 @@ bench: system-deps venv
 	$(BIN)/python -m benchmarks.ingest
 	$(BIN)/python -m benchmarks.agent_footprint
 	$(BIN)/python -m benchmarks.kpi
+	$(BIN)/python -m benchmarks.command_latency
+	$(BIN)/python -m benchmarks.suggestions
+	$(BIN)/python -m benchmarks.kb_quality
+	$(BIN)/python -m benchmarks.web_pages --record
 	$(BIN)/python -m benchmarks.fleet_scale
 
 clean:
