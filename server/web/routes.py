@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
@@ -22,19 +22,21 @@ from sqlalchemy import select
 
 from server import clock
 from server.api import audit as audit_api
+from server.api import commands as commands_api
 from server.api import incidents as incidents_api
 from server.api import kpis as kpis_api
 from server.api import sessions as sessions_api
 from server.api.deps import RuntimeDep, SessionDep
 from server.api.service_schemas import IncidentAssign, IncidentResolve
-from server.db.models import Channel, Device, DeviceState, StateInterval
+from server.db.models import Channel, Device, DeviceState, Role, SessionState, StateInterval
 from server.errors import InvalidInput, ServerError, Unauthorized
 from server.incidents import service as incident_service
 from server.incidents.service import IncidentFilter
 from server.kpi.definitions import DEFINITIONS
 from server.kpi.export import human, parse_time
 from server.services import access, fleet, users
-from server.web import auth
+from server.sessions.policy import catalogue_of
+from server.web import auth, console
 from server.web.auth import WebUser
 from server.web.queries import FLEET_SORTS, FleetQuery, filter_options, fleet_page, open_by_priority
 
@@ -390,14 +392,23 @@ async def device_view(device_id: str, request: Request, session: SessionDep, web
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
-async def incident_view(incident_id: int, request: Request, session: SessionDep, web: WebUser) -> Response:
+async def incident_view(
+    incident_id: int, request: Request, session: SessionDep, runtime: RuntimeDep, web: WebUser
+) -> Response:
     user = await auth.gate(incidents_api.get_incident, web.principal)
     detail = await incidents_api.get_incident(incident_id, session, user)
+    remote_sessions: list[sessions_api.SessionPublic] = []
+    if await auth.allowed(sessions_api.get_sessions, user):
+        listed = await sessions_api.get_sessions(
+            session=session, runtime=runtime, user=user, incident=incident_id, limit=20
+        )
+        remote_sessions = listed.items
     return await _page(
         request,
         "incident.html",
         web,
         incident=detail,
+        remote_sessions=remote_sessions,
         channels=[c.value for c in Channel],
         can_act=await auth.allowed(incidents_api.resolve, user),
         can_session=await auth.allowed(sessions_api.open_session, user),
@@ -448,20 +459,172 @@ async def incident_action(
                 f"action: {action!r} is not one of ack, assign, resolve, session", field="action"
             )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise InvalidInput(f"{field}: {first['msg']}", field=field) from None
+        raise _invalid(exc) from None
     return here
 
 
 # --- remote session console -------------------------------------------------------------
 
 
+def _wants_json(request: Request) -> bool:
+    """The console's script posts with ``Accept: application/json``; a plain form gets pages."""
+    return "application/json" in request.headers.get("accept", "")
+
+
+def _as_json(exc: ServerError) -> JSONResponse:
+    return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=exc.status)
+
+
+def _invalid(exc: ValidationError) -> InvalidInput:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    return InvalidInput(f"{field}: {first['msg']}", field=field)
+
+
 @router.get("/sessions/{session_id}", response_class=HTMLResponse)
-async def session_view(session_id: str, request: Request, runtime: RuntimeDep, web: WebUser) -> Response:
+async def session_view(
+    session_id: str, request: Request, session: SessionDep, runtime: RuntimeDep, web: WebUser
+) -> Response:
+    """The console: header, the device's catalogue as forms, live output, history, close, report."""
     user = await auth.gate(sessions_api.get_session, web.principal)
     remote = await sessions_api.get_session(session_id, runtime, user)
-    return await _page(request, "session.html", web, remote=remote)
+    report = await sessions_api.session_report(
+        session_id, runtime, await auth.gate(sessions_api.session_report, user), format="json"
+    )
+    device = await access.check_device(session, user, remote.device_id)
+    now = clock.now()
+    may_run = await auth.allowed(sessions_api.session_command, user)
+    blocked = (
+        console.session_blocker(remote, user.name, user.role is Role.ADMIN, now)
+        if may_run
+        else f"role {user.role.value!r} may not send commands"
+    )
+    consent_given = (
+        remote.consent_by is not None
+        and remote.consent_expires_at is not None
+        and remote.consent_expires_at > now
+    )
+    forms = console.action_forms(device.inventory, session_blocked=blocked, consent_given=consent_given)
+    needs_consent = any(f.policy == "needs_consent" for f in forms)
+    return await _page(
+        request,
+        "session.html",
+        web,
+        remote=remote,
+        report=report,
+        device=device,
+        forms=forms,
+        blocked=blocked,
+        consent_given=consent_given,
+        can_ask_consent=blocked is None and needs_consent and not consent_given,
+        can_close=may_run
+        and not SessionState(remote.state).terminal
+        and (user.name == remote.owner or user.role is Role.ADMIN),
+        seconds_left=(
+            max(0, int((remote.expires_at - now).total_seconds()))
+            if remote.expires_at is not None and remote.state == SessionState.ACTIVE.value
+            else None
+        ),
+    )
+
+
+@router.post("/sessions/{session_id}/run")
+async def session_run(
+    session_id: str, request: Request, session: SessionDep, runtime: RuntimeDep, web: WebUser
+) -> Response:
+    """Run one action of the catalogue: the form's arguments typed and checked against the
+    action's schema, then ``POST /sessions/{id}/commands`` (policy checked before signing)."""
+    form = await auth.form_data(request)
+    try:
+        auth.check_csrf(web, form)
+        user = await auth.gate(sessions_api.session_command, web.principal)
+        remote = await sessions_api.get_session(session_id, runtime, user)
+        device = await access.check_device(session, user, remote.device_id)
+        action = form.get("action", "")
+        entry = catalogue_of(device).actions.get(action) or {}
+        args = console.parse_args(form, entry.get("args_schema") or {})
+        try:
+            body = sessions_api.SessionCommandCreate(action=action, args=args)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        command = await sessions_api.session_command(session_id, body, runtime, user, Response())
+    except ServerError as exc:
+        if _wants_json(request) and not isinstance(exc, Unauthorized):
+            return _as_json(exc)
+        raise
+    if _wants_json(request):
+        return JSONResponse(
+            {
+                "id": command.id,
+                "action": command.action,
+                "state": command.state,
+                "stream": f"/commands/{command.id}/stream",
+                "cancel": f"/commands/{command.id}/cancel",
+            },
+            status_code=201,
+        )
+    return RedirectResponse(f"/sessions/{session_id}#cmd-{command.id}", status_code=303)
+
+
+@router.get("/commands/{command_id}/stream")
+async def command_stream(command_id: str, request: Request, runtime: RuntimeDep, web: WebUser) -> Response:
+    """``GET /api/v1/commands/{id}/stream`` for the signed-in browser (EventSource cannot send
+    a bearer token): the same endpoint, called with the cookie's principal."""
+    user = await auth.gate(commands_api.stream_command, web.principal)
+    last = _int(request.headers.get("last-event-id"), "Last-Event-ID")
+    return await commands_api.stream_command(command_id, runtime, user, last)
+
+
+@router.post("/commands/{command_id}/cancel")
+async def command_cancel(command_id: str, request: Request, runtime: RuntimeDep, web: WebUser) -> Response:
+    """Ask the device to stop a running command (``POST /api/v1/commands/{id}/cancel``)."""
+    form = await auth.form_data(request)
+    try:
+        auth.check_csrf(web, form)
+        user = await auth.gate(commands_api.cancel_command, web.principal)
+        detail = await commands_api.cancel_command(command_id, runtime, user)
+    except ServerError as exc:
+        if _wants_json(request) and not isinstance(exc, Unauthorized):
+            return _as_json(exc)
+        raise
+    if _wants_json(request):
+        return JSONResponse({"id": detail.id, "state": detail.state}, status_code=202)
+    back = f"/sessions/{detail.session_id}" if detail.session_id else f"/devices/{detail.device_id}"
+    return RedirectResponse(back, status_code=303)
+
+
+@router.post("/sessions/{session_id}/{action}")
+async def session_action(
+    session_id: str, action: str, request: Request, runtime: RuntimeDep, web: WebUser
+) -> Response:
+    """Request the local operator's consent, or close the session with its outcome."""
+    form = await auth.form_data(request)
+    auth.check_csrf(web, form)
+    if action == "consent":
+        user = await auth.gate(sessions_api.request_consent, web.principal)
+        await sessions_api.request_consent(session_id, runtime, user)
+    elif action == "close":
+        user = await auth.gate(sessions_api.close_session, web.principal)
+        fixed = {"yes": True, "no": False}.get(form.get("fixed", ""))
+        try:
+            body = sessions_api.SessionClose(outcome=form.get("outcome", ""), fixed=fixed)
+        except ValidationError as exc:
+            raise _invalid(exc) from None
+        await sessions_api.close_session(session_id, body, runtime, user)
+    else:
+        raise InvalidInput(f"action: {action!r} is not one of consent, close", field="action")
+    return RedirectResponse(f"/sessions/{session_id}", status_code=303)
+
+
+@router.get("/sessions/{session_id}/report.md")
+async def session_report_download(session_id: str, runtime: RuntimeDep, web: WebUser) -> Response:
+    """The session report as a Markdown download (``GET /sessions/{id}/report?format=markdown``)."""
+    user = await auth.gate(sessions_api.session_report, web.principal)
+    answer: Response = await sessions_api.session_report(session_id, runtime, user, format="markdown")
+    answer.headers["Content-Disposition"] = answer.headers["Content-Disposition"].replace(
+        "inline", "attachment", 1
+    )
+    return answer
 
 
 # --- audit --------------------------------------------------------------------------------

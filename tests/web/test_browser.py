@@ -1,18 +1,36 @@
 """The console in real headless Chromium (Debian's ``chromium``, driven by Playwright): sign in,
 the dashboard's tiles equal ``/api/v1/kpis`` for the same period, the fleet table filters
-without a reload, a customer cannot see another customer's device. Screenshots of each page go
+without a reload, a customer cannot see another customer's device, and a technician clears a
+simulated printer's paper jam from the remote session console (real agent, real Mosquitto),
+after which the dashboard's self-resolution rate moves. Screenshots of each page go
 to a temp dir, and to ``$FLEETCARE_SCREENSHOTS`` (e.g. docs/screenshots) when set."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
+from agent import AgentRuntime
+from certs import PkiDir
+from server.db.models import Device, Incident
+from server.runtime import Runtime
+from server.services import customers
+from server.sessions.policy import catalogue_of
+from simulators.printer import PrinterPlugin
+from tests.agent.support import device_settings
+from tests.support.broker import MosquittoBroker, unique_device
 from tests.support.server import V1, bearer, running_server, server_settings
+from tests.support.waiting import eventually
 from tests.web.seed import PASSWORD, PERIOD, Seeded, seed
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -132,3 +150,163 @@ async def test_customer_cannot_see_another_customers_device(
     )
     assert set(rows) == set(mine)
     assert await page.get_by_role("link", name="Audit log").count() == 0  # type: ignore[attr-defined]
+
+
+# -- the technician's remote session, with a real agent on a real broker ---------------------
+
+INCIDENTS = {"fault_debounce": 0.3, "offline_grace": 5.0, "offline_flap_window": 1.0, "sweep_interval": 0.1}
+
+
+@dataclass
+class Jam:
+    base_url: str
+    runtime: Runtime
+    device_id: str
+    printer: PrinterPlugin
+
+
+@pytest.fixture
+async def jammed(tmp_path: Path, db_url: str, pki: PkiDir, broker: MosquittoBroker) -> AsyncIterator[Jam]:
+    """The server (uvicorn, MQTT connected, incidents on) with the seeded history, and a
+    simulated printer on its agent whose catalogue has reached the server."""
+    if "postgres" in db_url:
+        pytest.skip("the browser tests run on SQLite; the pages' SQL is covered on both by test_pages")
+    settings = server_settings(
+        db_url, pki=pki, broker=broker, command_sweep_interval=0.1, incidents=INCIDENTS
+    )
+    device_id = unique_device(pki, "jam")
+    printer = PrinterPlugin(device_id, {"jam_rate_per_hour": 0, "seed": 1})
+    agent_settings = device_settings(
+        tmp_path,
+        pki,
+        broker,
+        device_id,
+        telemetry_interval=0.5,
+        policy={
+            "allowed_actions": ["ping", "selftest", "printer.status", "printer.clear_jam"],
+            "forbidden_actions": ["logs.tail"],
+        },
+    )
+    async with running_server(settings) as (app, base_url):
+        runtime: Runtime = app.state.runtime
+        assert runtime.link is not None
+        await asyncio.wait_for(runtime.link.wait_connected(), 15)
+        seeded = await seed(runtime)
+        async with AgentRuntime(agent_settings, plugins=[printer]) as agent:
+            await agent.wait_connected()
+            await eventually(lambda: _advertises(runtime, device_id, "printer.clear_jam"), what="catalogue")
+            async with runtime.sessions() as session:  # tina's customer: on her dashboard
+                change = customers.DeviceAssignment(customer_id=seeded.customers[0])
+                await customers.assign_device(session, device_id, change, actor="test")
+                await session.commit()
+            await eventually(lambda: printer.attached, what="printer running")
+            yield Jam(base_url, runtime, device_id, printer)
+
+
+async def _advertises(runtime: Runtime, device_id: str, action: str) -> bool:
+    async with runtime.sessions() as session:
+        device = await session.get(Device, device_id)
+    return device is not None and action in catalogue_of(device).actions
+
+
+async def _incident(runtime: Runtime, device_id: str, status: str) -> Incident | None:
+    async with runtime.sessions() as session:
+        found: Incident | None = await session.scalar(
+            select(Incident).where(Incident.device_id == device_id, Incident.status == status)
+        )
+        return found
+
+
+async def _tiles(page: object) -> dict[str, float | None]:
+    values = {}
+    for name in ("self_resolution_rate", "resolved_remote"):
+        raw = await page.locator(f'[data-kpi="{name}"]').first.get_attribute("data-value")  # type: ignore[attr-defined]
+        values[name] = float(raw) if raw else None
+    return values
+
+
+async def _api_kpis(base_url: str, period: dict[str, str]) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        login = await client.post(f"{V1}/auth/login", json={"username": "tina", "password": PASSWORD})
+        answer = await client.get(f"{V1}/kpis", params=period, headers=bearer(login.json()["token"]))
+    kpis: dict[str, Any] = answer.json()["rows"][0]["kpis"]
+    return kpis
+
+
+async def test_a_technician_clears_a_jam_from_the_console_and_the_dashboard_moves(
+    jammed: Jam, browser: object, shots: list[Path]
+) -> None:
+    base_url, runtime = jammed.base_url, jammed.runtime
+    tomorrow = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+    period = {"from": PERIOD["from"], "to": tomorrow}  # the seeded history and today
+    dashboard = f"{base_url}/?from={period['from']}&to={period['to']}"
+    page: Any = await signed_in(browser, base_url, "tina")
+    await page.goto(dashboard)
+    before = await _tiles(page)
+    api_before = await _api_kpis(base_url, period)
+    assert api_before["resolved"] > 0  # a history to move against
+    assert before == {k: pytest.approx(api_before[k]) for k in before}
+
+    assert jammed.printer.inject_fault("PAPER_JAM")
+    incident = await eventually(lambda: _incident(runtime, jammed.device_id, "open"), what="jam incident")
+    await page.goto(f"{base_url}/incidents/{incident.id}")
+    await page.get_by_role("button", name="Open remote session").click()
+    await page.wait_for_url(re.compile(r".*/sessions/ses_[\w-]+$"))
+    session_url = page.url
+    assert await page.locator("#session-state").get_attribute("data-state") == "active"
+    forbidden = page.locator('form[data-action="logs.tail"]')
+    assert await forbidden.locator("[data-policy]").get_attribute("data-policy") == "forbidden"
+    assert await forbidden.get_by_role("button").is_disabled()  # the owner's policy, with its reason
+    assert "forbids" in await page.locator('form[data-action="logs.tail"] .why').inner_text()
+
+    await page.get_by_role("button", name="Run selftest").click()
+    state = page.locator("#run-state")
+    await page.wait_for_function("document.getElementById('run-state').dataset.state !== ''")
+    assert await state.get_attribute("data-state") == "failed"  # the self-test finds the jam
+    assert "jam" in (await page.locator("#run-output").inner_text()).lower()
+    await page.wait_for_function(  # the history is refreshed in place, no reload
+        "document.querySelectorAll('#history tr[data-command]').length === 1"
+    )
+
+    await page.get_by_role("button", name="Run printer.clear_jam").click()
+    await page.wait_for_function(
+        "document.getElementById('run-state').dataset.state !== ''"
+        " && document.querySelectorAll('#history tr[data-command]').length === 2"
+    )
+    assert await state.get_attribute("data-state") == "succeeded"
+    assert await page.locator("#run-cancel").is_disabled()
+    await page.evaluate("window.scrollTo(0, 0)")
+    await screenshot(page, shots, "session")
+
+    resolved = await eventually(
+        lambda: _incident(runtime, jammed.device_id, "resolved"), what="incident resolved"
+    )
+    assert (resolved.id, resolved.channel) == (incident.id, "remote")
+    await page.get_by_label("Outcome (goes into the report)").fill(
+        "Cleared the jam remotely; self-test found it."
+    )
+    await page.get_by_label("Fixed", exact=True).check()
+    await page.get_by_role("button", name="Close session").click()
+    await page.wait_for_function("document.getElementById('session-state').dataset.state === 'closed'")
+    assert page.url == session_url
+    report = await page.request.get(f"{session_url}/report.md")
+    assert report.ok
+    text = await report.text()
+    for needle in ("printer.clear_jam", "selftest", jammed.device_id, "Cleared the jam remotely"):
+        assert needle in text, needle
+
+    await page.goto(f"{base_url}/incidents/{incident.id}")
+    assert await page.locator("#incident-status").get_attribute("data-status") == "resolved"
+    assert await page.locator("#incident-resolved").get_attribute("data-channel") == "remote"
+    assert await page.locator(f'a[href="{session_url.removeprefix(base_url)}"]').count() == 1
+    await screenshot(page, shots, "incident")
+
+    await page.goto(dashboard)
+    after = await _tiles(page)
+    api_after = await _api_kpis(base_url, period)
+    assert after == {k: pytest.approx(api_after[k]) for k in after}
+    assert api_after["resolved"] == api_before["resolved"] + 1
+    assert after["resolved_remote"] == (before["resolved_remote"] or 0) + 1
+    self_resolved_before = (before["self_resolution_rate"] or 0.0) * api_before["resolved"]
+    assert after["self_resolution_rate"] == pytest.approx((self_resolved_before + 1) / api_after["resolved"])
+    assert after["self_resolution_rate"] != pytest.approx(before["self_resolution_rate"])

@@ -4,52 +4,14 @@ page, the dashboard's figures are the KPI API's, the fleet table filters, sorts 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import httpx
 import pytest
 
-from server.db.models import Incident
-from server.db.types import utcnow
-from server.runtime import Runtime
-from tests.support.server import V1, api_client, bearer, server_settings
-from tests.web.seed import PASSWORD, PERIOD, Seeded, seed
-
-
-@dataclass
-class Console:
-    client: httpx.AsyncClient
-    runtime: Runtime
-    seeded: Seeded
-
-
-@pytest.fixture
-async def console(tmp_path: object, db_url: str) -> AsyncIterator[Console]:
-    settings = server_settings(db_url, incidents={"enabled": False})
-    async with api_client(settings) as (client, runtime):
-        yield Console(client, runtime, await seed(runtime))
-
-
-def _csrf(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, "no CSRF field in the form"
-    return found.group(1)
-
-
-async def sign_in(client: httpx.AsyncClient, name: str) -> str:
-    """Sign in through the form; returns the page's CSRF token for later POSTs."""
-    form = await client.get("/login")
-    answer = await client.post(
-        "/login",
-        data={"csrf": _csrf(form.text), "username": name, "password": PASSWORD, "next": "/fleet"},
-    )
-    assert answer.status_code == 303, answer.text
-    assert answer.headers["location"] == "/fleet"
-    cookie = answer.headers["set-cookie"].lower()
-    assert "httponly" in cookie
-    assert "samesite=strict" in cookie
-    return _csrf((await client.get("/fleet")).text)
+from tests.support.server import V1, bearer
+from tests.web.seed import PASSWORD, PERIOD
+from tests.web.support import Console, open_incident, sign_in
+from tests.web.support import csrf_of as _csrf
+from tests.web.support import token_for as _token
 
 
 async def test_pages_need_sign_in(console: Console) -> None:
@@ -120,12 +82,6 @@ async def test_dashboard_tiles_are_the_kpi_api_figures(console: Console) -> None
     assert csv.headers["content-type"].startswith("text/csv")
 
 
-async def _token(console: Console, name: str) -> str:
-    answer = await console.client.post(f"{V1}/auth/login", json={"username": name, "password": PASSWORD})
-    token: str = answer.json()["token"]
-    return token
-
-
 async def test_fleet_table_filters_sorts_and_pages(console: Console) -> None:
     await sign_in(console.client, "olga")
     everything = await console.client.get("/fleet")
@@ -152,17 +108,6 @@ async def test_customer_sees_only_their_devices(console: Console) -> None:
     token = await _token(console, "carl")
     assert (await console.client.get(f"{V1}/devices/{other[0]}", headers=bearer(token))).status_code == 404
     assert (await console.client.get("/audit")).status_code == 403  # ops and admin only, as the API
-
-
-async def open_incident(console: Console, device_id: str) -> int:
-    now = utcnow()
-    async with console.runtime.sessions() as session:
-        incident = Incident(
-            device_id=device_id, kind="fault", severity="error", effect="down", t_fault=now, t_detect=now
-        )
-        session.add(incident)
-        await session.commit()
-        return incident.id
 
 
 async def test_technician_acknowledges_and_resolves_an_incident(console: Console) -> None:
