@@ -2,6 +2,12 @@
 (HTTP round trip of the HTML) and load in headless Chromium (navigation timing: response end,
 DOMContentLoaded, load), page weight (HTML + every resource). Target: under one second each.
 
+The dashboard's charts load after the page (``/dashboard/charts/{name}``, one KPI report each,
+fetched in parallel): their server time (all at once, as the browser asks) and the time from
+navigation until every chart is drawn (``window.__chartsDrawnAt``) are reported beside it.
+The fleet has ``consumable.low`` events on a fifth of the devices (half of them cleared by a
+later ``maintenance.ended``) for the consumables-at-risk column.
+
     python -m benchmarks.web_pages [--devices 10000] [--days 60] [--runs 5] [--record]
 """
 
@@ -9,17 +15,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import tempfile
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from benchmarks.results import machine, record
-from server.db.models import Role
+from server.db.models import Event, Role
 from server.kpi.generate import FleetShape, generate
 from server.kpi.records import insert_dataset
 from server.kpi.rollups import refresh_rollups
@@ -34,8 +41,23 @@ _TIMING_JS = """() => {
   const res = performance.getEntriesByType('resource');
   const bytes = nav.encodedBodySize + res.reduce((s, r) => s + (r.encodedBodySize || 0), 0);
   return {response_end: nav.responseEnd, dcl: nav.domContentLoadedEventEnd, load: nav.loadEventEnd,
-          bytes: bytes, html: nav.encodedBodySize, resources: res.length};
+          bytes: bytes, html: nav.encodedBodySize, resources: res.length,
+          charts: window.__chartsDrawnAt === undefined ? null : window.__chartsDrawnAt};
 }"""
+_CHARTS_JS = "() => !document.getElementById('charts') || window.__chartsDrawnAt !== undefined"
+CHART_URL = re.compile(r'data-src-[a-z-]+="([^"]+)"')
+
+
+async def _charts_server(client: httpx.AsyncClient, html: str) -> float | None:
+    """The dashboard's chart requests, all at once as the page's script sends them."""
+    urls = [url.replace("&amp;", "&") for url in CHART_URL.findall(html)]
+    if not urls:
+        return None
+    t0 = time.perf_counter()
+    answers = await asyncio.gather(*(client.get(url) for url in urls))
+    for answer in answers:
+        answer.raise_for_status()
+    return time.perf_counter() - t0
 
 
 async def _measure(base_url: str, pages: dict[str, str], runs: int) -> dict[str, dict[str, Any]]:
@@ -48,13 +70,14 @@ async def _measure(base_url: str, pages: dict[str, str], runs: int) -> dict[str,
         await client.post("/login", data={"csrf": csrf, "username": "olga", "password": PASSWORD})
         for name, path in pages.items():
             await client.get(path)  # warm: first query plans, template compile
-            server = []
+            server, charts = [], []
             for _ in range(runs):
                 t0 = time.perf_counter()
                 answer = await client.get(path)
                 server.append(time.perf_counter() - t0)
                 answer.raise_for_status()
-            out[name] = {"server": server}
+                charts.append(await _charts_server(client, answer.text))
+            out[name] = {"server": server, "charts_server": charts}
         cookies = [{"name": c.name, "value": c.value or "", "url": base_url} for c in client.cookies.jar]
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -66,6 +89,7 @@ async def _measure(base_url: str, pages: dict[str, str], runs: int) -> dict[str,
             loads = []
             for _ in range(runs):
                 await page.goto(base_url + path, wait_until="load")
+                await page.wait_for_function(_CHARTS_JS, timeout=60_000)
                 loads.append(await page.evaluate(_TIMING_JS))
             out[name]["browser"] = loads
         cold = await browser.new_context()
@@ -73,9 +97,27 @@ async def _measure(base_url: str, pages: dict[str, str], runs: int) -> dict[str,
         first = await cold.new_page()
         for name, path in pages.items():
             await first.goto(base_url + path, wait_until="load")
+            await first.wait_for_function(_CHARTS_JS, timeout=60_000)
             out[name]["cold"] = await first.evaluate(_TIMING_JS)
         await browser.close()
     return out
+
+
+def _consumable_events(records: list[Any], end: datetime) -> list[Event]:
+    """``consumable.low`` on every fifth device; every tenth device's cleared by maintenance."""
+    events = []
+    for n, device in enumerate(records[::5]):
+        low = end - timedelta(days=1 + n % 20)
+        events.append(_event(device.id, 1, "consumable.low", "TONER_LOW_BLACK", low))
+        if n % 2:
+            events.append(_event(device.id, 2, "maintenance.ended", None, low + timedelta(hours=4)))
+    return events
+
+
+def _event(device_id: str, seq: int, type_: str, code: str | None, ts: datetime) -> Event:
+    return Event(
+        device_id=device_id, seq=seq, type=type_, code=code, severity="warning", ts=ts, received_at=ts
+    )
 
 
 async def run(devices: int, days: float, runs: int) -> tuple[str, bool]:
@@ -89,6 +131,8 @@ async def run(devices: int, days: float, runs: int) -> tuple[str, bool]:
             async with runtime.sessions() as session:
                 await insert_dataset(session, ds)
                 await refresh_rollups(session)  # the KPI engine's state rollups, as in steady state
+                await session.commit()
+                session.add_all(_consumable_events(ds.devices, FleetShape().start + timedelta(days=days)))
                 await session.commit()
             load_s = time.perf_counter() - t0
             await create_token(runtime, "olga", Role.OPS, password=PASSWORD)
@@ -108,8 +152,8 @@ async def run(devices: int, days: float, runs: int) -> tuple[str, bool]:
         f"median. {machine()}, Chromium {CHROMIUM}.",
         "",
         "| page | server (HTML) | browser: response end | DOMContentLoaded | load | first visit load "
-        "| page weight (first visit) |",
-        "|---|---|---|---|---|---|---|",
+        "| page weight (first visit) | charts: server (parallel) | charts drawn (first visit) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     ok = True
     for name, f in figures.items():
@@ -119,14 +163,24 @@ async def run(devices: int, days: float, runs: int) -> tuple[str, bool]:
         resp = statistics.median(x["response_end"] for x in f["browser"]) / 1000
         cold = f["cold"]
         ok = ok and max(server, load, cold["load"] / 1000) < TARGET_S
+        charts = [c for c in f["charts_server"] if c is not None]
+        drawn = [x["charts"] for x in f["browser"] if x["charts"] is not None]
+        chart_cells = (
+            f"{statistics.median(charts) * 1000:.0f} ms | {statistics.median(drawn):.0f} ms "
+            f"({cold['charts']:.0f} ms)"
+            if charts and drawn and cold["charts"] is not None
+            else "— | —"
+        )
         lines.append(
             f"| {name} | {server * 1000:.0f} ms | {resp * 1000:.0f} ms | {dcl * 1000:.0f} ms | "
             f"{load * 1000:.0f} ms | {cold['load']:.0f} ms | {cold['bytes'] / 1024:.0f} KiB "
-            f"({cold['resources']} files) |"
+            f"({cold['resources']} files) | {chart_cells} |"
         )
     lines += [
         "",
-        f"Target: every page under {TARGET_S:g} s (server and browser load): {'met' if ok else 'MISSED'}.",
+        f"Target: every page under {TARGET_S:g} s (server and browser load): {'met' if ok else 'MISSED'}. "
+        "The dashboard's charts are not part of its load: they are drawn when their data arrives "
+        '(the last two columns; "charts drawn" counts from the start of navigation).',
     ]
     return "\n".join(lines), ok
 

@@ -1,6 +1,13 @@
 """The console's own read queries: the fleet table (one SQL statement: filter, sort and page in
 the database, the total by a window function) and the dashboard's open incidents by priority.
-Both take the caller's device condition from ``server.services.access``."""
+Both take the caller's device condition from ``server.services.access``.
+
+*Consumables at risk* in the fleet table: per device, the consumables (event codes) with a
+``consumable.low`` event not yet cleared — no ``maintenance.ended`` event of the device after
+it (replacing a consumable is maintenance; the agent reports both). Read from ``events`` by
+type (``ix_events_type``), so its cost follows the number of such events, not the fleet size.
+Forecast dates are not used here: they are fitted per device on demand (the device page shows
+them), which a 10,000-device table cannot afford per refresh."""
 
 from __future__ import annotations
 
@@ -8,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import distinct, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from server.db.models import Customer, Device, Incident, IncidentStatus, Site
+from server.db.models import Customer, Device, Event, Incident, IncidentStatus, Site
 from server.incidents.service import IncidentFilter
 from server.incidents.service import _conditions as incident_conditions
 from server.services.fleet import _escape_like
@@ -35,6 +43,27 @@ _open_incidents = (
     .subquery("open_incidents")
 )
 
+LOW_EVENT = "consumable.low"
+CLEARING_EVENT = "maintenance.ended"
+
+_later = aliased(Event)
+_consumables_at_risk = (
+    select(
+        Event.device_id.label("device_id"),
+        func.count(distinct(func.coalesce(Event.code, Event.type))).label("n"),
+    )
+    .where(
+        Event.type == LOW_EVENT,
+        ~exists().where(
+            _later.device_id == Event.device_id,
+            _later.type == CLEARING_EVENT,
+            _later.ts > Event.ts,
+        ),
+    )
+    .group_by(Event.device_id)
+    .subquery("consumables_at_risk")
+)
+
 FLEET_SORTS: dict[str, Any] = {
     "id": Device.id,
     "status": Device.online,
@@ -44,6 +73,7 @@ FLEET_SORTS: dict[str, Any] = {
     "site": Site.name,
     "open": func.coalesce(_open_incidents.c.n, 0),
     "last_seen": Device.last_seen,
+    "risk": func.coalesce(_consumables_at_risk.c.n, 0),
 }
 
 
@@ -71,6 +101,7 @@ class FleetRow:
     site: str | None
     open_incidents: int
     last_seen: datetime | None
+    consumables_at_risk: int
 
 
 def _fleet_conditions(where: FleetQuery, scope: ColumnElement[bool] | None) -> list[ColumnElement[bool]]:
@@ -115,11 +146,13 @@ async def fleet_page(
             func.coalesce(Site.name, Device.site),
             func.coalesce(_open_incidents.c.n, 0),
             Device.last_seen,
+            func.coalesce(_consumables_at_risk.c.n, 0),
             func.count().over(),
         )
         .outerjoin(Customer, Customer.id == Device.customer_id)
         .outerjoin(Site, Site.id == Device.site_id)
         .outerjoin(_open_incidents, _open_incidents.c.device_id == Device.id)
+        .outerjoin(_consumables_at_risk, _consumables_at_risk.c.device_id == Device.id)
         .where(*conditions)
         .order_by(order, Device.id)
         .limit(where.limit)
@@ -139,8 +172,8 @@ async def fleet_page(
                 or 0
             )
         return [], total
-    rows = [FleetRow(*row[:8]) for row in result]
-    return rows, int(result[0][8])
+    rows = [FleetRow(*row[:9]) for row in result]
+    return rows, int(result[0][9])
 
 
 async def open_by_priority(

@@ -23,7 +23,10 @@ from sqlalchemy import select
 from server import clock
 from server.api import audit as audit_api
 from server.api import commands as commands_api
+from server.api import devices as devices_api
+from server.api import forecast as forecast_api
 from server.api import incidents as incidents_api
+from server.api import knowledge as knowledge_api
 from server.api import kpis as kpis_api
 from server.api import sessions as sessions_api
 from server.api.deps import RuntimeDep, SessionDep
@@ -35,6 +38,7 @@ from server.incidents.service import IncidentFilter
 from server.kpi.definitions import DEFINITIONS
 from server.kpi.export import human, parse_time
 from server.services import access, fleet, users
+from server.services import forecast as forecast_service
 from server.sessions.policy import catalogue_of
 from server.web import auth, console
 from server.web.auth import WebUser
@@ -57,6 +61,12 @@ def _when(value: datetime | None) -> str:
 
 
 templates.env.filters["when"] = _when
+
+
+def _json_script(value: Any) -> str:
+    """JSON for a ``<script type="application/json">`` block: ``<`` escaped, so no data (a
+    metric name, a label) can close the script element."""
+    return json.dumps(value).replace("<", "\\u003c")
 
 
 class WebRoute(APIRoute):
@@ -190,17 +200,56 @@ TILES = (
 )
 
 
-def _chart_series(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Weekly buckets for uPlot: x (epoch s), downtime hours, self-resolution %."""
-    xs, downtime, selfres = [], [], []
+CHANNELS = ("auto", "customer", "remote", "field")
+TOP = 10
+"""Bars in the top-models and top-fault-codes charts."""
+
+
+def _weekly_series(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Weekly buckets for uPlot: x (epoch s), downtime hours, self-resolution %, and the
+    incidents resolved per channel (stacked in the page)."""
+    out: dict[str, list[Any]] = {"x": [], "downtime_h": [], "self_resolution_pct": []}
+    out.update({channel: [] for channel in CHANNELS})
     for row in rows:
         values = row["kpis"]
-        xs.append(parse_time(row["from"], "from").timestamp())
+        out["x"].append(parse_time(row["from"], "from").timestamp())
         dt = values.get("downtime_s")
-        downtime.append(None if dt is None else round(dt / 3600.0, 2))
+        out["downtime_h"].append(None if dt is None else round(dt / 3600.0, 2))
         rate = values.get("self_resolution_rate")
-        selfres.append(None if rate is None else round(100.0 * rate, 1))
-    return {"x": xs, "downtime_h": downtime, "self_resolution_pct": selfres}
+        out["self_resolution_pct"].append(None if rate is None else round(100.0 * rate, 1))
+        for channel in CHANNELS:
+            out[channel].append(values.get(f"resolved_{channel}") or 0)
+    return out
+
+
+def _top(rows: list[dict[str, Any]], hours: Callable[[dict[str, Any]], float | None]) -> dict[str, Any]:
+    """The :data:`TOP` groups with the most hours (none with zero), most first."""
+    ranked = sorted(
+        ((row["group"]["label"], h) for row in rows if (h := hours(row["kpis"])) is not None and h > 0),
+        key=lambda pair: -pair[1],
+    )[:TOP]
+    return {"labels": [label for label, _ in ranked], "hours": [round(h, 2) for _, h in ranked]}
+
+
+def _downtime_h(values: dict[str, Any]) -> float | None:
+    return None if values.get("downtime_s") is None else values["downtime_s"] / 3600.0
+
+
+def _restore_h(values: dict[str, Any]) -> float | None:
+    """Σ restore time (t_restored - t_fault) = MTRS x its count: equipment state carries no
+    fault code, so a fault code's downtime is the restore time of its incidents."""
+    mean, n = values.get("mtrs_mean_s"), values.get("mtrs_n")
+    return None if mean is None or not n else mean * n / 3600.0
+
+
+CHARTS: dict[str, tuple[str, Callable[[list[dict[str, Any]]], dict[str, Any]]]] = {
+    "weekly": ("week", _weekly_series),
+    "models": ("model", lambda rows: _top(rows, _downtime_h)),
+    "fault_codes": ("fault_code", lambda rows: _top(rows, _restore_h)),
+}
+"""The dashboard's charts: the KPI report grouping each reads, and how its rows become the
+chart's data. Each is its own request (``/dashboard/charts/{name}``), so the tiles do not wait
+for them and the browser fetches them in parallel."""
 
 
 async def _kpi_args(request: Request) -> dict[str, Any]:
@@ -217,12 +266,10 @@ async def _kpi_args(request: Request) -> dict[str, Any]:
 
 @router.get("/", response_class=HTMLResponse)
 async def dashboard(request: Request, session: SessionDep, runtime: RuntimeDep, web: WebUser) -> Response:
+    """The tiles (one KPI report over the period); the charts load their own data after."""
     user = await auth.gate(kpis_api.get_kpis, web.principal)
     args = await _kpi_args(request)
     report = await kpis_api.get_kpis(session=session, runtime=runtime, user=user, definitions=False, **args)
-    weekly = await kpis_api.get_kpis(
-        session=session, runtime=runtime, user=user, definitions=False, group_by="week", **args
-    )
     values: dict[str, Any] = report["rows"][0]["kpis"] if report["rows"] else {}
     scope = access.device_condition(await access.scope_for(session, user))
     customer = report["filters"].get("customer")  # the customer the caller's scope imposed
@@ -232,7 +279,9 @@ async def dashboard(request: Request, session: SessionDep, runtime: RuntimeDep, 
         scope=scope,
     )
     customers, sites, models = await filter_options(session, scope)
-    query = {k: v for k, v in {**args, "from": args["from_"]}.items() if v is not None and k != "from_"}
+    query = urlencode(
+        {k: v for k, v in {**args, "from": args["from_"]}.items() if v is not None and k != "from_"}
+    )
     return await _page(
         request,
         "dashboard.html",
@@ -247,9 +296,34 @@ async def dashboard(request: Request, session: SessionDep, runtime: RuntimeDep, 
         customers=customers,
         sites=sites,
         models=models,
-        csv_url="/dashboard.csv?" + urlencode(query),
-        chart=json.dumps(_chart_series(weekly["rows"])),
+        csv_url="/dashboard.csv?" + query,
+        chart_urls={name: f"/dashboard/charts/{name}?{query}" for name in CHARTS},
     )
+
+
+@router.get("/dashboard/charts/{name}")
+async def dashboard_chart(
+    name: str, request: Request, session: SessionDep, runtime: RuntimeDep, web: WebUser
+) -> JSONResponse:
+    """One chart's data: ``GET /kpis`` with the dashboard's filters and the chart's grouping."""
+    try:
+        if name not in CHARTS:
+            raise InvalidInput(f"name: {name!r} is not one of {', '.join(CHARTS)}", field="name")
+        user = await auth.gate(kpis_api.get_kpis, web.principal)
+        group_by, shape = CHARTS[name]
+        report = await kpis_api.get_kpis(
+            session=session,
+            runtime=runtime,
+            user=user,
+            definitions=False,
+            group_by=group_by,
+            **(await _kpi_args(request)),
+        )
+    except ServerError as exc:  # the page's script shows the message in the chart's place
+        if isinstance(exc, Unauthorized):
+            raise
+        return _as_json(exc)
+    return JSONResponse(shape(report["rows"]))
 
 
 @router.get("/dashboard.csv")
@@ -352,8 +426,46 @@ def _bands(intervals: list[StateInterval], start: datetime, end: datetime) -> li
     return out
 
 
+TELEMETRY_METRICS = 12
+"""Charts on the device page at most (the first metrics by name); the API has them all."""
+TELEMETRY_POINTS = 2000
+"""Newest samples per metric and window: enough for a 90-day chart, bounded page weight."""
+
+
+async def _telemetry(
+    session: SessionDep, user: Any, device_id: str, start: datetime
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per metric, the window's samples from ``GET /devices/{id}/telemetry`` (oldest first) for
+    uPlot; and the metrics not charted (beyond :data:`TELEMETRY_METRICS`)."""
+    metrics = await forecast_service.device_metrics(session, device_id)
+    series = []
+    for metric in metrics[:TELEMETRY_METRICS]:
+        samples = await devices_api.get_telemetry(
+            device_id=device_id,
+            session=session,
+            user=user,
+            metric=metric,
+            since=start,
+            limit=TELEMETRY_POINTS,
+        )
+        if not samples:
+            continue
+        samples.reverse()  # the API answers newest first
+        series.append(
+            {
+                "metric": metric,
+                "x": [s.ts.timestamp() for s in samples],
+                "y": [s.value for s in samples],
+                "truncated": len(samples) == TELEMETRY_POINTS,
+            }
+        )
+    return series, metrics[TELEMETRY_METRICS:]
+
+
 @router.get("/devices/{device_id}", response_class=HTMLResponse)
-async def device_view(device_id: str, request: Request, session: SessionDep, web: WebUser) -> Response:
+async def device_view(
+    device_id: str, request: Request, session: SessionDep, runtime: RuntimeDep, web: WebUser
+) -> Response:
     device: Device = await access.check_device(session, web.principal, device_id)
     days = min(90, max(1, _int(request.query_params.get("days"), "days") or 7))
     end = clock.now()
@@ -373,6 +485,10 @@ async def device_view(device_id: str, request: Request, session: SessionDep, web
     incidents, _ = await incident_service.list_incidents(
         session, IncidentFilter(device_id=device_id), limit=20
     )
+    telemetry, uncharted = await _telemetry(session, web.principal, device_id, start)
+    forecasts = await forecast_api.get_forecast(
+        device_id=device_id, session=session, runtime=runtime, user=web.principal
+    )
     return await _page(
         request,
         "device.html",
@@ -385,10 +501,39 @@ async def device_view(device_id: str, request: Request, session: SessionDep, web
         events=events,
         incidents=[incident for incident, _ in incidents],
         inventory=json.dumps(device.inventory or {}, indent=2, sort_keys=True),
+        telemetry=_json_script(telemetry),
+        metrics=[s["metric"] for s in telemetry],
+        uncharted=uncharted,
+        forecasts=sorted(forecasts, key=lambda f: (f.eta is None, f.eta or end, f.metric)),
     )
 
 
 # --- incident -----------------------------------------------------------------------------
+
+
+SUGGESTIONS = 5
+PAST_INCIDENTS = 5
+
+
+async def _suggestions(incident_id: int, session: SessionDep, user: Any) -> list[dict[str, Any]] | None:
+    """``GET /incidents/{id}/suggestions`` (staff only, as the API: None for a customer, who
+    gets guided steps instead) with each article's cause and resolution and the past incidents
+    it solved (``GET /knowledge/articles/{id}``: the links, fixed ones first)."""
+    if not await auth.allowed(knowledge_api.suggestions, user):
+        return None
+    found = await knowledge_api.suggestions(incident_id, session, user, limit=SUGGESTIONS)
+    reader = await auth.gate(knowledge_api.get_article, user)
+    out = []
+    for item in found:
+        article = await knowledge_api.get_article(item.article_id, session, reader)
+        past = sorted(
+            (link for link in article.links or [] if link.incident_id != incident_id),
+            key=lambda link: (not link.fixed, -link.created_at.timestamp()),
+        )
+        out.append(
+            {"s": item, "article": article, "past": past[:PAST_INCIDENTS], "more": len(past) > PAST_INCIDENTS}
+        )
+    return out
 
 
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
@@ -408,6 +553,7 @@ async def incident_view(
         "incident.html",
         web,
         incident=detail,
+        suggestions=await _suggestions(incident_id, session, user),
         remote_sessions=remote_sessions,
         channels=[c.value for c in Channel],
         can_act=await auth.allowed(incidents_api.resolve, user),

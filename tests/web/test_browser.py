@@ -8,6 +8,7 @@ to a temp dir, and to ``$FLEETCARE_SCREENSHOTS`` (e.g. docs/screenshots) when se
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from sqlalchemy import select
 
 from agent import AgentRuntime
 from certs import PkiDir
-from server.db.models import Device, Incident
+from server.db.models import Device, Incident, TelemetrySample
 from server.runtime import Runtime
 from server.services import customers
 from server.sessions.policy import catalogue_of
@@ -74,9 +75,9 @@ def shots(tmp_path: Path) -> list[Path]:
     return dirs
 
 
-async def screenshot(page: object, shots: list[Path], name: str) -> None:
+async def screenshot(page: object, shots: list[Path], name: str, *, full: bool = False) -> None:
     for each in shots:
-        await page.screenshot(path=str(each / f"{name}.png"))  # type: ignore[attr-defined]
+        await page.screenshot(path=str(each / f"{name}.png"), full_page=full)  # type: ignore[attr-defined]
 
 
 async def signed_in(browser: object, base_url: str, name: str) -> object:
@@ -107,7 +108,21 @@ async def test_dashboard_matches_the_kpi_api(
         assert kpis_definition_shown(await tile.get_attribute("title"))
     chart = page.locator("#chart-downtime canvas")  # type: ignore[attr-defined]
     await chart.first.wait_for()  # uPlot drew the weekly chart from the vendored file
-    await screenshot(page, shots, "dashboard")
+    await page.wait_for_selector("#charts[data-drawn=true]")  # type: ignore[attr-defined]  # every chart loaded
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        token = bearer(login.json()["token"])
+        weekly = (await client.get(f"{V1}/kpis", params={**PERIOD, "group_by": "week"}, headers=token)).json()
+        by_model = (
+            await client.get(f"{V1}/kpis", params={**PERIOD, "group_by": "model"}, headers=token)
+        ).json()
+    totals = await page.locator("#chart-channels").get_attribute("data-totals")  # type: ignore[attr-defined]
+    assert [int(t) for t in json.loads(totals)] == [row["kpis"]["resolved"] for row in weekly["rows"]]
+    assert await page.locator("#chart-channels canvas").count() >= 1  # type: ignore[attr-defined]
+    worst = max(by_model["rows"], key=lambda row: row["kpis"]["downtime_s"] or 0)
+    first = page.locator("#top-models li").first  # type: ignore[attr-defined]
+    assert await first.get_attribute("data-label") == worst["group"]["label"]
+    assert await page.locator("#top-fault-codes li[data-label]").count() > 0  # type: ignore[attr-defined]
+    await screenshot(page, shots, "dashboard", full=True)
 
 
 def kpis_definition_shown(title: str | None) -> bool:
@@ -132,7 +147,6 @@ async def test_fleet_filters_without_reload(
     assert one in page.url  # type: ignore[attr-defined]  # the filter is in the address (shareable)
     await page.get_by_role("link", name=one).click()  # type: ignore[attr-defined]
     await page.wait_for_url(f"{base_url}/devices/{one}")  # type: ignore[attr-defined]
-    await screenshot(page, shots, "device")
 
 
 async def test_customer_cannot_see_another_customers_device(
@@ -150,6 +164,137 @@ async def test_customer_cannot_see_another_customers_device(
     )
     assert set(rows) == set(mine)
     assert await page.get_by_role("link", name="Audit log").count() == 0  # type: ignore[attr-defined]
+
+
+TONER = "printer.toner.black.percent"
+
+
+@pytest.fixture
+async def live(db_url: str) -> AsyncIterator[tuple[str, Seeded, Runtime]]:
+    """As ``site``, with the runtime (to add telemetry)."""
+    if "postgres" in db_url:
+        pytest.skip("the browser tests run on SQLite; the pages' SQL is covered on both by test_pages")
+    async with running_server(server_settings(db_url, incidents={"enabled": False})) as (app, base_url):
+        yield base_url, await seed(app.state.runtime), app.state.runtime
+
+
+async def test_device_telemetry_zooms_and_resets_and_shows_forecasts(
+    live: tuple[str, Seeded, Runtime], browser: object, shots: list[Path]
+) -> None:
+    base_url, seeded, runtime = live
+    device_id = seeded.devices[seeded.customers[0]][0]
+    now = datetime.now(UTC)
+    async with runtime.sessions() as session:
+        for i in range(40):  # a toner falling over 10 days, a drum wearing: forecasts with a date
+            ts = now - timedelta(days=10) + timedelta(hours=6 * i)
+            session.add(TelemetrySample(device_id=device_id, metric=TONER, ts=ts, value=90.0 - 1.2 * i))
+            session.add(
+                TelemetrySample(
+                    device_id=device_id, metric="printer.drum.wear.percent", ts=ts, value=40.0 + 0.5 * i
+                )
+            )
+        await session.commit()
+    page = await signed_in(browser, base_url, "olga")
+    await page.goto(f"{base_url}/devices/{device_id}?days=30")  # type: ignore[attr-defined]
+    chart = page.locator(f'.chart.telemetry[data-metric="{TONER}"]')  # type: ignore[attr-defined]
+    await chart.locator("canvas").first.wait_for()
+    assert await chart.get_attribute("data-points") == "40"
+    full = (
+        float(await chart.get_attribute("data-view-min")),
+        float(await chart.get_attribute("data-view-max")),
+    )
+    over = chart.locator(".u-over")
+    box = await over.bounding_box()
+    assert box is not None
+    await page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)  # type: ignore[attr-defined]
+    await page.mouse.down()  # type: ignore[attr-defined]
+    await page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] / 2, steps=5)  # type: ignore[attr-defined]
+    await page.mouse.up()  # type: ignore[attr-defined]
+    zoomed = (
+        float(await chart.get_attribute("data-view-min")),
+        float(await chart.get_attribute("data-view-max")),
+    )
+    assert full[0] < zoomed[0] < zoomed[1] < full[1]  # drag-to-zoom narrowed the time axis
+    await screenshot(page, shots, "device-zoomed")
+    reset = chart.locator("xpath=following-sibling::button[contains(@class, 'reset-zoom')]")
+    await reset.click()
+    restored = (
+        float(await chart.get_attribute("data-view-min")),
+        float(await chart.get_attribute("data-view-max")),
+    )
+    assert restored == pytest.approx(full)
+    eta = await page.locator(f'#forecasts tr[data-metric="{TONER}"]').get_attribute("data-eta")  # type: ignore[attr-defined]
+    assert eta
+    assert datetime.fromisoformat(eta) > now
+    await page.goto(f"{base_url}/devices/{device_id}?days=30")  # type: ignore[attr-defined]
+    await page.locator(".chart.telemetry canvas").first.wait_for()  # type: ignore[attr-defined]
+    await screenshot(page, shots, "device", full=True)
+
+
+async def _focused(page: object) -> dict[str, Any]:
+    """What has the keyboard focus: its label or text, and whether the focus is visible."""
+    info: dict[str, Any] = await page.evaluate(  # type: ignore[attr-defined]
+        """() => {
+          const el = document.activeElement;
+          const style = getComputedStyle(el);
+          const r = el.getBoundingClientRect();
+          const label = el.labels && el.labels.length ? el.labels[0].textContent.trim() : el.textContent.trim();
+          return {tag: el.tagName.toLowerCase(), label: label, id: el.id,
+                  outline: style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) >= 2,
+                  visible: r.width > 0 && r.height > 0 && r.bottom > 0 && r.right > 0
+                           && r.top < innerHeight && r.left < innerWidth};
+        }"""
+    )
+    return info
+
+
+async def _tab(page: object, shift: bool = False) -> dict[str, Any]:
+    await page.keyboard.press("Shift+Tab" if shift else "Tab")  # type: ignore[attr-defined]
+    return await _focused(page)
+
+
+async def test_keyboard_signs_in_and_filters_the_fleet_with_visible_focus(
+    site: tuple[str, Seeded], browser: object
+) -> None:
+    base_url, seeded = site
+    page = await browser.new_page(viewport={"width": 1280, "height": 860})  # type: ignore[attr-defined]
+    await page.goto(f"{base_url}/login?next=/fleet")
+    first = await _focused(page)
+    assert first["id"] == "username"  # autofocus: ready to type
+    back = await _tab(page, shift=True)
+    assert back["label"] == "Skip to content"
+    assert back["visible"]
+    assert back["outline"]
+    order = [await _tab(page) for _ in range(3)]
+    assert [f["label"] for f in order] == ["User name", "Password", "Sign in"]
+    assert all(f["visible"] and f["outline"] for f in order), order
+    await page.keyboard.press("Shift+Tab")
+    await page.keyboard.press("Shift+Tab")
+    await page.keyboard.type("olga")
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
+    await page.wait_for_url(f"{base_url}/fleet")
+
+    seen = []
+    for _ in range(12):  # skip link, the menu, sign-out, then the filters
+        focus = await _tab(page)
+        seen.append(focus)
+        if focus["label"] == "Filter":
+            break
+    labels = [f["label"] for f in seen]
+    assert labels[0] == "Skip to content"
+    start = labels.index("Search")
+    assert labels[start:] == ["Search", "Customer", "Site", "Model", "State", "Status", "Filter"]
+    assert labels.index("Dashboard") < labels.index("Fleet") < labels.index("Sign out") < start
+    assert all(f["visible"] and f["outline"] for f in seen), seen
+    one = seeded.devices[seeded.customers[1]][0]
+    for _ in range(len(labels) - start - 1):
+        await page.keyboard.press("Shift+Tab")  # back to the search field
+    assert (await _focused(page))["label"] == "Search"
+    await page.keyboard.type(one)
+    await page.wait_for_function("document.getElementById('fleet-total').textContent === '1'")
+    assert (await _focused(page))["label"] == "Search"  # the table refreshed; the focus stayed
 
 
 # -- the technician's remote session, with a real agent on a real broker ---------------------
