@@ -32,6 +32,7 @@ from server.db import create_engine, create_sessionmaker, run_migrations
 from server.db.models import Incident, StateInterval
 from server.kpi import GroupBy, ReportSpec, compute_report
 from server.kpi.generate import FleetShape, generate
+from server.kpi.incident_rollups import refresh_incident_rollups
 from server.kpi.records import Dataset, insert_dataset
 from server.kpi.rollups import refresh_rollups
 from tests.support.databases import postgres_admin_url, sqlite_url, temporary_postgres_database
@@ -83,6 +84,16 @@ async def load(url: str, ds: Dataset | None, shape: FleetShape) -> tuple[int, in
             await session.commit()
         if rebuilt:
             print(f"rollups of {rebuilt} devices built in {time.perf_counter() - started:.1f}s")
+        started = time.perf_counter()  # the incident rollups (server/kpi/incident_rollups.py)
+        async with sessions() as session:
+            rebuilt = await refresh_incident_rollups(session)
+            await session.commit()
+        if rebuilt:
+            print(f"incident rollups of {rebuilt} devices built in {time.perf_counter() - started:.1f}s")
+            if engine.dialect.name == "postgresql":  # statistics of the new rows
+                async with engine.connect() as conn:
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    await conn.execute(text("ANALYZE kpi_incident_months"))
         async with sessions() as session:
             incidents = await session.scalar(select(func.count()).select_from(Incident)) or 0
             intervals = await session.scalar(select(func.count()).select_from(StateInterval)) or 0

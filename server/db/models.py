@@ -820,3 +820,50 @@ class SuggestionShown(Base):
     )
     best_rank: Mapped[int] = mapped_column(Integer)
     first_shown_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+# --- KPI incident rollups (migration 0011, docs/kpis.md "Rollups") ----------------------------
+
+
+class KpiIncidentMonth(Base):
+    """What a report needs of one device's incidents resolved in one UTC month (``month_s``):
+    counts and sums of the ``resolved`` step and each duration population as float64 bytes
+    (``array('d')``), so exact percentiles merge months without reading incidents. ``lo_s``/
+    ``hi_s`` bound the incidents' clamped t_fault: a report uses the row only when both fall in
+    one customer/site period of the device. Built by :mod:`server.kpi.incident_rollups`."""
+
+    __tablename__ = "kpi_incident_months"
+    __table_args__ = (Index("ix_kpi_incident_months_month", "month_s"),)
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    month_s: Mapped[float] = mapped_column(Float, primary_key=True)
+    lo_s: Mapped[float] = mapped_column(Float)
+    hi_s: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(Integer)
+    ch_auto: Mapped[int] = mapped_column(Integer)
+    ch_customer: Mapped[int] = mapped_column(Integer)
+    ch_remote: Mapped[int] = mapped_column(Integer)
+    ch_field: Mapped[int] = mapped_column(Integer)
+    avoided: Mapped[int] = mapped_column(Integer)
+    ftf: Mapped[int] = mapped_column(Integer)
+    n_mtrs: Mapped[int] = mapped_column(Integer)
+    n_mtta: Mapped[int] = mapped_column(Integer)
+    n_mttrespond: Mapped[int] = mapped_column(Integer)
+    t_mtrs: Mapped[float] = mapped_column(Float)
+    t_mtta: Mapped[float] = mapped_column(Float)
+    t_mttrespond: Mapped[float] = mapped_column(Float)
+    t_mttresolve: Mapped[float] = mapped_column(Float)
+    v_mtrs: Mapped[bytes] = mapped_column()
+    v_mtta: Mapped[bytes] = mapped_column()
+    v_mttrespond: Mapped[bytes] = mapped_column()
+    v_mttresolve: Mapped[bytes] = mapped_column()
+    v_avoided: Mapped[bytes] = mapped_column()  # restore time of each dispatch avoided
+
+
+class KpiIncidentDirty(Base):
+    """A device whose incidents changed since its :class:`KpiIncidentMonth` rows were built;
+    written by triggers on incidents (migration 0011). Reports read such a device raw."""
+
+    __tablename__ = "kpi_incident_dirty"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -28,6 +28,7 @@ from server.incidents import priority as prio
 from server.incidents.engine import SEVERITY_RANK, Episode, Fold, Segment
 from server.incidents.evidence import ACTIVE, refresh
 from server.incidents.timeline import SERVER, note
+from server.kpi.incident_rollups import refresh_incident_rollups
 from server.kpi.rollups import refresh_rollups
 
 __all__ = ["ACTIVE", "EPS", "dt", "episode_span", "flag_external", "store"]
@@ -72,6 +73,7 @@ async def store(
     await _mark_external(session, device_id, touched, everything=fold.full)
     await refresh(session, touched, now)
     await refresh_rollups(session, [device_id])  # the KPI state rollup, from the change on
+    await refresh_incident_rollups(session, [device_id])  # and its incident rollup
     return touched
 
 

@@ -37,6 +37,7 @@ from server.incidents.engine import (
     place,
     position_key,
 )
+from server.kpi.incident_rollups import refresh_incident_rollups
 from server.kpi.rollups import refresh_rollups
 from server.settings import IncidentSettings
 
@@ -283,7 +284,10 @@ class IncidentTracker:
                 # KPI state rollups of devices changed outside the writer (or all of them after
                 # migration 0008), a batch per sweep; reports read such devices raw meanwhile
                 async with sessions() as session:
-                    if await refresh_rollups(session, limit=ROLLUP_BATCH):
+                    rebuilt = await refresh_rollups(session, limit=ROLLUP_BATCH)
+                    # incident rollups of devices changed by acknowledge/resolve/reopen too
+                    rebuilt += await refresh_incident_rollups(session, limit=ROLLUP_BATCH)
+                    if rebuilt:
                         await session.commit()
             except Exception:  # a database hiccup must not end the sweeper
                 logger.exception("incident sweep failed; retrying in %.1fs", interval)

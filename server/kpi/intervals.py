@@ -7,6 +7,7 @@ is never summed over overlapping intervals, always taken as a union.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -132,6 +133,35 @@ def percentile(sorted_values: Sequence[float], numerator: int, denominator: int)
     if rem == 0:
         return sorted_values[lo]
     return interpolate(sorted_values[lo], sorted_values[lo + 1], rem, denominator)
+
+
+def ranked_percentiles(values: Sequence[float], fractions: Sequence[tuple[int, int]]) -> list[float | None]:
+    """:func:`percentile` of the sorted ``values`` at each fraction, without sorting them:
+    durations repeat (whole seconds), so the distinct values are counted (in C) and only those
+    sorted — the same order statistics, hence the same numbers."""
+    n = len(values)
+    if n == 0:
+        return [None for _ in fractions]
+    counts = Counter(values)
+    distinct = sorted(counts)
+    wanted: dict[int, float] = {}
+    ranks = sorted({r for num, den in fractions for r in _ranks(n, num, den)})
+    cursor, seen = 0, 0  # values[:seen] are all < distinct[cursor]
+    for rank in ranks:
+        while seen + counts[distinct[cursor]] <= rank:
+            seen += counts[distinct[cursor]]
+            cursor += 1
+        wanted[rank] = distinct[cursor]
+    out: list[float | None] = []
+    for num, den in fractions:
+        lo, rem = divmod((n - 1) * num, den)
+        out.append(wanted[lo] if rem == 0 else interpolate(wanted[lo], wanted[lo + 1], rem, den))
+    return out
+
+
+def _ranks(n: int, numerator: int, denominator: int) -> tuple[int, ...]:
+    lo, rem = divmod((n - 1) * numerator, denominator)
+    return (lo,) if rem == 0 else (lo, lo + 1)
 
 
 def interpolate(low: float, high: float, rem: int, denominator: int) -> float:

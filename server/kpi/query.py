@@ -45,7 +45,8 @@ from server.db.models import Channel, Customer, Site
 from server.db.types import UtcDateTime
 from server.kpi.calendar import Bucket, ContractHours, buckets, parse_contract_hours, to_datetime
 from server.kpi.definitions import HIT_RANK, REPEAT_WINDOW_S
-from server.kpi.intervals import percentile
+from server.kpi.incident_rollups import decode, month_start, next_month_start
+from server.kpi.intervals import ranked_percentiles
 from server.kpi.records import APPLIED
 from server.kpi.report import (
     DEVICE_GROUPS,
@@ -115,6 +116,14 @@ class _Query:
         if spec.fault_code is not None:
             self.params["f_code"] = spec.fault_code
         self.rows: dict[RowKey, RowAggregates] = {}
+        # incident rollups: the UTC months [m_lo, m_hi) whose resolved incidents were read
+        # from kpi_incident_months (except kpi_unserved), and their percentile populations
+        self.incident_rollups = (
+            rollups and spec.fault_code is None and spec.group_by is not GroupBy.FAULT_CODE
+        )
+        self.rolled_months: tuple[float, float] | None = None
+        self.unserved = False
+        self.populations: dict[tuple[Any, int, int], list[float]] = {}
         self.timings: dict[str, float] = {}
         self.bounds: dict[str, Bounds] = {}
 
@@ -599,6 +608,145 @@ class _Query:
             await self.session.execute(text("ANALYZE kpi_incidents"))
         self.timings["incidents"] = time.perf_counter() - started
 
+    def full_months(self) -> list[tuple[float, float, int]]:
+        """The UTC months [ms, me) that lie whole in one bucket, with its index (contiguous:
+        the buckets tile P)."""
+        out: list[tuple[float, float, int]] = []
+        ms = month_start(self.period.t0)
+        while ms < self.period.te:
+            me = next_month_start(ms)
+            b = next((c.index for c in self.cuts if c.start <= ms and me <= c.end), None)
+            if b is not None:
+                out.append((ms, me, b))
+            ms = me
+        return out
+
+    def not_rolled(self) -> str:
+        """The kpi_incidents rows (alias i) :meth:`resolved_rolled` did not take."""
+        if self.rolled_months is None:
+            return ""
+        unserved = (
+            " OR (i.device_id IN (SELECT device_id FROM kpi_unserved) AND EXISTS (SELECT 1 FROM"
+            " kpi_unserved u WHERE u.device_id = i.device_id AND u.ms <= i.rvs AND i.rvs < u.me))"
+            if self.unserved
+            else ""
+        )
+        return f" AND (i.rvs < :m_lo OR i.rvs >= :m_hi{unserved})"
+
+    async def resolved_rolled(self) -> None:
+        """The ``resolved`` aggregates and percentile populations of the incidents resolved in
+        the whole UTC months of P, from kpi_incident_months (:mod:`server.kpi.incident_rollups`):
+        one row per device and month, taken when the device's rollup is current and the
+        month's incidents (their clamped t_fault in [lo_s, hi_s]) lie in one customer/site
+        period. The rest — partial months, dirty devices, months straddling a move, and fault
+        code reports — are read raw by :meth:`resolved` (see :meth:`not_rolled`)."""
+        if not self.incident_rollups:
+            return
+        months = self.full_months()
+        if not months:
+            return
+        started = time.perf_counter()
+        self.params["m_lo"], self.params["m_hi"] = months[0][0], months[-1][1]
+        bucket_of = {ms: b for ms, _, b in months}
+        # read raw: dirty devices entirely, and a moved device's months that straddle a move
+        await self.session.execute(
+            text(
+                f"""
+                INSERT INTO kpi_unserved
+                SELECT device_id, -{OPEN_END}, {OPEN_END} FROM kpi_incident_dirty
+                UNION ALL
+                SELECT r.device_id, r.month_s, r.month_s + 1 FROM kpi_incident_months r
+                WHERE r.month_s >= :m_lo AND r.month_s < :m_hi
+                  AND r.device_id IN (SELECT device_id FROM kpi_pieces GROUP BY device_id HAVING COUNT(*) > 1)
+                  AND NOT EXISTS (SELECT 1 FROM kpi_pieces p WHERE p.device_id = r.device_id
+                                  AND p.pf <= r.lo_s AND r.hi_s < p.pt)
+                  AND NOT EXISTS (SELECT 1 FROM kpi_incident_dirty x WHERE x.device_id = r.device_id)
+                """
+            ),
+            self.params,
+        )
+        # a straddling month's row was marked [month_s, month_s + 1): widen it to the month
+        straddling = (
+            await self.session.execute(text(f"SELECT device_id, ms FROM kpi_unserved WHERE ms > -{OPEN_END}"))
+        ).all()
+        if straddling:
+            await self.session.execute(text(f"DELETE FROM kpi_unserved WHERE ms > -{OPEN_END}"))
+            await self.session.execute(
+                text("INSERT INTO kpi_unserved VALUES (:d, :ms, :me)"),
+                [{"d": d, "ms": ms, "me": next_month_start(ms)} for d, ms in straddling],
+            )
+        self.unserved = bool((await self.session.execute(text("SELECT 1 FROM kpi_unserved LIMIT 1"))).first())
+        self.timings["unserved"] = time.perf_counter() - started
+        started = time.perf_counter()
+        self.rolled_months = (self.params["m_lo"], self.params["m_hi"])
+        unserved = (
+            " AND NOT EXISTS (SELECT 1 FROM kpi_unserved u WHERE u.device_id = r.device_id"
+            " AND u.ms <= r.month_s AND r.month_s < u.me)"
+            if self.unserved
+            else ""
+        )
+        source = f"""
+            FROM kpi_incident_months r
+            JOIN kpi_pieces p ON p.device_id = r.device_id AND p.pf <= r.lo_s AND r.hi_s < p.pt
+            WHERE r.month_s >= :m_lo AND r.month_s < :m_hi AND p.kept = 1 AND p.model_kept = 1{unserved}"""
+        await self.rolled_sums(source, bucket_of)
+        self.timings["resolved_rolled"] = time.perf_counter() - started
+        started = time.perf_counter()
+        await self.rolled_values(source, bucket_of)
+        self.timings["rolled_values"] = time.perf_counter() - started
+
+    async def rolled_sums(self, source: str, bucket_of: dict[float, int]) -> None:
+        """The counts and sums of the rolled-up rows, per report row (SQL sums them)."""
+        # the cost per dispatch of the customer at the time (a join: a subquery per row is slow on PG)
+        customers = source.replace("WHERE", "LEFT JOIN customers c ON c.id = p.customer_id WHERE", 1)
+        sums = f"""
+            SELECT {self.group("p")} AS g, r.month_s, SUM(r.n), SUM(r.ch_auto), SUM(r.ch_customer),
+                   SUM(r.ch_remote), SUM(r.ch_field), SUM(r.avoided),
+                   SUM(r.avoided * COALESCE(c.cost_per_dispatch, 0)),
+                   SUM(r.ftf), SUM(r.n_mtrs), SUM(r.n_mtta), SUM(r.n_mttrespond),
+                   SUM(r.t_mtrs), SUM(r.t_mtta), SUM(r.t_mttrespond), SUM(r.t_mttresolve){customers}
+            GROUP BY 1, 2"""
+        for g, month, n, *rest in (await self.session.execute(text(sums), self.params)).all():
+            agg = self.row(g, bucket_of[month])
+            agg.resolved += n
+            for channel, count in zip(("auto", "customer", "remote", "field"), rest[0:4], strict=True):
+                if count:
+                    agg.channels[channel] = agg.channels.get(channel, 0) + count
+            agg.dispatched_resolved = agg.channels.get(Channel.FIELD.value, 0)
+            avoided, value, ftf, n_mtrs, n_mtta, n_resp, t_mtrs, t_mtta, t_resp, t_resolve = rest[4:14]
+            agg.dispatches_avoided += avoided
+            agg.dispatches_avoided_value += float(value)
+            agg.first_time_fixes += ftf
+            agg.mtrs.total, agg.mtrs.n = agg.mtrs.total + t_mtrs, agg.mtrs.n + n_mtrs
+            agg.mtta.total, agg.mtta.n = agg.mtta.total + t_mtta, agg.mtta.n + n_mtta
+            agg.mttrespond.total, agg.mttrespond.n = agg.mttrespond.total + t_resp, agg.mttrespond.n + n_resp
+            agg.mttresolve.total, agg.mttresolve.n = agg.mttresolve.total + t_resolve, agg.mttresolve.n + n
+
+    async def rolled_values(self, source: str, bucket_of: dict[float, int]) -> None:
+        """The percentile populations and downtime avoided of the rolled-up rows: each row's
+        values are float64 bytes, concatenated by the database per report row and month."""
+
+        def concat(column: str) -> str:
+            if self.d.pg:
+                return f"string_agg({column}, ''::bytea)"
+            return f"CAST(group_concat({column}, '') AS BLOB)"
+
+        columns = ", ".join(concat(f"r.{c}") for c in ("v_mtrs", "v_mtta", "v_mttrespond", "v_mttresolve"))
+        avoided = concat("CASE WHEN r.avoided > 0 THEN r.v_avoided END")
+        values = f"""
+            SELECT {self.group("p")} AS g, r.month_s, {columns}, {avoided}{source}
+            GROUP BY 1, 2"""
+        baseline = float(self.spec.baseline_restore_s)
+        for g, month, *blobs in (await self.session.execute(text(values), self.params)).all():
+            b = bucket_of[month]
+            for m, blob in enumerate(blobs[:4]):
+                if blob:
+                    self.populations.setdefault((g, b, m), []).extend(decode(bytes(blob)))
+            if blobs[4]:
+                self.row(g, b).downtime_avoided += sum(
+                    max(0.0, baseline - x) for x in decode(bytes(blobs[4]))
+                )
+
     async def resolved(self) -> None:
         fixed = "COALESCE(i.rss, i.rvs)"
         channels = ",\n".join(
@@ -628,7 +776,7 @@ class _Query:
                    COUNT(i.rps) AS n_mttrespond,
                    SUM({nonneg("i.rvs - i.ds")}) AS t_mttresolve
             FROM kpi_incidents i CROSS JOIN kpi_buckets kb
-            WHERE i.rvs >= kb.bs AND i.rvs < kb.be{self.code_filter("i.code")}
+            WHERE i.rvs >= kb.bs AND i.rvs < kb.be{self.code_filter("i.code")}{self.not_rolled()}
             GROUP BY 1, 2
         """
         names = [c.value for c in Channel]
@@ -636,16 +784,22 @@ class _Query:
             g, b, resolved, by_channel, rest = r[0], r[1], r[2], r[3 : 3 + len(names)], r[3 + len(names) :]
             agg = self.row(g, b)
             agg.resolved += resolved
-            agg.channels = {name: count for name, count in zip(names, by_channel, strict=True) if count}
+            for name, count in zip(names, by_channel, strict=True):
+                if count:
+                    agg.channels[name] = agg.channels.get(name, 0) + count
             agg.dispatched_resolved = agg.channels.get(Channel.FIELD.value, 0)
-            agg.dispatches_avoided = rest[0] or 0
-            agg.dispatches_avoided_value = float(rest[1] or 0.0)
-            agg.downtime_avoided = float(rest[2] or 0.0)
-            agg.first_time_fixes = rest[3] or 0
-            agg.mtrs.total, agg.mtrs.n = float(rest[4] or 0.0), rest[5]
-            agg.mtta.total, agg.mtta.n = float(rest[6] or 0.0), rest[7]
-            agg.mttrespond.total, agg.mttrespond.n = float(rest[8] or 0.0), rest[9]
-            agg.mttresolve.total, agg.mttresolve.n = float(rest[10] or 0.0), resolved
+            agg.dispatches_avoided += rest[0] or 0
+            agg.dispatches_avoided_value += float(rest[1] or 0.0)
+            agg.downtime_avoided += float(rest[2] or 0.0)
+            agg.first_time_fixes += rest[3] or 0
+            agg.mtrs.total, agg.mtrs.n = agg.mtrs.total + float(rest[4] or 0.0), agg.mtrs.n + rest[5]
+            agg.mtta.total, agg.mtta.n = agg.mtta.total + float(rest[6] or 0.0), agg.mtta.n + rest[7]
+            agg.mttrespond.total = agg.mttrespond.total + float(rest[8] or 0.0)
+            agg.mttrespond.n += rest[9]
+            agg.mttresolve.total, agg.mttresolve.n = (
+                agg.mttresolve.total + float(rest[10] or 0.0),
+                agg.mttresolve.n + resolved,
+            )
 
     async def knowledge(self) -> None:
         """Knowledge measures of the incidents resolved in each bucket: their article links
@@ -761,7 +915,7 @@ class _Query:
                 FROM kpi_incidents i CROSS JOIN kpi_buckets kb
                 WHERE {self.open_join()}{self.code_filter("i.code")}
             )"""
-        if self.d.pg:  # percentile_cont is the same linear interpolation between closest ranks
+        if self.d.pg and self.rolled_months is None:  # the same interpolation as percentile()
             sql = f"""{x}
                 SELECT g, b, m, percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY v)
                 FROM x WHERE v IS NOT NULL GROUP BY 1, 2, 3
@@ -770,7 +924,8 @@ class _Query:
                 summary: DurationSummary = getattr(self.row(g, b), _METRICS[m])
                 summary.median, summary.p90 = float(median), float(p90)
             return
-        # SQLite: fetch each population's values (one row per incident) and rank them here
+        # SQLite (or with rolled-up months): fetch each population's values (one row per
+        # incident) and rank them here
         per_incident = f"""
             SELECT {group} AS g, kb.b AS b,
                    CASE WHEN i.rss IS NOT NULL THEN {nonneg("i.rss - i.fs")} END,
@@ -778,14 +933,14 @@ class _Query:
                    CASE WHEN i.rps IS NOT NULL THEN {nonneg("i.rps - i.ds")} END,
                    {nonneg("i.rvs - i.ds")}
             FROM kpi_incidents i CROSS JOIN kpi_buckets kb
-            WHERE i.rvs >= kb.bs AND i.rvs < kb.be{self.code_filter("i.code")}
+            WHERE i.rvs >= kb.bs AND i.rvs < kb.be{self.code_filter("i.code")}{self.not_rolled()}
         """
         open_age = f"""
             SELECT {group} AS g, kb.b AS b, kb.be - i.ds
             FROM kpi_incidents i CROSS JOIN kpi_buckets kb
             WHERE {self.open_join()}{self.code_filter("i.code")}
         """
-        populations: dict[tuple[Any, int, int], list[float]] = {}
+        populations = self.populations  # with those of the rolled-up months
         for g, b, *values in await self.fetch("percentiles", per_incident):
             for m, v in enumerate(values):
                 if v is not None:
@@ -796,10 +951,8 @@ class _Query:
                 populations.setdefault((g, b, 4), []).append(float(v))
         self.timings["percentiles"] += fetched
         for (g, b, m), population in populations.items():
-            population.sort()
             summary = getattr(self.row(g, b), _METRICS[m])
-            summary.median = percentile(population, 1, 2)
-            summary.p90 = percentile(population, 9, 10)
+            summary.median, summary.p90 = ranked_percentiles(population, ((1, 2), (9, 10)))
 
     async def counts(self) -> None:
         """Opened in P (and with a remote session), still open at each bucket's end (and how
@@ -907,6 +1060,7 @@ async def compute_report(
         await query.required_time(calendars)
         await query.state_time(calendars)
     await query.load_incidents()
+    await query.resolved_rolled()
     await query.resolved()
     await query.knowledge()
     await query.percentiles()

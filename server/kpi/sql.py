@@ -14,7 +14,9 @@ Temporary tables (per connection, emptied after each report):
   report's filters keep the period;
 - ``kpi_incidents`` — the incidents a report can touch (resolved, opened, failed or open in P,
   or a failure reaching into P), read once through the indexes, with the device's groups at
-  the incident's (clamped) t_fault.
+  the incident's (clamped) t_fault;
+- ``kpi_unserved (device_id, ms, me)`` — the devices and months whose incidents resolved in P
+  are read raw although P covers their month (incident rollup stale, or straddling a move).
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ _TABLES = (
         device_id VARCHAR(64), customer_id INTEGER, site_id INTEGER, model VARCHAR(256),
         pf {_REAL}, pt {_REAL}, dec_s {_REAL}, kept INTEGER, model_kept INTEGER)""",
     "CREATE INDEX IF NOT EXISTS kpi_pieces_device_pf ON kpi_pieces (device_id, pf)",
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_unserved (device_id VARCHAR(64), ms {_REAL}, me {_REAL})",
 )
-TEMPORARY = ("kpi_buckets", "kpi_windows", "kpi_days", "kpi_incidents", "kpi_pieces")
+TEMPORARY = ("kpi_buckets", "kpi_windows", "kpi_days", "kpi_incidents", "kpi_pieces", "kpi_unserved")
 DAY = 86400
 SLOTS = 4  # scheduled pieces per UTC day: one window per local day touches at most three
 
