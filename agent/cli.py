@@ -23,6 +23,7 @@ from agent.consent import DEFAULT_APPROVAL, ConsentRecord, ConsentStatus, Consen
 from agent.errors import AgentConfigError, AgentError, DataDirInUse, FatalLinkError, PluginError
 from agent.outbox import read_stats
 from agent.runtime import run_agent
+from agent.storage import database_path
 
 __all__ = ["app"]
 
@@ -91,11 +92,19 @@ def check_config(config: ConfigOption) -> None:
     typer.echo(f"ok: {config} is valid for device {settings.device_id}")
 
 
+def _database(data_dir: Path, legacy_name: str) -> Path:
+    """``data_dir/agent.sqlite3``; or, while an agent of an older version runs that has not yet
+    moved its stores into it (it does on its next start), that version's own file."""
+    path = database_path(data_dir)
+    legacy = data_dir / legacy_name
+    return legacy if not path.exists() and legacy.exists() else path
+
+
 @app.command()
 def outbox(config: ConfigOption) -> None:
     """Show the outbox: depth, oldest queued message, dropped telemetry (safe while running)."""
     settings = _load(config)
-    path = Path(settings.data_dir) / "outbox.sqlite3"
+    path = _database(Path(settings.data_dir), "outbox.sqlite3")
     try:
         stats = read_stats(path)
     except AgentError as exc:
@@ -130,10 +139,12 @@ def _consent_store(config: Path) -> ConsentStore:
         typer.echo(f"error: no data directory at {data_dir} (the agent has not run yet)", err=True)
         raise typer.Exit(1)
     try:
+        # journal=None: keep whatever journal mode the agent chose (storage_journal).
         return ConsentStore(
-            data_dir / "consent.sqlite3",
+            _database(data_dir, "consent.sqlite3"),
             now=lambda: datetime.now(UTC),
             max_approval=timedelta(minutes=settings.policy.max_consent_minutes),
+            journal=None,
         )
     except AgentError as exc:
         typer.echo(f"error: {exc} (run as the agent's user, or root)", err=True)

@@ -274,7 +274,19 @@ class AgentSettings(_Section):
     server_key_file: FilePath
     """PEM Ed25519 public key of the server's command-signing key, pinned at provisioning."""
     data_dir: FilePath
-    """Outbox, replay cache and sequence counter (SQLite). One agent per directory."""
+    """``agent.sqlite3`` (outbox, sequence counter, replay cache, consent) and ``agent.lock``.
+    One agent per directory."""
+    storage_journal: Literal["wal", "rollback"] = "wal"
+    """``wal``: readers in other processes (``fleetcare agent outbox|consent``) never block the
+    agent; three open files. ``rollback``: only the database file stays open (simulated fleets,
+    thousands of agents per process); a reader makes the agent's writes wait."""
+    storage_sync: Literal["normal", "off"] = "normal"
+    """``off`` skips fsync: a power cut may corrupt the database. Only for simulated fleets,
+    where a rollback-journal commit would otherwise cost two fsyncs."""
+    consent_poll_interval: float = Field(default=0.5, gt=0, le=3600)
+    """Seconds between looks for consent decisions made with ``fleetcare agent consent`` (another
+    process); in-process ones (``runtime.consent``) are announced at once. Simulated fleets,
+    thousands of agents and no operator, look rarely."""
     telemetry_interval: float = Field(default=10.0, gt=0, le=86400)
     outbox_max_messages: int = Field(default=10_000, ge=10)
     policy: PolicySettings = Field(default_factory=PolicySettings)

@@ -2,9 +2,10 @@
 
 A ``session.consent`` command records a *pending* request for its session
 (:meth:`ConsentStore.request`); a local operator answers with ``fleetcare agent consent
-approve|deny`` (another process, same SQLite file in ``data_dir``) or, in simulators and tests,
-through ``runtime.consent``. An approval lasts until min(now + the operator's ``--for``, the
-request's ``until``, now + ``policy.max_consent_minutes``). A denial is final for that session.
+approve|deny`` (another process, same SQLite file ``data_dir/agent.sqlite3``) or, in simulators
+and tests, through ``runtime.consent``. An approval lasts until min(now + the operator's
+``--for``, the request's ``until``, now + ``policy.max_consent_minutes``). A denial is final for
+that session.
 
 Every decision has a number (``decision``: 1, 2, … per session) so the runtime can announce it
 (``consent.granted`` / ``consent.denied``) exactly once: the event is queued in the outbox
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConsentError
+from agent.storage import JournalMode, connect
 
 __all__ = [
     "DEFAULT_APPROVAL",
@@ -36,7 +38,7 @@ __all__ = [
 
 DEFAULT_APPROVAL = timedelta(minutes=60)
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS consent (
     session_id TEXT PRIMARY KEY,
     technician TEXT NOT NULL,
@@ -154,8 +156,10 @@ def parse_duration(text: str) -> timedelta:
 
 
 class ConsentStore:
-    """One SQLite file (``data_dir/consent.sqlite3``) shared by the agent and the local
-    operator's CLI. Short transactions; WAL so the CLI can write while the agent reads."""
+    """The ``consent`` table of ``data_dir/agent.sqlite3``, shared by the agent and the local
+    operator's CLI (another process). Short transactions. The runtime passes its shared
+    connection (``db=``); the CLI passes a path and leaves the file's journal mode alone
+    (``journal=None``) so it never switches the agent's database between WAL and rollback."""
 
     def __init__(
         self,
@@ -163,20 +167,27 @@ class ConsentStore:
         *,
         now: Callable[[], datetime],
         max_approval: timedelta = timedelta(minutes=480),
+        db: sqlite3.Connection | None = None,
+        journal: JournalMode | None = "wal",
+        on_decided: Callable[[], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self._now = now
         self.max_approval = max_approval
+        # An in-process decision (runtime.consent) wakes the runtime at once; only decisions
+        # of another process (the CLI) wait for its next look (consent_poll_interval).
+        self._on_decided = on_decided
+        self._owns_db = db is None
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db = db if db is not None else connect(self.path, journal=journal)
+            self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise ConsentError(f"cannot open the consent database {self.path}: {exc}") from exc
 
     def close(self) -> None:
-        self._db.close()
+        """Close the connection if the store opened it (a shared one belongs to the runtime)."""
+        if self._owns_db:
+            self._db.close()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -312,6 +323,8 @@ class ConsentStore:
         return self._after(session_id)
 
     def _after(self, session_id: str) -> ConsentRecord:
+        if self._on_decided is not None:
+            self._on_decided()
         record = self.get(session_id)
         assert record is not None
         return record

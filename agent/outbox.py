@@ -1,4 +1,4 @@
-"""Disk-backed store-and-forward for every up-message (SQLite, WAL).
+"""Disk-backed store-and-forward for every up-message (SQLite; see :mod:`agent.storage`).
 
 A message is assigned its ``seq``, encoded and committed *before* anyone tries to publish it;
 it is deleted (:meth:`Outbox.ack`) only after the broker acknowledged the publish (QoS 1
@@ -14,6 +14,9 @@ database in WAL mode with ``synchronous=NORMAL`` (no fsync per commit): tens of 
 less than a hop to a worker thread, and plugins' ``emit_event`` must not block nor await.
 Durability: a committed message survives the agent crashing or being killed; a power cut may
 lose the commits made since the last WAL checkpoint.
+
+The runtime passes the connection of ``data_dir/agent.sqlite3`` (``db=``), shared with the
+replay cache and the consent store; given only a path, the outbox opens and owns its own.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from agent.errors import MessageTooLarge, OutboxError
+from agent.storage import connect
 from protocol import MAX_PAYLOAD_BYTES, UpKind, UpMessage, encode, up_topic
 
 __all__ = ["Outbox", "OutboxEntry", "OutboxStats", "read_stats"]
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -73,16 +77,6 @@ class OutboxStats:
     by_kind: dict[str, int]
 
 
-def _connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    uri = f"file:{path}?mode=ro" if read_only else f"file:{path}"
-    # isolation_level=None: we issue BEGIN/COMMIT ourselves, one short transaction per call.
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=5.0)
-    if not read_only:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
 class Outbox:
     """The persistent queue of one device. Single writer: the agent holds the data-dir lock."""
 
@@ -93,15 +87,17 @@ class Outbox:
         *,
         max_messages: int = 10_000,
         now: Callable[[], float] = time.time,
+        db: sqlite3.Connection | None = None,
     ) -> None:
         self.path = path
+        self._owns_db = db is None
         self.device_id = device_id
         self.max_messages = max_messages
         self._now = now
         self._warned_full = False
         try:
-            self._db = _connect(path)
-            self._db.executescript(_SCHEMA)
+            self._db = db if db is not None else connect(path)
+            self._db.executescript(SCHEMA)
             self._depth: int = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
             self._dropped: int = self._counter("dropped_telemetry")
         except sqlite3.Error as exc:
@@ -241,7 +237,9 @@ class Outbox:
         return int(row[0])
 
     def close(self) -> None:
-        self._db.close()
+        """Close the connection if the outbox opened it (a shared one belongs to the runtime)."""
+        if self._owns_db:
+            self._db.close()
 
 
 def _stats(db: sqlite3.Connection) -> OutboxStats:
@@ -260,12 +258,17 @@ def _stats(db: sqlite3.Connection) -> OutboxStats:
 
 
 def read_stats(path: Path) -> OutboxStats | None:
-    """Read-only look at an outbox (safe while the agent runs); None if there is no database."""
+    """Read-only look at an outbox (safe while the agent runs); None if there is none yet.
+
+    ``path`` is ``data_dir/agent.sqlite3`` or, before an agent migrated it, ``outbox.sqlite3``.
+    The database can exist without an outbox: ``fleetcare agent consent`` ran before the agent."""
     if not path.exists():
         return None
     try:
-        db = _connect(path, read_only=True)
+        db = connect(path, read_only=True)
         try:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'outbox'").fetchone() is None:
+                return None
             return _stats(db)
         finally:
             db.close()

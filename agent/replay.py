@@ -5,7 +5,8 @@ command is executed at most once even if the agent dies half-way and the broker 
 it. Entries are pruned once ``expires_at`` is further in the past than the clock skew
 allowance: by then the verifier rejects the command as expired anyway, so forgetting the id
 opens no window. Synchronous for the same reasons as :mod:`agent.outbox` (one indexed
-statement, and the guard must decide before anything else happens).
+statement, and the guard must decide before anything else happens). The runtime passes the
+shared connection of ``data_dir/agent.sqlite3`` (``db=``); given only a path it opens its own.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from agent.errors import AgentError
+from agent.storage import connect
 from protocol.signing import DEFAULT_CLOCK_SKEW
 
 __all__ = ["SqliteReplayCache"]
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (command_id TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS seen_expiry ON seen (expires_at);
 """
@@ -33,15 +35,15 @@ class SqliteReplayCache:
         *,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         skew: timedelta = DEFAULT_CLOCK_SKEW,
+        db: sqlite3.Connection | None = None,
     ) -> None:
         self.path = path
+        self._owns_db = db is None
         self._now = now
         self._skew = skew
         try:
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            self._db = db if db is not None else connect(path)
+            self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise AgentError(f"cannot open the replay cache {path}: {exc}") from exc
 
@@ -68,4 +70,6 @@ class SqliteReplayCache:
         return int(self._db.execute("SELECT count(*) FROM seen").fetchone()[0])
 
     def close(self) -> None:
-        self._db.close()
+        """Close the connection if the cache opened it (a shared one belongs to the runtime)."""
+        if self._owns_db:
+            self._db.close()

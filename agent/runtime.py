@@ -8,7 +8,7 @@
 One :class:`asyncio.TaskGroup` of named tasks per runtime — ``agent[<id>].link``, ``.publisher``,
 ``.telemetry``, ``.commands``, ``.plugin[<name>]`` — owned by the context manager. Leaving the
 ``async with`` is the one teardown path: goodbye status (on a clean exit, bounded by
-``shutdown_grace``), cancel the tasks, wait for them, close the databases, release the data-dir
+``shutdown_grace``), cancel the tasks, wait for them, close the database, release the data-dir
 lock. If a task fails (e.g. :class:`FatalLinkError`), the others are cancelled and its exception
 is raised from the ``async with`` (unwrapped when it is the only one).
 
@@ -25,6 +25,7 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -47,6 +48,7 @@ from agent.plugins import check_plugin, load_plugins
 from agent.policy import ActionPolicy
 from agent.publisher import Publisher
 from agent.replay import SqliteReplayCache
+from agent.storage import database_path, open_agent_database
 from agent.uplink import MAX_SAMPLES, Uplink
 from fleetcare import __version__
 from protocol import (
@@ -71,6 +73,10 @@ _T = TypeVar("_T")
 
 
 def _lock_data_dir(data_dir: Path) -> int:
+    """flock on a separate ``agent.lock``, one descriptor more per agent, on purpose: an fcntl
+    lock on the database would be released by SQLite's own lock calls on that file (POSIX locks
+    are per process) and would not keep a second runtime of the same process out; Python's sqlite3
+    does not hand out SQLite's descriptor to flock."""
     fd = os.open(data_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -158,9 +164,11 @@ class AgentRuntime:
         self._guard: CommandGuard | None = None
         self._entered = False
         self._stop = asyncio.Event()
+        self._consent_decided = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._tg: asyncio.TaskGroup | None = None
         self._lock_fd: int | None = None
+        self._db: sqlite3.Connection | None = None
         self._outbox: Outbox | None = None
         self._replay: SqliteReplayCache | None = None
         self._uplink: Uplink | None = None
@@ -326,19 +334,27 @@ class AgentRuntime:
         data_dir = Path(settings.data_dir)
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._lock_fd = _lock_data_dir(data_dir)
+        # One database, one connection for the three stores: see agent/storage.py.
+        self._db = db = open_agent_database(
+            data_dir, journal=settings.storage_journal, sync=settings.storage_sync
+        )
+        path = database_path(data_dir)
         self._outbox = Outbox(
-            data_dir / "outbox.sqlite3",
+            path,
             self.device_id,
             max_messages=settings.outbox_max_messages,
             now=lambda: self.clock.now().timestamp(),
+            db=db,
         )
         self._replay = SqliteReplayCache(
-            data_dir / "replay.sqlite3", now=self.command_clock.now, skew=self._verifier.clock_skew
+            path, now=self.command_clock.now, skew=self._verifier.clock_skew, db=db
         )
         self._consent = ConsentStore(
-            data_dir / "consent.sqlite3",
+            path,
             now=self.command_clock.now,
             max_approval=timedelta(minutes=settings.policy.max_consent_minutes),
+            db=db,
+            on_decided=self._consent_decided.set,
         )
         self._guard = CommandGuard(
             verifier=self._verifier,
@@ -358,6 +374,9 @@ class AgentRuntime:
                 store.close()
         self._outbox = self._replay = None
         self._consent = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
         self._uplink = self._publisher = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
@@ -576,13 +595,17 @@ class AgentRuntime:
         return queued
 
     async def _consent_decisions(self) -> None:
-        """The local operator decides in another process: look for new decisions twice a second."""
+        """Announce decisions: at once when made in-process (``runtime.consent``); the CLI decides
+        in another process, so also look every ``consent_poll_interval`` seconds."""
+        interval = self.settings.consent_poll_interval
         while True:
+            self._consent_decided.clear()
             try:
                 self.announce_consent_decisions()
             except AgentError:
                 logger.warning("%s: cannot read consent decisions", self.name, exc_info=True)
-            await asyncio.sleep(0.5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._consent_decided.wait(), interval)
 
     async def _commands(self) -> None:
         async with asyncio.TaskGroup() as running:

@@ -4,7 +4,7 @@ publishes telemetry every 10 s, what each costs in memory, and whether the serve
 Setting, all real and on this machine: a Mosquitto with mutual TLS; the fleet server in its own
 process (``fleetcare server run``, SQLite by default); the fleet in a subprocess of its own — this
 module's ``--child`` runner: one :class:`~simulators.fleet.SimulatedFleet` (real agent runtimes,
-each with its own certificate, MQTT connection, outbox), reporting its progress, RSS and open
+each with its own certificate, MQTT connection, database), reporting its progress, RSS and open
 file descriptors as JSON lines.
 
 For each step (default 1,000 → 2,000 → 5,000 devices) a fresh fleet starts (handshakes staggered
@@ -243,7 +243,7 @@ class StepResult:
 
 def failed_at(result: StepResult, latest: dict[str, Any], broker_pid: int, port: int) -> StepResult:
     """What the runner and the broker showed when the step failed, and the runner's share of
-    its file-descriptor limit (each agent holds a socket, a lock and three SQLite databases)."""
+    its file-descriptor limit (each agent holds a socket, a lock and its database)."""
     result.connected = int(latest.get("connected", 0))
     result.rss, result.fds = float(latest.get("rss", 0)), int(latest.get("fds", 0))
     result.broker_conns = broker_connections(broker_pid, port)
@@ -375,8 +375,8 @@ def ceiling(results: list[StepResult], soft_limit: int) -> str:
     most = (soft_limit - step.base_fds) / per_device
     return (
         f"Each device holds {per_device:.1f} file descriptors in the runner (its MQTT socket, a lock "
-        f"file, and three SQLite databases — outbox, replay cache, consent — with their -wal and -shm "
-        f"files), so the open-files limit of {soft_limit:,} caps one process at about {most:,.0f} devices."
+        f"file and its one SQLite database, `agent.sqlite3` with a rollback journal: no -wal/-shm), "
+        f"so the open-files limit of {soft_limit:,} caps one process at about {most:,.0f} devices."
     )
 
 

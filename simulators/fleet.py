@@ -7,7 +7,10 @@
 Each device gets a certificate from the fleet PKI (an existing one is reused), its own data
 directory (outbox, replay cache) under ``data_root``, and settings built in code: mutual TLS to
 the broker, the pinned command-signing key, no psutil metrics (thousands of agents in one
-process would each measure the same machine). Agents start a little apart (``start_interval``)
+process would each measure the same machine), and a rollback-journal database without fsync
+(``storage_journal="rollback"``, ``storage_sync="off"``: one open file per agent instead of
+three, so the process's open-files limit is not what bounds the fleet; pass ``storage_journal``
+/ ``storage_sync`` to change it). Agents start a little apart (``start_interval``)
 so a large fleet does not hit the broker with every TLS handshake at once. One agent failing
 (e.g. its certificate was revoked) is logged and counted; the others go on.
 
@@ -32,6 +35,7 @@ from agent.config import DEFAULT_ALLOWED_ACTIONS, AgentSettings, BrokerSettings,
 from agent.link import LinkState
 from agent.plugin import EquipmentPlugin
 from agent.runtime import AgentRuntime
+from agent.storage import JournalMode, SyncMode
 from certs import PkiDir, issue_device_cert
 from protocol import validate_device_id
 from simulators.printer import PrinterPlugin
@@ -41,6 +45,7 @@ __all__ = ["PRINTER_ACTIONS", "FleetProgress", "Member", "SimulatedFleet", "devi
 logger = logging.getLogger(__name__)
 
 PRINTER_ACTIONS = ("printer.status", "printer.clear_jam")
+CONSENT_POLL_INTERVAL = 10.0
 SITES = ("HQ floor 1", "HQ floor 2", "Warehouse", "Branch office North", "Branch office South")
 
 
@@ -95,6 +100,8 @@ class SimulatedFleet:
         shutdown_grace: float = 1.0,
         members: Sequence[Member] | None = None,
         command_clock: Clock | None = None,
+        storage_journal: JournalMode = "rollback",
+        storage_sync: SyncMode = "off",
     ) -> None:
         if members is not None:
             count = len(members)
@@ -114,6 +121,8 @@ class SimulatedFleet:
         self.allowed_actions = list(allowed_actions or (*DEFAULT_ALLOWED_ACTIONS, *PRINTER_ACTIONS))
         self.start_interval = start_interval
         self.shutdown_grace = shutdown_grace
+        self.storage_journal: JournalMode = storage_journal
+        self.storage_sync: SyncMode = storage_sync
         self.agents: dict[str, AgentRuntime] = {}
         self.printers: dict[str, PrinterPlugin] = {}
         self.machines: dict[str, EquipmentPlugin] = {}  # every device's plugin, printers included
@@ -147,6 +156,11 @@ class SimulatedFleet:
             site=member.site if member and member.site else SITES[index % len(SITES)],
             collect_system_metrics=False,
             shutdown_grace=self.shutdown_grace,
+            storage_journal=self.storage_journal,
+            storage_sync=self.storage_sync,
+            # Decisions come through runtime.consent (announced at once), not a CLI: 5,000 agents
+            # looking twice a second would cost a fifth of a core.
+            consent_poll_interval=CONSENT_POLL_INTERVAL,
         )
 
     def _printer_for(self, device_id: str, index: int) -> PrinterPlugin:

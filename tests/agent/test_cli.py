@@ -101,7 +101,7 @@ def test_cli_outbox_shows_depth_oldest_and_dropped(
     assert "no outbox yet" in result.output
 
     (tmp_path / "data").mkdir()
-    box = Outbox(tmp_path / "data" / "outbox.sqlite3", "dev-x", max_messages=10)
+    box = Outbox(tmp_path / "data" / "agent.sqlite3", "dev-x", max_messages=10)
     for _ in range(3):
         box.append(
             UpKind.EVENT,

@@ -142,7 +142,7 @@ max_consent_minutes = 45
 def test_cli_lists_approves_and_denies(tmp_path: Path, server_key_file: Path) -> None:
     config = str(_config(tmp_path, server_key_file))
     (tmp_path / "data").mkdir()
-    store = ConsentStore(tmp_path / "data" / "consent.sqlite3", now=lambda: datetime.now(UTC))
+    store = ConsentStore(tmp_path / "data" / "agent.sqlite3", now=lambda: datetime.now(UTC))
     _request(store, "S-1", until=datetime.now(UTC) + timedelta(hours=2))
     _request(store, "S-2", until=datetime.now(UTC) + timedelta(hours=2))
 
@@ -234,10 +234,10 @@ async def test_consent_request_and_decisions_are_announced_exactly_once_across_r
             assert granted.data["approved_by"] == "olga"
             assert granted.data["expires_at"].endswith("Z")
         # Decided while the agent is down (the CLI is another process).
-        store = ConsentStore(Path(settings.data_dir) / "consent.sqlite3", now=lambda: datetime.now(UTC))
+        store = ConsentStore(Path(settings.data_dir) / "agent.sqlite3", now=lambda: datetime.now(UTC))
         store.deny("S-2", "olga", "busy")
         # A crash after queueing the event but before marking it announced:
-        with sqlite3.connect(Path(settings.data_dir) / "consent.sqlite3") as db:
+        with sqlite3.connect(Path(settings.data_dir) / "agent.sqlite3") as db:
             db.execute("UPDATE consent SET announced = 0 WHERE session_id = 'S-1'")
         async with AgentRuntime(settings) as runtime:
             await _eventually(lambda: len(_events(runtime, "consent.denied")) == 1)
@@ -279,3 +279,15 @@ async def test_consent_command_needs_a_session_and_reports_a_final_denial(
     assert "session_id" in first.output
     assert last.ok is False
     assert "denial is final" in last.output
+
+
+async def test_in_process_decision_is_announced_without_waiting_for_the_poll(
+    tmp_path: Path, server_key_file: Path
+) -> None:
+    """A simulated fleet looks for CLI decisions rarely; runtime.consent decisions wake it."""
+    settings = make_settings(tmp_path, server_key_file=server_key_file, consent_poll_interval=3600)
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[]) as runtime:
+        await asyncio.sleep(0.1)  # the consent task is waiting now
+        _request(runtime.consent, "S-7", until=datetime.now(UTC) + timedelta(hours=1))
+        runtime.consent.deny("S-7", "olga", "busy")
+        await _eventually(lambda: len(_events(runtime, "consent.denied")) == 1, timeout=2.0)

@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 import protocol
 from agent import AgentRuntime, AgentSettings
 from agent.outbox import OutboxEntry, read_stats
+from agent.storage import database_path
 from certs import PkiDir
 from server.db import create_engine
 from server.db.models import Command, Event, Message, Role, TelemetrySample
@@ -65,7 +66,7 @@ def agent_settings(
 
 def outbox_next_seq(settings: AgentSettings) -> int:
     """The agent's persisted sequence counter (read-only; also safe after it stopped)."""
-    stats = read_stats(Path(settings.data_dir) / "outbox.sqlite3")
+    stats = read_stats(database_path(settings.data_dir))
     assert stats is not None, f"no outbox in {settings.data_dir}"
     return stats.next_seq
 
