@@ -23,8 +23,7 @@ from simulators.chiller import (
     ChillerPlugin,
 )
 from tests.agent.support import ManualClock, make_settings, write_public_key
-from tests.simulators.test_faults import within
-from tests.simulators.test_printer import T0, FakeClock, FakeContext, FakeSink
+from tests.simulators.support import T0, FakeClock, FakeContext, FakeSink, within
 
 
 def chiller(clock: FakeClock | None = None, **options: Any) -> ChillerPlugin:

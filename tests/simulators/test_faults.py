@@ -18,7 +18,7 @@ from simulators.catalogue import FaultBook, SimulatedMachine
 from simulators.chiller import CHILLER_FAULTS, ChillerPlugin
 from simulators.faults import FaultModel, GuidedFix, RemoteFix, WearOut, occurs_units
 from simulators.imaging import IMAGING_FAULTS, ImagingPlugin
-from tests.simulators.test_printer import FakeClock, FakeSink
+from tests.simulators.support import FakeClock, FakeSink, within
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = RemoteFix("box.reset", 0.5)
@@ -34,12 +34,6 @@ def model(**overrides: object) -> FaultModel:
     }
     fields.update(overrides)
     return FaultModel(**fields)  # type: ignore[arg-type]
-
-
-def within(observed: float, expected: float, sd: float) -> bool:
-    """Within five standard deviations. The RNG is seeded, so the outcome is fixed (no flakes);
-    a model whose rate is wrong by a factor (half, double) lands far outside."""
-    return abs(observed - expected) <= 5 * sd
 
 
 # -- FaultModel ---------------------------------------------------------------------------------

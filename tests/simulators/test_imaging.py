@@ -24,8 +24,7 @@ from simulators.imaging import (
     ImagingPlugin,
 )
 from tests.agent.support import ManualClock, make_settings, write_public_key
-from tests.simulators.test_faults import within
-from tests.simulators.test_printer import T0, FakeClock, FakeContext, FakeSink
+from tests.simulators.support import T0, FakeClock, FakeContext, FakeSink, within
 
 QUIET = {"burst_rate_per_hour": 0.0}
 

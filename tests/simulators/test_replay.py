@@ -25,7 +25,7 @@ from simulators.replay import (
     machine_for,
     replica_id_for,
 )
-from tests.simulators.test_printer import FakeClock, FakeSink
+from tests.simulators.support import FakeClock, FakeSink
 from tests.support.broker import free_port
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
