@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,6 +10,7 @@ from pydantic import BaseModel
 from server.api.deps import SessionDep, require_role
 from server.api.schemas import AuditEntryPublic, Page
 from server.db.models import Role
+from server.kpi.export import parse_time
 from server.services import audit
 from server.services.users import Principal
 
@@ -67,15 +67,17 @@ async def list_audit(
     actor: Annotated[str | None, Query(max_length=256)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     target: Annotated[str | None, Query(max_length=256)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[str | None, Query(description="2026-01-01 (UTC midnight) or an ISO time")] = None,
+    until: Annotated[str | None, Query(description="2026-01-01 (UTC midnight) or an ISO time")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[AuditEntryPublic]:
-    """Entries in [since, until), newest first."""
+    """Entries in [since, until), newest first. A date means midnight UTC; a time without a
+    zone is UTC."""
+    window = {name: parse_time(value, name) for name, value in (("since", since), ("until", until)) if value}
     rows, total = await audit.query(
         session,
-        audit.AuditFilter(actor=actor, action=action, target=target, since=since, until=until),
+        audit.AuditFilter(actor=actor, action=action, target=target, **window),
         limit=limit,
         offset=offset,
     )

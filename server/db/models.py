@@ -447,6 +447,7 @@ class IncidentEntry(Base):
     """The incident's timeline: events, acknowledgements, commands, resolution — append-only."""
 
     __tablename__ = "incident_timeline"
+    __table_args__ = (Index("ix_incident_timeline_kind_incident", "kind", "incident_id"),)  # 0012
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     incident_id: Mapped[int] = mapped_column(
@@ -716,6 +717,28 @@ class KpiStateSegment(Base):
     c4: Mapped[float] = mapped_column(Float)
 
 
+class KpiContractMonth(Base):
+    """A device's state time inside its customer's contract hours in one whole UTC month
+    (migration 0012): seconds at level ≤ k (``u1``…``u4``, the levels of
+    :class:`KpiStateSegment`), for a month the device spent with one customer (``customer_id``)
+    whose contract hours were ``hours_key`` (their canonical JSON) when it was built. A report
+    uses the row only when the device's rollup is clean, its customer at the time is the same
+    and the contract hours unchanged; everything else is read from the segments. Derived data:
+    server/kpi/rollups.py rebuilds it with the segments."""
+
+    __tablename__ = "kpi_contract_months"
+
+    device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    month_s: Mapped[float] = mapped_column(Float, primary_key=True)
+    month_e: Mapped[float] = mapped_column(Float)
+    customer_id: Mapped[int] = mapped_column(Integer)
+    hours_key: Mapped[str] = mapped_column(String(512))
+    u1: Mapped[float] = mapped_column(Float)
+    u2: Mapped[float] = mapped_column(Float)
+    u3: Mapped[float] = mapped_column(Float)
+    u4: Mapped[float] = mapped_column(Float)
+
+
 class KpiRollupDirty(Base):
     """A device whose state intervals changed at or after ``since_s`` since its segments were
     built; written by database triggers on state_intervals (migration 0008), so every write
@@ -825,18 +848,10 @@ class SuggestionShown(Base):
 # --- KPI incident rollups (migration 0011, docs/kpis.md "Rollups") ----------------------------
 
 
-class KpiIncidentMonth(Base):
-    """What a report needs of one device's incidents resolved in one UTC month (``month_s``):
-    counts and sums of the ``resolved`` step and each duration population as float64 bytes
-    (``array('d')``), so exact percentiles merge months without reading incidents. ``lo_s``/
-    ``hi_s`` bound the incidents' clamped t_fault: a report uses the row only when both fall in
-    one customer/site period of the device. Built by :mod:`server.kpi.incident_rollups`."""
-
-    __tablename__ = "kpi_incident_months"
-    __table_args__ = (Index("ix_kpi_incident_months_month", "month_s"),)
+class _IncidentRollupColumns:
+    """The measures of :class:`KpiIncidentMonth` and :class:`KpiIncidentYear`."""
 
     device_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    month_s: Mapped[float] = mapped_column(Float, primary_key=True)
     lo_s: Mapped[float] = mapped_column(Float)
     hi_s: Mapped[float] = mapped_column(Float)
     n: Mapped[int] = mapped_column(Integer)
@@ -858,6 +873,38 @@ class KpiIncidentMonth(Base):
     v_mttrespond: Mapped[bytes] = mapped_column()
     v_mttresolve: Mapped[bytes] = mapped_column()
     v_avoided: Mapped[bytes] = mapped_column()  # restore time of each dispatch avoided
+    # by the month of another time (migration 0012): detected, failed (clamped t_fault), raised
+    opened: Mapped[int] = mapped_column(Integer, server_default="0")
+    remote: Mapped[int] = mapped_column(Integer, server_default="0")
+    failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    repeats: Mapped[int] = mapped_column(Integer, server_default="0")
+    episodes: Mapped[int] = mapped_column(Integer, server_default="0")
+    transients: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class KpiIncidentMonth(_IncidentRollupColumns, Base):
+    """What a report needs of one device's incidents in one UTC month (``month_s``): of those
+    resolved in it, counts and sums of the ``resolved`` step and each duration population as
+    float64 bytes (``array('d')``), so exact percentiles merge months without reading
+    incidents; of those detected / failing in it, the counts of the ``counts`` and ``episodes``
+    steps; its transient faults. ``lo_s``/``hi_s`` bound the clamped t_fault (raised time) of
+    all of them: a report uses the row only when both fall in one customer/site period of the
+    device. Built by :mod:`server.kpi.incident_rollups`."""
+
+    __tablename__ = "kpi_incident_months"
+    __table_args__ = (Index("ix_kpi_incident_months_month", "month_s"),)
+
+    month_s: Mapped[float] = mapped_column(Float, primary_key=True)
+
+
+class KpiIncidentYear(_IncidentRollupColumns, Base):
+    """The twelve :class:`KpiIncidentMonth` rows of one device and UTC year (``year_s``) in
+    one (migration 0012): a report over whole calendar years reads one row per device and
+    year where the device had one customer/site period throughout."""
+
+    __tablename__ = "kpi_incident_years"
+
+    year_s: Mapped[float] = mapped_column(Float, primary_key=True)
 
 
 class KpiIncidentDirty(Base):

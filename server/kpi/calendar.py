@@ -13,6 +13,7 @@ covered time (``Customer.contract_hours``)::
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,10 +26,10 @@ from server.kpi.intervals import Interval
 __all__ = [
     "Bucket",
     "ContractHours",
+    "Schedule",
     "buckets",
     "contract_windows",
     "parse_contract_hours",
-    "split_windows",
     "to_datetime",
 ]
 
@@ -149,12 +150,22 @@ def contract_windows(hours: ContractHours, t0: float, te: float) -> list[Interva
     return out
 
 
-def split_windows(windows: Sequence[Interval], cuts: Sequence[Bucket]) -> list[tuple[int, float, float]]:
-    """``(bucket index, start, end)`` for every window cut at the bucket boundaries."""
-    out: list[tuple[int, float, float]] = []
-    for bucket in cuts:
+class Schedule:
+    """Scheduled time before any instant, from sorted disjoint windows: a bisect and a prefix
+    sum, so the scheduled time of [a, b) is two lookups however many windows it spans."""
+
+    def __init__(self, windows: Sequence[Interval]) -> None:
+        self.starts = [start for start, _ in windows]
+        self.ends = [end for _, end in windows]
+        self.cum = [0.0]
         for start, end in windows:
-            lo, hi = max(start, bucket.start), min(end, bucket.end)
-            if hi > lo:
-                out.append((bucket.index, lo, hi))
-    return out
+            self.cum.append(self.cum[-1] + (end - start))
+
+    def before(self, x: float) -> float:
+        k = bisect_right(self.starts, x)  # windows[:k] start at or before x
+        if k == 0:
+            return 0.0
+        return self.cum[k - 1] + min(x, self.ends[k - 1]) - self.starts[k - 1]
+
+    def between(self, a: float, b: float) -> float:
+        return self.before(b) - self.before(a) if b > a else 0.0

@@ -1,19 +1,23 @@
-"""Incident rollups: per device and UTC month of resolution, what the ``resolved`` and
-``percentiles`` steps of :mod:`server.kpi.query` need, so a year-long report reads one row
-per device and month instead of every incident resolved in it.
+"""Incident rollups: per device and UTC month, what the ``resolved``, ``percentiles``,
+``counts``, ``episodes`` and ``transients`` steps of :mod:`server.kpi.query` need, so a
+year-long report reads one row per device and month instead of every incident of the year.
 
 ``kpi_incident_months`` (migration 0011) holds, for the incidents of one device resolved in
 one UTC month: their count, channels, dispatches avoided, first-time fixes, the sums and counts
 of MTRS/MTTA/MTTRespond/MTTResolve, and every value of those four populations (and of the
 restore times of the dispatches avoided, for ``downtime_avoided`` under any baseline) as
 float64 bytes — percentiles stay exact: the report concatenates and sorts the same values the
-raw path would fetch. ``lo_s``/``hi_s`` bound the incidents' clamped t_fault; the customer/site
-at the time, the filters and the cost per dispatch are applied by the report, which uses a row
-only when [lo_s, hi_s] lies in one customer/site period of the device.
+raw path would fetch. By the month of their own time (migration 0012): incidents opened
+(t_detect) and with a remote session, failures (clamped t_fault), repeat failures, failure
+episodes begun, transient faults (raised). ``lo_s``/``hi_s`` bound the clamped t_fault (raised
+time) of everything in the row; the customer/site at the time, the filters and the cost per
+dispatch are applied by the report, which uses a row only when [lo_s, hi_s] lies in one
+customer/site period of the device.
 
 Every value is computed exactly as the raw SQL computes it (``query._Query.resolved``); a
-row depends on all of its device's incidents (a first-time fix is judged by later ones), so
-triggers on ``incidents`` mark the whole device dirty (``kpi_incident_dirty``), a report
+row depends on all of its device's incidents (a first-time fix is judged by later ones, a
+repeat and an episode by earlier ones), so triggers on ``incidents`` and ``transient_faults``
+mark the whole device dirty (``kpi_incident_dirty``), a report
 reads a dirty device raw, and :func:`refresh_incident_rollups` rebuilds it.
 """
 
@@ -25,19 +29,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import BindParameter, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.kpi.definitions import REPEAT_WINDOW_S
+from server.kpi.sql import OPEN_END, Dialect
 
 __all__ = [
     "IncidentRow",
     "MonthRollup",
     "build_months",
+    "build_years",
     "decode",
     "month_start",
     "next_month_start",
+    "next_year_start",
     "refresh_incident_rollups",
+    "year_start",
 ]
 
 _CHUNK = 500
@@ -45,6 +55,7 @@ COLUMNS = (
     "n", "ch_auto", "ch_customer", "ch_remote", "ch_field", "avoided", "ftf",
     "n_mtrs", "n_mtta", "n_mttrespond", "t_mtrs", "t_mtta", "t_mttrespond", "t_mttresolve",
     "v_mtrs", "v_mtta", "v_mttrespond", "v_mttresolve", "v_avoided",
+    "opened", "remote", "failures", "repeats", "episodes", "transients",
 )  # fmt: skip
 
 
@@ -60,11 +71,19 @@ def next_month_start(x: float) -> float:
     return datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=UTC).timestamp()
 
 
-def decode(values: bytes) -> array[float]:
+def year_start(x: float) -> float:
+    """The start of the UTC year holding epoch seconds ``x``."""
+    return datetime(datetime.fromtimestamp(x, UTC).year, 1, 1, tzinfo=UTC).timestamp()
+
+
+def next_year_start(x: float) -> float:
+    """The start of the UTC year after the one holding epoch seconds ``x``."""
+    return datetime(datetime.fromtimestamp(x, UTC).year + 1, 1, 1, tzinfo=UTC).timestamp()
+
+
+def decode(values: bytes) -> npt.NDArray[np.float64]:
     """A population column: float64 values in machine order (written and read on one host)."""
-    out = array("d")
-    out.frombytes(values)
-    return out
+    return np.frombuffer(values, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +99,19 @@ class IncidentRow:
     channel: str | None
     needs_dispatch: bool
     visits: int | None
+    remote_used: bool = False
+    failure: bool = False  # unplanned down, not external (what MTBF counts)
+
+    @property
+    def fs(self) -> float:
+        """t_fault clamped to t_detect (a fast device clock), as the report reads it."""
+        return min(self.fault_s, self.detect_s)
+
+    @property
+    def failure_end(self) -> float:
+        """Restore, else resolution, else never; never before the failure (the SQL's end)."""
+        end = self.restored_s if self.restored_s is not None else self.resolved_s
+        return max(OPEN_END if end is None else end, self.fs)
 
 
 @dataclass(slots=True)
@@ -116,47 +148,125 @@ def _first_time_fix(incident: IncidentRow, fixed: float, same_code: Sequence[Inc
     )
 
 
-def build_months(incidents: Iterable[IncidentRow]) -> dict[float, MonthRollup]:
-    """One device's rollup rows by month, from all of its incidents."""
+def _repeats(failures: Sequence[IncidentRow]) -> set[int]:
+    """Failures whose code failed on the device and was restored within the repeat window
+    before (the raw SQL's EXISTS: restored in (fs - window, fs], another incident)."""
+    out: set[int] = set()
+    for i in failures:
+        if i.code is None:
+            continue
+        if any(
+            j.code == i.code
+            and j.restored_s is not None
+            and i.fs - REPEAT_WINDOW_S < j.restored_s <= i.fs
+            and j.id != i.id
+            for j in failures
+        ):
+            out.add(i.id)
+    return out
+
+
+def _episode_starts(failures: Sequence[IncidentRow]) -> set[int]:
+    """Failures that start at or after every earlier one ended (the raw SQL's running maximum,
+    in its order: t_fault, the longer first, id)."""
+    out: set[int] = set()
+    reach: float | None = None
+    for i in sorted(failures, key=lambda f: (f.fs, -f.failure_end, f.id)):
+        if reach is None or i.fs >= reach:
+            out.add(i.id)
+        reach = i.failure_end if reach is None else max(reach, i.failure_end)
+    return out
+
+
+def _add_resolved(
+    m: MonthRollup, i: IncidentRow, resolved_s: float, by_code: dict[str, list[IncidentRow]]
+) -> None:
+    """An incident resolved in ``m``'s month: the ``resolved`` step's counts, sums and values."""
+    counts, fs = m.counts, i.fs
+
+    def add(name: str, value: float) -> None:
+        m.totals["t_" + name] = m.totals.get("t_" + name, 0.0) + value
+        m.values.setdefault("v_" + name, array("d")).append(value)
+        if name != "mttresolve":
+            counts["n_" + name] = counts.get("n_" + name, 0) + 1
+
+    counts["n"] = counts.get("n", 0) + 1
+    if i.channel in ("auto", "customer", "remote", "field"):
+        counts["ch_" + i.channel] = counts.get("ch_" + i.channel, 0) + 1
+    fixed = i.restored_s if i.restored_s is not None else resolved_s
+    if i.channel in ("remote", "customer") and i.needs_dispatch:
+        counts["avoided"] = counts.get("avoided", 0) + 1
+        m.values.setdefault("v_avoided", array("d")).append(max(0.0, fixed - fs))
+    if _first_time_fix(i, fixed, by_code[i.code] if i.code is not None else []):
+        counts["ftf"] = counts.get("ftf", 0) + 1
+    if i.restored_s is not None:
+        add("mtrs", max(0.0, i.restored_s - fs))
+    if i.ack_s is not None:
+        add("mtta", max(0.0, i.ack_s - i.detect_s))
+    if i.respond_s is not None:
+        add("mttrespond", max(0.0, i.respond_s - i.detect_s))
+    add("mttresolve", max(0.0, resolved_s - i.detect_s))
+
+
+def build_months(
+    incidents: Iterable[IncidentRow], transients: Iterable[float] = ()
+) -> dict[float, MonthRollup]:
+    """One device's rollup rows by month, from all of its incidents and the raise times of
+    its transient faults."""
     by_code: dict[str, list[IncidentRow]] = {}
     every = list(incidents)
     for i in every:
         if i.code is not None:
             by_code.setdefault(i.code, []).append(i)
     out: dict[float, MonthRollup] = {}
-    for i in every:
-        if i.resolved_s is None:
-            continue
-        fs = min(i.fault_s, i.detect_s)
-        month = month_start(i.resolved_s)
+
+    def month_of(x: float, fs: float) -> MonthRollup:
+        month = month_start(x)
         m = out.get(month)
         if m is None:
             m = out[month] = MonthRollup(fs, fs)
         m.lo_s, m.hi_s = min(m.lo_s, fs), max(m.hi_s, fs)
-        counts = m.counts
+        return m
 
-        def add(name: str, value: float, m: MonthRollup = m) -> None:
-            m.totals["t_" + name] = m.totals.get("t_" + name, 0.0) + value
-            m.values.setdefault("v_" + name, array("d")).append(value)
-            if name != "mttresolve":
-                m.counts["n_" + name] = m.counts.get("n_" + name, 0) + 1
+    def count(m: MonthRollup, name: str) -> None:
+        m.counts[name] = m.counts.get(name, 0) + 1
 
-        counts["n"] = counts.get("n", 0) + 1
-        if i.channel in ("auto", "customer", "remote", "field"):
-            counts["ch_" + i.channel] = counts.get("ch_" + i.channel, 0) + 1
-        fixed = i.restored_s if i.restored_s is not None else i.resolved_s
-        if i.channel in ("remote", "customer") and i.needs_dispatch:
-            counts["avoided"] = counts.get("avoided", 0) + 1
-            m.values.setdefault("v_avoided", array("d")).append(max(0.0, fixed - fs))
-        if _first_time_fix(i, fixed, by_code[i.code] if i.code is not None else []):
-            counts["ftf"] = counts.get("ftf", 0) + 1
-        if i.restored_s is not None:
-            add("mtrs", max(0.0, i.restored_s - fs))
-        if i.ack_s is not None:
-            add("mtta", max(0.0, i.ack_s - i.detect_s))
-        if i.respond_s is not None:
-            add("mttrespond", max(0.0, i.respond_s - i.detect_s))
-        add("mttresolve", max(0.0, i.resolved_s - i.detect_s))
+    failures = [i for i in every if i.failure]
+    repeats, episodes = _repeats(failures), _episode_starts(failures)
+    for i in every:
+        fs = i.fs
+        opened = month_of(i.detect_s, fs)
+        count(opened, "opened")
+        if i.remote_used:
+            count(opened, "remote")
+        if i.failure:
+            failed = month_of(fs, fs)
+            count(failed, "failures")
+            if i.id in repeats:
+                count(failed, "repeats")
+            if i.id in episodes:
+                count(failed, "episodes")
+        if i.resolved_s is not None:
+            _add_resolved(month_of(i.resolved_s, fs), i, i.resolved_s, by_code)
+    for raised in transients:
+        count(month_of(raised, raised), "transients")
+    return out
+
+
+def build_years(months: dict[float, MonthRollup]) -> dict[float, MonthRollup]:
+    """The months of each UTC year merged into one row: counts and sums added, values
+    concatenated (a population's order does not matter), the bounds widened."""
+    out: dict[float, MonthRollup] = {}
+    for month in sorted(months):
+        m = months[month]
+        y = out.setdefault(year_start(month), MonthRollup(m.lo_s, m.hi_s))
+        y.lo_s, y.hi_s = min(y.lo_s, m.lo_s), max(y.hi_s, m.hi_s)
+        for name, count in m.counts.items():
+            y.counts[name] = y.counts.get(name, 0) + count
+        for name, total in m.totals.items():
+            y.totals[name] = y.totals.get(name, 0.0) + total
+        for name, values in m.values.items():
+            y.values.setdefault(name, array("d")).extend(values)
     return out
 
 
@@ -182,7 +292,7 @@ async def refresh_incident_rollups(
 
 async def _rebuild(ids: list[str], session: AsyncSession) -> None:
     expanding: BindParameter[Any] = bindparam("ids", expanding=True)
-    for table in ("kpi_incident_dirty", "kpi_incident_months"):
+    for table in ("kpi_incident_dirty", "kpi_incident_months", "kpi_incident_years"):
         await session.execute(
             text(f"DELETE FROM {table} WHERE device_id IN :ids").bindparams(expanding),  # noqa: S608
             {"ids": ids},
@@ -191,23 +301,70 @@ async def _rebuild(ids: list[str], session: AsyncSession) -> None:
     result = await session.execute(
         text(
             "SELECT device_id, id, fault_code, fault_s, detect_s, ack_s, respond_s, restored_s, "
-            "resolved_s, channel, needs_dispatch, visits FROM incidents WHERE device_id IN :ids"
+            "resolved_s, channel, needs_dispatch, visits, remote_used, "
+            "CASE WHEN effect = 'down' AND NOT external THEN 1 ELSE 0 END "
+            "FROM incidents WHERE device_id IN :ids"
         ).bindparams(expanding),
         {"ids": ids},
     )
-    for device_id, id_, code, fault, detect, ack, respond, restored, resolved, channel, nd, visits in result:
+    for (
+        device_id,
+        id_,
+        code,
+        fault,
+        detect,
+        ack,
+        respond,
+        restored,
+        resolved,
+        channel,
+        nd,
+        visits,
+        ru,
+        f,
+    ) in result:
         per_device[device_id].append(
-            IncidentRow(id_, code, fault, detect, ack, respond, restored, resolved, channel, bool(nd), visits)
+            IncidentRow(
+                id_,
+                code,
+                fault,
+                detect,
+                ack,
+                respond,
+                restored,
+                resolved,
+                channel,
+                bool(nd),
+                visits,
+                bool(ru),
+                bool(f),
+            )
         )
-    rows = [
-        m.row(d, month) for d, incidents in per_device.items() for month, m in build_months(incidents).items()
-    ]
-    if rows:
-        columns = ("device_id", "month_s", "lo_s", "hi_s", *COLUMNS)
-        await session.execute(
-            text(
-                f"INSERT INTO kpi_incident_months ({', '.join(columns)}) "  # noqa: S608
-                f"VALUES ({', '.join(':' + c for c in columns)})"
-            ),
-            rows,
-        )
+    raised: dict[str, list[float]] = {d: [] for d in ids}
+    epoch = Dialect(session.get_bind().dialect.name).epoch("raised_at")
+    sql = f"SELECT device_id, {epoch} FROM transient_faults WHERE device_id IN :ids"  # noqa: S608
+    result = await session.execute(text(sql).bindparams(expanding), {"ids": ids})
+    for device_id, at in result:
+        raised[device_id].append(at)
+    rows: list[dict[str, Any]] = []
+    years: list[dict[str, Any]] = []
+    for d, incidents in per_device.items():
+        months = build_months(incidents, raised[d])
+        rows += [m.row(d, month) for month, m in months.items()]
+        for year, y in build_years(months).items():
+            row = y.row(d, year)
+            row["year_s"] = row.pop("month_s")
+            years.append(row)
+    for table, key, batch in (
+        ("kpi_incident_months", "month_s", rows),
+        ("kpi_incident_years", "year_s", years),
+    ):
+        if batch:
+            columns = ("device_id", key, "lo_s", "hi_s", *COLUMNS)
+            await session.execute(
+                text(
+                    f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
+                    f"VALUES ({', '.join(':' + c for c in columns)})"
+                ),
+                batch,
+            )

@@ -7,10 +7,12 @@ is never summed over overlapping intervals, always taken as a union.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "Episode",
@@ -135,23 +137,17 @@ def percentile(sorted_values: Sequence[float], numerator: int, denominator: int)
     return interpolate(sorted_values[lo], sorted_values[lo + 1], rem, denominator)
 
 
-def ranked_percentiles(values: Sequence[float], fractions: Sequence[tuple[int, int]]) -> list[float | None]:
-    """:func:`percentile` of the sorted ``values`` at each fraction, without sorting them:
-    durations repeat (whole seconds), so the distinct values are counted (in C) and only those
-    sorted — the same order statistics, hence the same numbers."""
+def array_percentiles(
+    values: npt.NDArray[np.float64], fractions: Sequence[tuple[int, int]]
+) -> list[float | None]:
+    """:func:`percentile` of ``values`` (any order) at each fraction: the order statistics by
+    selection (numpy's partition, linear time) — the same numbers as sorting."""
     n = len(values)
     if n == 0:
         return [None for _ in fractions]
-    counts = Counter(values)
-    distinct = sorted(counts)
-    wanted: dict[int, float] = {}
     ranks = sorted({r for num, den in fractions for r in _ranks(n, num, den)})
-    cursor, seen = 0, 0  # values[:seen] are all < distinct[cursor]
-    for rank in ranks:
-        while seen + counts[distinct[cursor]] <= rank:
-            seen += counts[distinct[cursor]]
-            cursor += 1
-        wanted[rank] = distinct[cursor]
+    part = np.partition(values, ranks)
+    wanted = {rank: float(part[rank]) for rank in ranks}
     out: list[float | None] = []
     for num, den in fractions:
         lo, rem = divmod((n - 1) * num, den)

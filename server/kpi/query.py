@@ -9,8 +9,9 @@ How the SQL does interval arithmetic on the ``*_s`` epoch columns:
   disjoint and their union is the union of the rows. Four running maxima, one per precedence
   level, give the nested unions (down ⊆ +external ⊆ +planned ⊆ +running) in one pass.
 - **Required time.** A share [a, e) counts C(e) - C(a), C(x) being the scheduled time of the
-  device's calendar before x (24x7: x; contract hours: a lookup in ``kpi_windows``); required
-  time is the calendar's windows, cut at decommissioning.
+  device's calendar before x (24x7: x; contract hours: a lookup in ``kpi_days``); required
+  time is C(e) - C(a) of each device piece and bucket, computed here from the calendar's
+  prefix sums (one row per device piece).
 - **Failure episodes** use the same running maximum over a device's failures: a failure
   starts an episode when it starts at or after every earlier one ended.
 - **Disjoint intervals** (what the incidents writer stores, docs/incidents.md): when no two
@@ -34,19 +35,31 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import Channel, Customer, Site
 from server.db.types import UtcDateTime
-from server.kpi.calendar import Bucket, ContractHours, buckets, parse_contract_hours, to_datetime
+from server.kpi.calendar import (
+    Bucket,
+    ContractHours,
+    Schedule,
+    buckets,
+    contract_windows,
+    parse_contract_hours,
+    to_datetime,
+)
 from server.kpi.definitions import HIT_RANK, REPEAT_WINDOW_S
-from server.kpi.incident_rollups import decode, month_start, next_month_start
-from server.kpi.intervals import ranked_percentiles
+from server.kpi.incident_rollups import decode, month_start, next_month_start, next_year_start, year_start
+from server.kpi.intervals import array_percentiles
 from server.kpi.records import APPLIED
 from server.kpi.report import (
     DEVICE_GROUPS,
@@ -61,6 +74,7 @@ from server.kpi.report import (
     StateTotals,
     assemble,
 )
+from server.kpi.rollups import hours_key
 from server.kpi.sql import (
     CAL_24X7,
     DAY,
@@ -69,6 +83,7 @@ from server.kpi.sql import (
     Dialect,
     create_temporary_tables,
     empty_temporary_tables,
+    fill_days,
     share_above,
     share_below,
 )
@@ -92,9 +107,11 @@ class _Query:
         cuts: list[Bucket],
         *,
         rollups: bool = True,
+        hours_keys: dict[int, str] | None = None,
     ) -> None:
         self.session = session
         self.rollups = rollups
+        self.hours_keys = hours_keys or {}
         self.part = ""  # the devices_cte restriction: "" all, "rolled" or "raw" (see state_time)
         self.spec = spec
         self.period = period
@@ -123,9 +140,11 @@ class _Query:
         )
         self.rolled_months: tuple[float, float] | None = None
         self.unserved = False
-        self.populations: dict[tuple[Any, int, int], list[float]] = {}
+        self.populations: dict[tuple[Any, int, int], list[npt.NDArray[np.float64]]] = {}
         self.timings: dict[str, float] = {}
         self.bounds: dict[str, Bounds] = {}
+        self.days_filled = False
+        self._schedules: dict[int, Schedule] | None = None
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -156,8 +175,8 @@ class _Query:
         started = time.perf_counter()
         statement = text(sql)
         params = {**self.params, **extra}
-        for key in ("t0_dt", "te_dt"):
-            if key in params:
+        for key in params:
+            if key.endswith("_dt"):
                 statement = statement.bindparams(bindparam(key, type_=UtcDateTime))
         result = (await self.session.execute(statement, params)).all()
         self.timings[name] = time.perf_counter() - started
@@ -216,6 +235,19 @@ class _Query:
             await self.session.execute(text("ANALYZE kpi_pieces"))
         self.timings["pieces"] = time.perf_counter() - started
 
+    async def ensure_days(self, calendars: dict[int, ContractHours]) -> None:
+        """kpi_days rows of every calendar over P (for the raw state paths), once."""
+        if self.days_filled or not calendars:
+            return
+        self.days_filled = True
+        started = time.perf_counter()
+        await fill_days(
+            self.session,
+            self.d,
+            [(cal, hours, self.period.t0, self.period.te) for cal, hours in calendars.items()],
+        )
+        self.timings["days"] = time.perf_counter() - started
+
     # --- rows that exist even when empty -------------------------------------------------
 
     async def keys(self) -> None:
@@ -255,19 +287,68 @@ class _Query:
                 WHERE p.kept = 1 AND p.pf < :te AND p.pt > :t0 AND p.pf < p.dec_s{part}
             )"""
 
+    def schedules(self, calendars: dict[int, ContractHours]) -> dict[int, Schedule]:
+        """Each calendar's scheduled time over P as prefix sums; customers with the same
+        contract hours share one (contract windows cost a time-zone conversion a day)."""
+        if self._schedules is None:
+            by_hours: dict[ContractHours, Schedule] = {}
+            self._schedules = {}
+            for cal, hours in calendars.items():
+                if hours not in by_hours:
+                    by_hours[hours] = Schedule(contract_windows(hours, self.period.t0, self.period.te))
+                self._schedules[cal] = by_hours[hours]
+        return self._schedules
+
     async def required_time(self, calendars: dict[int, ContractHours]) -> None:
+        """Required time per row: each device piece's scheduled time in each bucket, from the
+        calendar's prefix sums (:class:`~server.kpi.calendar.Schedule`). Pieces with the same
+        row, calendar and bounds are counted together; a device counts once per row."""
+        g, lt = self.d.greatest, self.d.least
         sql = f"""
             WITH {self.devices_cte(calendars)}
-            SELECT dv.g, w.b, COUNT(DISTINCT dv.device_id) AS n,
-                   SUM({self.d.least("w.we", "dv.dec_s")} - {self.d.greatest("w.ws", "dv.pf")}) AS req
-            FROM dv JOIN kpi_windows w ON w.cal = dv.cal AND w.ws < dv.dec_s AND w.we > dv.pf
-            GROUP BY dv.g, w.b
+            SELECT dv.device_id, dv.g, dv.cal, {g("dv.pf", ":t0")}, {lt("dv.dec_s", ":te")} FROM dv
         """
-        for g, b, n, req in await self.fetch("required", sql):
-            state = self.row(g, b).state
-            assert state is not None
-            state.devices += n
-            state.required += req or 0.0
+        rows = await self.fetch("required", sql)
+        started = time.perf_counter()
+        schedules = self.schedules(calendars)
+        pieces_of = Counter(device_id for device_id, *_ in rows)
+        together: Counter[tuple[Any, int, float, float]] = Counter()
+        alone: list[tuple[str, Any, int, float, float]] = []
+        for device_id, g_, cal, lo, hi in rows:
+            if hi <= lo:
+                continue
+            if pieces_of[device_id] == 1:
+                together[g_, cal, lo, hi] += 1
+            else:
+                alone.append((device_id, g_, cal, lo, hi))
+        ends = [bucket.end for bucket in self.cuts]
+
+        def shares(cal: int, lo: float, hi: float) -> Iterator[tuple[int, float]]:
+            schedule = schedules.get(cal)
+            for bucket in self.cuts[bisect_right(ends, lo) :]:
+                if bucket.start >= hi:
+                    break
+                a, e = max(lo, bucket.start), min(hi, bucket.end)
+                share = e - a if schedule is None else schedule.between(a, e)
+                if share > 0:
+                    yield bucket.index, share
+
+        for (g_, cal, lo, hi), n in together.items():
+            for b, share in shares(cal, lo, hi):
+                state = self.row(g_, b).state
+                assert state is not None
+                state.devices += n
+                state.required += share * n
+        counted: set[tuple[str, Any, int]] = set()
+        for device_id, g_, cal, lo, hi in alone:
+            for b, share in shares(cal, lo, hi):
+                state = self.row(g_, b).state
+                assert state is not None
+                if (device_id, g_, b) not in counted:
+                    counted.add((device_id, g_, b))
+                    state.devices += 1
+                state.required += share
+        self.timings["required"] += time.perf_counter() - started
 
     def overlapping(self, columns: str, states: str) -> str:
         """Intervals overlapping [t0, te) in ``states``, through whichever covering index
@@ -378,12 +459,15 @@ class _Query:
                    {contributions}
             FROM wn GROUP BY wn.g, wn.b"""
         if self.rollups:
+            dirty = bool(await self.fetch("dirty", "SELECT 1 FROM kpi_rollup_dirty LIMIT 1"))
             await self.state_rolled(calendars)
             if calendars:
+                await self.state_contract(calendars)
                 await self.state_segments(calendars)
-            if not await self.fetch("dirty", "SELECT 1 FROM kpi_rollup_dirty LIMIT 1"):
+            if not dirty:
                 return
             self.part = "raw"  # the rest: devices whose rollup is stale
+        await self.ensure_days(calendars)
         try:
             if not await self.overlaps(calendars):
                 await self.state_sum(calendars)
@@ -496,42 +580,124 @@ class _Query:
             )""",
         )
 
-    async def state_segments(self, calendars: dict[int, ContractHours]) -> None:
-        """State time of the contract-hours pieces of devices with an up-to-date rollup: their
-        segments (disjoint by construction, a segment ends where the next begins) are the
-        pieces, each counting C(e) - C(s) — the segment holding the piece's start in P, then
-        every segment starting before its end (index ranges on (device_id, start_s))."""
+    async def state_contract(self, calendars: dict[int, ContractHours]) -> None:
+        """State time of the contract-hours pieces of devices with an up-to-date rollup, for
+        their whole UTC months in P when ``kpi_contract_months`` serves every one of them (same
+        customer, same contract hours); the rest of each piece — its partial months at the
+        ends, or all of it — goes to kpi_state_raw for :meth:`state_segments`. One pass: a row
+        per piece and bucket with its served and whole months."""
         g, lt = self.d.greatest, self.d.least
-        lo, hi = g(":t0", "dv.pf"), lt(":te", "dv.dec_s")
+        months = self.full_months()
         self.part = "contract"
         try:
-            await self.sum_levels(
-                "state_segments",
-                calendars,
-                f"""{self.devices_cte(calendars)},
+            started = time.perf_counter()
+            if months and self.hours_keys:
+                await self.session.execute(
+                    text("INSERT INTO kpi_months (ms, me, b) VALUES (:ms, :me, :b)"),
+                    [{"ms": ms, "me": me, "b": b} for ms, me, b in months],
+                )
+                await self.session.execute(
+                    text("INSERT INTO kpi_calendars (cal, hkey) VALUES (:cal, :hkey)"),
+                    [{"cal": cal, "hkey": key} for cal, key in self.hours_keys.items() if cal in calendars],
+                )
+            lo, hi = g(":t0", "dv.pf"), lt(":te", "dv.dec_s")
+            sql = f"""
+                WITH {self.devices_cte(calendars)}
+                SELECT dv.device_id, dv.pf, dv.g, km.b, {lo}, {hi}, COUNT(km.ms), COUNT(r.device_id),
+                       MIN(km.ms), MAX(km.me), SUM(r.u1), SUM(r.u2), SUM(r.u3), SUM(r.u4)
+                FROM dv
+                LEFT JOIN kpi_months km ON km.ms >= dv.pf AND km.me <= dv.dec_s
+                LEFT JOIN kpi_calendars kc ON kc.cal = dv.cal
+                LEFT JOIN kpi_contract_months r ON r.device_id = dv.device_id AND r.month_s = km.ms
+                                               AND r.customer_id = dv.cal AND r.hours_key = kc.hkey
+                WHERE {lo} < {hi}
+                GROUP BY dv.device_id, dv.pf, dv.g, km.b, {lo}, {hi}
+            """
+            pieces: dict[tuple[str, float], list[Any]] = {}
+            for row in await self.session.execute(text(sql), self.params):
+                pieces.setdefault((row[0], row[1]), []).append(row)
+            raw: list[dict[str, Any]] = []
+            for (device_id, pf), rows in pieces.items():
+                piece_lo, piece_hi = rows[0][4], rows[0][5]
+                if not all(0 < r[6] == r[7] for r in rows):  # a whole month not served: all raw
+                    raw.append({"d": device_id, "pf": pf, "lo": piece_lo, "hi": piece_hi})
+                    continue
+                self.add_state([(r[2], r[3], *r[10:14]) for r in rows])
+                first, last = min(r[8] for r in rows), max(r[9] for r in rows)
+                raw += [
+                    {"d": device_id, "pf": pf, "lo": a, "hi": e}
+                    for a, e in ((piece_lo, first), (last, piece_hi))
+                    if a < e
+                ]
+            if raw:
+                await self.session.execute(
+                    text("INSERT INTO kpi_state_raw (device_id, pf, lo, hi) VALUES (:d, :pf, :lo, :hi)"), raw
+                )
+                if self.d.pg:
+                    await self.session.execute(text("ANALYZE kpi_state_raw"))
+            self.timings["state_contract"] = time.perf_counter() - started
+        finally:
+            self.part = ""
+
+    async def state_segments(self, calendars: dict[int, ContractHours]) -> None:
+        """State time of the ranges in kpi_state_raw (contract-hours pieces of devices with an
+        up-to-date rollup, but for their served months): their segments (disjoint by
+        construction, a segment ends where the next begins) cut at the range and the buckets,
+        each counting its scheduled time from the calendar's prefix sums — the segment holding
+        the range's start, then every segment starting before its end (index ranges on
+        (device_id, start_s))."""
+        g, lt = self.d.greatest, self.d.least
+        self.part = "contract"
+        try:
+            sql = f"""
+                WITH {self.devices_cte(calendars)},
                 hd AS {self.d.materialized}(
-                    SELECT dv.device_id, dv.pf, dv.dec_s, dv.g, dv.cal, {hi} AS hi,
+                    SELECT dv.device_id, dv.pf, rr.lo, rr.hi, dv.g, dv.cal,
                            COALESCE((SELECT s.start_s FROM kpi_state_segments s
-                                     WHERE s.device_id = dv.device_id AND s.start_s <= {lo}
+                                     WHERE s.device_id = dv.device_id AND s.start_s <= rr.lo
                                      ORDER BY s.start_s DESC LIMIT 1), -{OPEN_END}) AS first
-                    FROM dv WHERE {lo} < {hi}
+                    FROM kpi_state_raw rr JOIN dv ON dv.device_id = rr.device_id AND dv.pf = rr.pf
                 ),
                 sg AS (
-                    SELECT hd.pf, hd.dec_s, hd.g, hd.cal, s.lvl, s.start_s AS s,
-                           COALESCE(LEAD(s.start_s) OVER (PARTITION BY hd.device_id, hd.pf ORDER BY s.start_s),
+                    SELECT hd.lo, hd.hi, hd.g, hd.cal, s.lvl, s.start_s AS s,
+                           COALESCE(LEAD(s.start_s) OVER (PARTITION BY hd.device_id, hd.pf, hd.lo ORDER BY s.start_s),
                                     {OPEN_END}) AS e
                     FROM hd JOIN kpi_state_segments s
                       ON s.device_id = hd.device_id AND s.start_s >= hd.first AND s.start_s < hd.hi
                 ),
                 wn AS (
                     SELECT sg.g, sg.cal, kb.b, sg.lvl,
-                           {g("sg.s", "kb.bs", "sg.pf")} AS s, {lt("sg.e", "kb.be", "sg.dec_s")} AS e
+                           {g("sg.s", "kb.bs", "sg.lo")} AS s, {lt("sg.e", "kb.be", "sg.hi")} AS e
                     FROM sg JOIN kpi_buckets kb ON kb.bs < sg.e AND kb.be > sg.s
                     WHERE sg.lvl <= 4
-                )""",
-            )
+                )
+                SELECT wn.g, wn.cal, wn.b, wn.lvl, wn.s, wn.e FROM wn WHERE wn.e > wn.s
+            """
+            rows = await self.fetch("state_segments", sql)
+            started = time.perf_counter()
+            schedules = self.schedules(calendars)
+            totals: dict[tuple[Any, int, int], float] = {}
+            for g_, cal, b, lvl, a, e in rows:
+                key = (g_, b, lvl)
+                totals[key] = totals.get(key, 0.0) + schedules[cal].between(a, e)
+            self.add_levels(totals)
+            self.timings["state_segments"] += time.perf_counter() - started
         finally:
             self.part = ""
+
+    def add_levels(self, totals: dict[tuple[Any, int, int], float]) -> None:
+        """Add (row, bucket, level) totals: a level-k piece counts at level k and every coarser
+        one (down ⊆ down or external ⊆ not up ⊆ known)."""
+        for (g_, b, lvl), total in totals.items():
+            state = self.row(g_, b).state
+            assert state is not None
+            if lvl <= 1:
+                state.down += total
+            if lvl <= 2:
+                state.down_or_external += total
+            if lvl <= 3:
+                state.not_up += total
+            state.known += total
 
     async def sum_levels(self, name: str, calendars: dict[int, ContractHours], ctes: str) -> None:
         """Sum the disjoint pieces ``wn (g, cal, b, lvl, s, e)`` that ``ctes`` ends with, per row
@@ -550,17 +716,7 @@ class _Query:
             WHERE wn.e > wn.s
             GROUP BY wn.g, wn.b, wn.lvl
         """
-        for g_, b, lvl, total in await self.fetch(name, sql):
-            state = self.row(g_, b).state
-            assert state is not None
-            # down ⊆ down or external ⊆ not up ⊆ known
-            if lvl <= 1:
-                state.down += total or 0.0
-            if lvl <= 2:
-                state.down_or_external += total or 0.0
-            if lvl <= 3:
-                state.not_up += total or 0.0
-            state.known += total or 0.0
+        self.add_levels({(g_, b, lvl): total or 0.0 for g_, b, lvl, total in await self.fetch(name, sql)})
 
     # --- incidents ------------------------------------------------------------------------
 
@@ -568,7 +724,9 @@ class _Query:
         """Every incident a KPI of this report can touch, read once into kpi_incidents:
         resolved, opened, failed or still open in P, or a failure reaching into P. Each branch
         is an index range; the planners read each row once (SQLite's multi-index OR, PostgreSQL's
-        BitmapOr)."""
+        BitmapOr). With months rolled up (:meth:`resolved_rolled`) only the raw ranges are
+        read — the partial months at P's edges, plus what is still open — and the devices the
+        rollups do not serve are read whole."""
         d = self.d
         fault = d.least("i.fault_s", "i.detect_s")
         te, be = self.period.te, self.params["be_min"]
@@ -576,21 +734,36 @@ class _Query:
             still_open = f"i.resolved_s >= :be_min AND {d.hide('i.detect_s')} < :te"
         else:
             still_open = f"i.detect_s < :te AND {d.hide('i.resolved_s')} >= :be_min"
-        if self.through_end("spanning", self.period.t0, self.period.t0):  # a failure's end after t0
-            spanning = ["i.restored_s > :t0", f"i.resolved_s > :t0 AND {d.hide('i.restored_s')} IS NULL"]
-        else:  # a failure's start before t0
-            spanning = ["i.fault_s < :t0", "i.detect_s < :t0"]
         branches = [
-            "i.resolved_s >= :t0 AND i.resolved_s < :te",
-            "i.detect_s >= :t0 AND i.detect_s < :te",
-            "i.fault_s >= :t0 AND i.fault_s < :te",
             still_open,
-            "i.resolved_s IS NULL",  # open: at the end of P, or a failure without an end
-            *spanning,
-        ]
+            "i.resolved_s IS NULL",
+        ]  # open: at a bucket's end, or a failure without an end
+        if self.rolled_months is None:
+            ranges = [(":t0", ":te")]
+        else:
+            ranges = []
+            for k, (low, high) in enumerate(
+                ((self.period.t0, self.rolled_months[0]), (self.rolled_months[1], te))
+            ):
+                if low < high:
+                    self.params[f"raw{k}_lo"], self.params[f"raw{k}_hi"] = low, high
+                    ranges.append((f":raw{k}_lo", f":raw{k}_hi"))
+        for lo, hi in ranges:
+            branches += [
+                f"i.{column} >= {lo} AND i.{column} < {hi}"
+                for column in ("resolved_s", "detect_s", "fault_s")
+            ]
+            start = self.params[lo[1:]]
+            if self.through_end("spanning", start, start):  # a failure's end after the range's start
+                branches += [
+                    f"i.restored_s > {lo}",
+                    f"i.resolved_s > {lo} AND {d.hide('i.restored_s')} IS NULL",
+                ]
+            else:  # a failure's start before it
+                branches += [f"i.fault_s < {lo}", f"i.detect_s < {lo}"]
         failure = "i.effect = 'down' AND NOT i.external"
         anywhere = "\n                   OR ".join(f"({branch})" for branch in branches)
-        sql = f"""
+        insert = f"""
             INSERT INTO kpi_incidents
             SELECT i.id, i.device_id, p.customer_id, p.site_id, p.model, i.fault_code,
                    CASE WHEN {failure} THEN 1 ELSE 0 END, {fault}, i.detect_s, i.ack_s, i.respond_s,
@@ -600,10 +773,17 @@ class _Query:
             FROM incidents i
             JOIN kpi_pieces p ON p.device_id = i.device_id AND p.pf <= {fault} AND {fault} < p.pt
             LEFT JOIN customers c ON c.id = p.customer_id
-            WHERE ({anywhere}) AND p.model_kept = 1
-        """
+            WHERE p.model_kept = 1 AND """
         started = time.perf_counter()
-        await self.session.execute(text(sql), self.params)
+        await self.session.execute(text(f"{insert}({anywhere})"), self.params)
+        if self.unserved:  # every incident of these devices (a superset: each step bounds its rows)
+            await self.session.execute(
+                text(
+                    f"{insert}i.device_id IN (SELECT device_id FROM kpi_unserved)"
+                    " AND i.id NOT IN (SELECT k.id FROM kpi_incidents k)"
+                ),
+                self.params,
+            )
         if d.pg:
             await self.session.execute(text("ANALYZE kpi_incidents"))
         self.timings["incidents"] = time.perf_counter() - started
@@ -621,17 +801,22 @@ class _Query:
             ms = me
         return out
 
-    def not_rolled(self) -> str:
-        """The kpi_incidents rows (alias i) :meth:`resolved_rolled` did not take."""
+    def raw(self, column: str, device: str = "i.device_id") -> str:
+        """Whether a row attributed to time ``column`` of ``device`` is read raw: outside the
+        rolled-up months, or in a month of a device the rollups do not serve (kpi_unserved)."""
         if self.rolled_months is None:
-            return ""
+            return "1 = 1"
         unserved = (
-            " OR (i.device_id IN (SELECT device_id FROM kpi_unserved) AND EXISTS (SELECT 1 FROM"
-            " kpi_unserved u WHERE u.device_id = i.device_id AND u.ms <= i.rvs AND i.rvs < u.me))"
+            f" OR ({device} IN (SELECT device_id FROM kpi_unserved) AND EXISTS (SELECT 1 FROM"
+            f" kpi_unserved u WHERE u.device_id = {device} AND u.ms <= {column} AND {column} < u.me))"
             if self.unserved
             else ""
         )
-        return f" AND (i.rvs < :m_lo OR i.rvs >= :m_hi{unserved})"
+        return f"({column} < :m_lo OR {column} >= :m_hi{unserved})"
+
+    def not_rolled(self, column: str = "i.rvs", device: str = "i.device_id") -> str:
+        """The kpi_incidents rows (alias i) :meth:`resolved_rolled` did not take."""
+        return "" if self.rolled_months is None else f" AND {self.raw(column, device)}"
 
     async def resolved_rolled(self) -> None:
         """The ``resolved`` aggregates and percentile populations of the incidents resolved in
@@ -685,67 +870,152 @@ class _Query:
             if self.unserved
             else ""
         )
-        source = f"""
-            FROM kpi_incident_months r
-            JOIN kpi_pieces p ON p.device_id = r.device_id AND p.pf <= r.lo_s AND r.hi_s < p.pt
-            WHERE r.month_s >= :m_lo AND r.month_s < :m_hi AND p.kept = 1 AND p.model_kept = 1{unserved}"""
-        await self.rolled_sums(source, bucket_of)
+        await self.rolled_rows(unserved, bucket_of)
         self.timings["resolved_rolled"] = time.perf_counter() - started
-        started = time.perf_counter()
-        await self.rolled_values(source, bucket_of)
-        self.timings["rolled_values"] = time.perf_counter() - started
 
-    async def rolled_sums(self, source: str, bucket_of: dict[float, int]) -> None:
-        """The counts and sums of the rolled-up rows, per report row (SQL sums them)."""
-        # the cost per dispatch of the customer at the time (a join: a subquery per row is slow on PG)
-        customers = source.replace("WHERE", "LEFT JOIN customers c ON c.id = p.customer_id WHERE", 1)
-        sums = f"""
-            SELECT {self.group("p")} AS g, r.month_s, SUM(r.n), SUM(r.ch_auto), SUM(r.ch_customer),
-                   SUM(r.ch_remote), SUM(r.ch_field), SUM(r.avoided),
-                   SUM(r.avoided * COALESCE(c.cost_per_dispatch, 0)),
-                   SUM(r.ftf), SUM(r.n_mtrs), SUM(r.n_mtta), SUM(r.n_mttrespond),
-                   SUM(r.t_mtrs), SUM(r.t_mtta), SUM(r.t_mttrespond), SUM(r.t_mttresolve){customers}
-            GROUP BY 1, 2"""
-        for g, month, n, *rest in (await self.session.execute(text(sums), self.params)).all():
-            agg = self.row(g, bucket_of[month])
-            agg.resolved += n
-            for channel, count in zip(("auto", "customer", "remote", "field"), rest[0:4], strict=True):
-                if count:
-                    agg.channels[channel] = agg.channels.get(channel, 0) + count
-            agg.dispatched_resolved = agg.channels.get(Channel.FIELD.value, 0)
-            avoided, value, ftf, n_mtrs, n_mtta, n_resp, t_mtrs, t_mtta, t_resp, t_resolve = rest[4:14]
-            agg.dispatches_avoided += avoided
-            agg.dispatches_avoided_value += float(value)
-            agg.first_time_fixes += ftf
-            agg.mtrs.total, agg.mtrs.n = agg.mtrs.total + t_mtrs, agg.mtrs.n + n_mtrs
-            agg.mtta.total, agg.mtta.n = agg.mtta.total + t_mtta, agg.mtta.n + n_mtta
-            agg.mttrespond.total, agg.mttrespond.n = agg.mttrespond.total + t_resp, agg.mttrespond.n + n_resp
-            agg.mttresolve.total, agg.mttresolve.n = agg.mttresolve.total + t_resolve, agg.mttresolve.n + n
+    @staticmethod
+    def whole_years(bucket_of: dict[float, int]) -> dict[float, int]:
+        """The UTC years all of whose months are rolled up into one bucket, with it."""
+        years: dict[float, set[int]] = {}
+        months: dict[float, int] = {}
+        for ms, b in bucket_of.items():
+            ys = year_start(ms)
+            years.setdefault(ys, set()).add(b)
+            months[ys] = months.get(ys, 0) + 1
+        return {ys: next(iter(bs)) for ys, bs in years.items() if months[ys] == 12 and len(bs) == 1}
 
-    async def rolled_values(self, source: str, bucket_of: dict[float, int]) -> None:
-        """The percentile populations and downtime avoided of the rolled-up rows: each row's
-        values are float64 bytes, concatenated by the database per report row and month."""
+    async def rolled_rows(self, unserved: str, bucket_of: dict[float, int]) -> None:
+        """The rolled-up rows, per report row and bucket: counts and sums (SQL sums them), the
+        cost per dispatch of the customer at the time, and the percentile populations and
+        restore times of the dispatches avoided (each row's values are float64 bytes,
+        concatenated by the database). A device with one customer/site period throughout (most)
+        is summed per bucket first, in key order, and joined once; the others row by row, each
+        month to the period holding its incidents."""
 
         def concat(column: str) -> str:
             if self.d.pg:
                 return f"string_agg({column}, ''::bytea)"
             return f"CAST(group_concat({column}, '') AS BLOB)"
 
-        columns = ", ".join(concat(f"r.{c}") for c in ("v_mtrs", "v_mtta", "v_mttrespond", "v_mttresolve"))
-        avoided = concat("CASE WHEN r.avoided > 0 THEN r.v_avoided END")
-        values = f"""
-            SELECT {self.group("p")} AS g, r.month_s, {columns}, {avoided}{source}
-            GROUP BY 1, 2"""
-        baseline = float(self.spec.baseline_restore_s)
-        for g, month, *blobs in (await self.session.execute(text(values), self.params)).all():
-            b = bucket_of[month]
-            for m, blob in enumerate(blobs[:4]):
-                if blob:
-                    self.populations.setdefault((g, b, m), []).extend(decode(bytes(blob)))
-            if blobs[4]:
-                self.row(g, b).downtime_avoided += sum(
-                    max(0.0, baseline - x) for x in decode(bytes(blobs[4]))
-                )
+        counts = (
+            "n", "ch_auto", "ch_customer", "ch_remote", "ch_field", "avoided", "ftf", "n_mtrs", "n_mtta",
+            "n_mttrespond", "t_mtrs", "t_mtta", "t_mttrespond", "t_mttresolve",
+            "opened", "remote", "failures", "repeats", "episodes", "transients",
+        )  # fmt: skip
+        blobs = ("v_mtrs", "v_mtta", "v_mttrespond", "v_mttresolve", "v_avoided")
+        bucket = "CASE r.month_s " + " ".join(f"WHEN {ms!r} THEN {b}" for ms, b in bucket_of.items()) + " END"
+        whole = f"p.pf = -{OPEN_END} AND p.pt = {OPEN_END}"  # the device's only period
+        months = f"r.month_s >= :m_lo AND r.month_s < :m_hi{unserved}"
+        avoided_values = "CASE WHEN r.avoided > 0 THEN r.v_avoided END"
+        inner = ", ".join(
+            [
+                *(f"SUM(r.{c}) AS {c}" for c in counts),
+                *(concat(f"r.{c}") + f" AS {c}" for c in blobs[:4]),
+                concat(avoided_values) + " AS v_avoided",
+            ]
+        )
+        outer = ", ".join(
+            [
+                *(f"SUM(x.{c})" for c in counts[:6]),
+                "SUM(x.avoided * COALESCE(c.cost_per_dispatch, 0))",
+                *(f"SUM(x.{c})" for c in counts[6:]),
+                *(concat(f"x.{c}") for c in blobs),
+            ]
+        )
+        per_row = ", ".join(
+            [
+                *(f"SUM(r.{c})" for c in counts[:6]),
+                "SUM(r.avoided * COALESCE(c.cost_per_dispatch, 0))",
+                *(f"SUM(r.{c})" for c in counts[6:]),
+                *(concat(f"r.{c}") for c in blobs[:4]),
+                concat(avoided_values),
+            ]
+        )
+        kept = "p.kept = 1 AND p.model_kept = 1"
+        by_months = f"""
+                SELECT r.device_id, {bucket} AS b, {inner}
+                FROM kpi_incident_months r WHERE {months}{{not_years}}
+                GROUP BY r.device_id, {bucket}"""
+        years = self.whole_years(bucket_of)
+        if years:  # whole calendar years in one bucket: one row per device and year
+            self.params["y_lo"], self.params["y_hi"] = min(years), next_year_start(max(years))
+            year_bucket = (
+                "CASE r.year_s " + " ".join(f"WHEN {ys!r} THEN {b}" for ys, b in years.items()) + " END"
+            )
+            by_months = by_months.replace("{not_years}", " AND (r.month_s < :y_lo OR r.month_s >= :y_hi)")
+            by_months += f"""
+                UNION ALL
+                SELECT r.device_id, {year_bucket} AS b, {inner}
+                FROM kpi_incident_years r
+                WHERE r.year_s >= :y_lo AND r.year_s < :y_hi{unserved.replace("r.month_s", "r.year_s")}
+                GROUP BY r.device_id, {year_bucket}"""
+        else:
+            by_months = by_months.replace("{not_years}", "")
+        statements = (
+            f"""
+            WITH x AS ({by_months}
+            )
+            SELECT {self.group("p")} AS g, x.b, {outer}
+            FROM x JOIN kpi_pieces p ON p.device_id = x.device_id AND {whole}
+            LEFT JOIN customers c ON c.id = p.customer_id
+            WHERE {kept}
+            GROUP BY 1, 2""",
+            f"""
+            SELECT {self.group("p")} AS g, {bucket} AS b, {per_row}
+            FROM kpi_incident_months r
+            JOIN kpi_pieces p ON p.device_id = r.device_id AND p.pf <= r.lo_s AND r.hi_s < p.pt
+            LEFT JOIN customers c ON c.id = p.customer_id
+            WHERE {months} AND {kept} AND NOT ({whole})
+              AND r.device_id IN (SELECT device_id FROM kpi_pieces p WHERE NOT ({whole}))
+            GROUP BY 1, 2""",
+        )
+        for k, statement in enumerate(statements):
+            started = time.perf_counter()
+            for row in (await self.session.execute(text(statement), self.params)).all():
+                self.add_rolled(*row)
+            if k == 0 and years:
+                self.timings["rolled_years"] = time.perf_counter() - started
+
+    def add_rolled(self, g: Any, b: int, n: int, *rest: Any) -> None:
+        """One row of :meth:`rolled_rows` into the report row (g, b)."""
+        agg = self.row(g, b)
+        n = int(n)  # PostgreSQL sums sums as numeric
+        rest = (
+            *(int(x) for x in rest[0:4]),
+            int(rest[4]),
+            float(rest[5]),
+            *(int(x) for x in rest[6:10]),
+            *(float(x) for x in rest[10:14]),
+            *(int(x) for x in rest[14:20]),
+            *rest[20:],
+        )
+        opened, remote, failures, repeats, episodes, transients = rest[14:20]
+        agg.incidents += opened
+        agg.remote_used += remote
+        agg.failures += failures
+        agg.repeat_failures += repeats
+        agg.failure_episodes += episodes
+        agg.transient_faults += transients
+        agg.resolved += n
+        for channel, count in zip(("auto", "customer", "remote", "field"), rest[0:4], strict=True):
+            if count:
+                agg.channels[channel] = agg.channels.get(channel, 0) + count
+        agg.dispatched_resolved = agg.channels.get(Channel.FIELD.value, 0)
+        avoided, value, ftf, n_mtrs, n_mtta, n_resp, t_mtrs, t_mtta, t_resp, t_resolve = rest[4:14]
+        agg.dispatches_avoided += avoided
+        agg.dispatches_avoided_value += float(value)
+        agg.first_time_fixes += ftf
+        agg.mtrs.total, agg.mtrs.n = agg.mtrs.total + t_mtrs, agg.mtrs.n + n_mtrs
+        agg.mtta.total, agg.mtta.n = agg.mtta.total + t_mtta, agg.mtta.n + n_mtta
+        agg.mttrespond.total, agg.mttrespond.n = agg.mttrespond.total + t_resp, agg.mttrespond.n + n_resp
+        agg.mttresolve.total, agg.mttresolve.n = agg.mttresolve.total + t_resolve, agg.mttresolve.n + n
+        values = rest[20:25]
+        for m, blob in enumerate(values[:4]):
+            if blob:
+                self.populations.setdefault((g, b, m), []).append(decode(bytes(blob)))
+        if values[4]:
+            restore = decode(bytes(values[4]))
+            agg.downtime_avoided += float(np.maximum(0.0, self.spec.baseline_restore_s - restore).sum())
 
     async def resolved(self) -> None:
         fixed = "COALESCE(i.rss, i.rvs)"
@@ -801,45 +1071,53 @@ class _Query:
                 agg.mttresolve.n + resolved,
             )
 
+    def resolved_in_buckets(self) -> str:
+        """Joins from incidents (alias i) resolved in P to their customer/site period at the
+        (clamped) t_fault (p), kept by the filters, and their bucket (kb): the incidents table
+        itself, so knowledge measures need not load every resolved incident — they start from
+        the few rows of the knowledge tables."""
+        fault = self.d.least("i.fault_s", "i.detect_s")
+        return f"""
+            JOIN kpi_pieces p ON p.device_id = i.device_id AND p.pf <= {fault} AND {fault} < p.pt
+                            AND p.kept = 1 AND p.model_kept = 1
+            JOIN kpi_buckets kb ON i.resolved_s >= kb.bs AND i.resolved_s < kb.be"""
+
     async def knowledge(self) -> None:
         """Knowledge measures of the incidents resolved in each bucket: their article links
-        (and how many point to an article older than the incident), resolve time with and
-        without a link; then the applied suggestions, read from the timeline (few rows) and
-        matched with the fixed links here."""
-        nonneg, group = self.d.nonneg, self.group("i", "i.code")
-        resolved_in = f"i.rvs >= kb.bs AND i.rvs < kb.be{self.code_filter('i.code')}"
+        (and how many point to an article older than the incident), resolve time with a link
+        (without: the rest of the row's resolve time, summed by :meth:`resolved`); then the
+        applied suggestions, read from the timeline (few rows) and matched with the fixed
+        links here."""
+        nonneg, group = self.d.nonneg, self.group("p", "i.fault_code")
+        code = self.fault_filter("i.fault_code")
         sql = f"""
             WITH lk AS (
                 SELECT l.incident_id AS id, COUNT(*) AS n,
-                       SUM(CASE WHEN {self.d.epoch("a.created_at")} < i.ds THEN 1 ELSE 0 END) AS reused
-                FROM kpi_incidents i
-                JOIN kb_article_links l ON l.incident_id = i.id
+                       SUM(CASE WHEN {self.d.epoch("a.created_at")} < i.detect_s THEN 1 ELSE 0 END) AS reused
+                FROM kb_article_links l
+                JOIN incidents i ON i.id = l.incident_id
                 LEFT JOIN kb_articles a ON a.id = l.article_id
-                WHERE i.rvs >= :t0 AND i.rvs < :te
+                WHERE i.resolved_s >= :t0 AND i.resolved_s < :te{code}
                 GROUP BY l.incident_id
             )
-            SELECT {group} AS g, kb.b,
-                   SUM(CASE WHEN lk.n IS NOT NULL THEN 1 ELSE 0 END),
-                   SUM(COALESCE(lk.n, 0)), SUM(COALESCE(lk.reused, 0)),
-                   SUM(CASE WHEN lk.n IS NOT NULL THEN {nonneg("i.rvs - i.ds")} ELSE 0 END),
-                   SUM(CASE WHEN lk.n IS NULL THEN {nonneg("i.rvs - i.ds")} ELSE 0 END)
-            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
-            LEFT JOIN lk ON lk.id = i.id
-            WHERE {resolved_in}
+            SELECT {group} AS g, kb.b, COUNT(*), SUM(lk.n), SUM(lk.reused),
+                   SUM({nonneg("i.resolved_s - i.detect_s")})
+            FROM lk JOIN incidents i ON i.id = lk.id{self.resolved_in_buckets()}
             GROUP BY 1, 2
         """
-        for g, b, linked, links, reused, with_total, without_total in await self.fetch("knowledge", sql):
+        for g, b, linked, links, reused, with_total in await self.fetch("knowledge", sql):
             kb = self.row(g, b).kb
             kb.linked, kb.links, kb.reused = int(linked or 0), int(links or 0), int(reused or 0)
-            kb.with_total, kb.without_total = float(with_total or 0.0), float(without_total or 0.0)
-        await self.shown_suggestions(group, resolved_in)
+            kb.with_total = float(with_total or 0.0)
+        for agg in self.rows.values():
+            agg.kb.without_total = max(0.0, agg.mttresolve.total - agg.kb.with_total)
+        await self.shown_suggestions(group, code)
         applied = await self.fetch(
             "knowledge_applied",
             f"""
             SELECT {group} AS g, kb.b, i.id, e.detail
-            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
-            JOIN incident_timeline e ON e.incident_id = i.id AND e.kind = :applied
-            WHERE {resolved_in}
+            FROM incident_timeline e JOIN incidents i ON i.id = e.incident_id{self.resolved_in_buckets()}
+            WHERE e.kind = :applied AND i.resolved_s >= :t0 AND i.resolved_s < :te{code}
             """,
             applied=APPLIED,
         )
@@ -849,8 +1127,8 @@ class _Query:
             "knowledge_fixed",
             """
             SELECT l.incident_id, l.article_id FROM kb_article_links l
-            JOIN kpi_incidents i ON i.id = l.incident_id
-            WHERE l.fixed AND i.rvs >= :t0 AND i.rvs < :te
+            JOIN incidents i ON i.id = l.incident_id
+            WHERE l.fixed AND i.resolved_s >= :t0 AND i.resolved_s < :te
             """,
         )
         worked: dict[int, set[int]] = {}
@@ -870,22 +1148,24 @@ class _Query:
             kb.applied += 1
             kb.applied_hits += bool(articles & worked.get(incident_id, set()))
 
-    async def shown_suggestions(self, group: str, resolved_in: str) -> None:
+    async def shown_suggestions(self, group: str, code: str) -> None:
         """kb_shown / kb_shown_hits5: per incident resolved in the bucket, whether suggestions
         were shown at or before its resolution, and whether one shown at rank <= HIT_RANK is
         an article whose link fixed it (kb_suggestions_shown joined with kb_article_links)."""
-        before = f"s.incident_id = i.id AND {self.d.epoch('s.first_shown_at')} <= i.rvs"
         sql = f"""
-            SELECT {group} AS g, kb.b, COUNT(*),
-                   SUM(CASE WHEN EXISTS (
-                           SELECT 1 FROM kb_suggestions_shown s
-                           JOIN kb_article_links l
-                             ON l.incident_id = s.incident_id AND l.article_id = s.article_id
-                           WHERE {before} AND s.best_rank <= :hit_rank AND l.fixed
-                       ) THEN 1 ELSE 0 END)
-            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
-            WHERE {resolved_in}
-              AND EXISTS (SELECT 1 FROM kb_suggestions_shown s WHERE {before})
+            WITH sh AS (
+                SELECT s.incident_id AS id,
+                       MAX(CASE WHEN s.best_rank <= :hit_rank AND EXISTS (
+                               SELECT 1 FROM kb_article_links l
+                               WHERE l.incident_id = s.incident_id AND l.article_id = s.article_id AND l.fixed
+                           ) THEN 1 ELSE 0 END) AS hit
+                FROM kb_suggestions_shown s JOIN incidents i ON i.id = s.incident_id
+                WHERE {self.d.epoch("s.first_shown_at")} <= i.resolved_s
+                  AND i.resolved_s >= :t0 AND i.resolved_s < :te{code}
+                GROUP BY s.incident_id
+            )
+            SELECT {group} AS g, kb.b, COUNT(*), SUM(sh.hit)
+            FROM sh JOIN incidents i ON i.id = sh.id{self.resolved_in_buckets()}
             GROUP BY 1, 2
         """
         for g, b, shown, hits in await self.fetch("knowledge_shown", sql, hit_rank=HIT_RANK):
@@ -940,19 +1220,24 @@ class _Query:
             FROM kpi_incidents i CROSS JOIN kpi_buckets kb
             WHERE {self.open_join()}{self.code_filter("i.code")}
         """
-        populations = self.populations  # with those of the rolled-up months
+        raw: dict[tuple[Any, int, int], list[float]] = {}
         for g, b, *values in await self.fetch("percentiles", per_incident):
             for m, v in enumerate(values):
                 if v is not None:
-                    populations.setdefault((g, b, m), []).append(float(v))
+                    raw.setdefault((g, b, m), []).append(float(v))
         fetched = self.timings["percentiles"]
         for g, b, v in await self.fetch("percentiles", open_age):
             if v is not None:
-                populations.setdefault((g, b, 4), []).append(float(v))
+                raw.setdefault((g, b, 4), []).append(float(v))
         self.timings["percentiles"] += fetched
-        for (g, b, m), population in populations.items():
+        started = time.perf_counter()
+        populations = self.populations  # with those of the rolled-up months
+        for key, values in raw.items():
+            populations.setdefault(key, []).append(np.array(values, dtype=np.float64))
+        for (g, b, m), chunks in populations.items():
             summary = getattr(self.row(g, b), _METRICS[m])
-            summary.median, summary.p90 = ranked_percentiles(population, ((1, 2), (9, 10)))
+            summary.median, summary.p90 = array_percentiles(np.concatenate(chunks), ((1, 2), (9, 10)))
+        self.timings["ranks"] = time.perf_counter() - started
 
     async def counts(self) -> None:
         """Opened in P (and with a remote session), still open at each bucket's end (and how
@@ -963,8 +1248,8 @@ class _Query:
                            WHERE j.device_id = i.device_id AND j.fault_code = i.code
                              AND j.restored_s <= i.fs AND j.restored_s > i.fs - :repeat
                              AND j.effect = 'down' AND NOT j.external AND j.id <> i.id)"""
-        opened = "i.ds >= kb.bs AND i.ds < kb.be"
-        failed = "i.failure = 1 AND i.fs >= kb.bs AND i.fs < kb.be"
+        opened = f"i.ds >= kb.bs AND i.ds < kb.be AND {self.raw('i.ds')}"
+        failed = f"i.failure = 1 AND i.fs >= kb.bs AND i.fs < kb.be AND {self.raw('i.fs')}"
         sql = f"""
             SELECT {group} AS g, kb.b,
                    SUM(CASE WHEN {opened} THEN 1 ELSE 0 END) AS opened,
@@ -999,14 +1284,15 @@ class _Query:
         end = f"{self.d.greatest(f'COALESCE(i.rss, i.rvs, {OPEN_END})', 'i.fs')}"
         sql = f"""
             WITH w AS (
-                SELECT i.customer_id, i.site_id, i.model, i.code, i.kept, i.fs AS s,
+                SELECT i.device_id, i.customer_id, i.site_id, i.model, i.code, i.kept, i.fs AS s,
                        MAX({end}) OVER (PARTITION BY i.device_id ORDER BY i.fs, {end} DESC, i.id
                                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS m
                 FROM kpi_incidents i WHERE i.failure = 1
             )
             SELECT {self.group("w", "w.code")} AS g, kb.b, COUNT(*) AS n
             FROM w CROSS JOIN kpi_buckets kb
-            WHERE (w.m IS NULL OR w.s >= w.m) AND w.s >= kb.bs AND w.s < kb.be{self.code_filter("w.code")}
+            WHERE (w.m IS NULL OR w.s >= w.m) AND w.s >= kb.bs AND w.s < kb.be
+              AND {self.raw("w.s", "w.device_id")}{self.code_filter("w.code")}
             GROUP BY 1, 2
         """
         for g, b, n in await self.fetch("episodes", sql):
@@ -1020,11 +1306,22 @@ class _Query:
             JOIN kpi_pieces p ON p.device_id = t.device_id AND p.kept = 1 AND p.pf <= {raised} AND {raised} < p.pt
             JOIN kpi_buckets kb ON {raised} >= kb.bs AND {raised} < kb.be
             WHERE t.raised_at >= :t0_dt AND t.raised_at < :te_dt{self.fault_filter("t.code")}
+              AND {self.raw(raised, "t.device_id")}{{ranges}}
             GROUP BY 1, 2
         """
-        rows = await self.fetch(
-            "transients", sql, t0_dt=to_datetime(self.period.t0), te_dt=to_datetime(self.period.te)
-        )
+        times = {"t0_dt": to_datetime(self.period.t0), "te_dt": to_datetime(self.period.te)}
+        ranges = ""
+        if self.rolled_months is not None:  # only the raw ranges: P's partial months, unserved devices
+            edges = ((self.period.t0, self.rolled_months[0]), (self.rolled_months[1], self.period.te))
+            branches = ["t.device_id IN (SELECT device_id FROM kpi_unserved)"] if self.unserved else []
+            for k, (lo, hi) in enumerate(edges):
+                if lo < hi:
+                    times[f"r{k}lo_dt"], times[f"r{k}hi_dt"] = to_datetime(lo), to_datetime(hi)
+                    branches.append(f"(t.raised_at >= :r{k}lo_dt AND t.raised_at < :r{k}hi_dt)")
+            if not branches:
+                return
+            ranges = f" AND ({' OR '.join(branches)})"
+        rows = await self.fetch("transients", sql.replace("{ranges}", ranges), **times)
         for g, b, n in rows:
             self.row(g, b).transient_faults += n
 
@@ -1047,11 +1344,10 @@ async def compute_report(
             hours = parse_contract_hours(customer.contract_hours, customer.name)
             if hours is not None and (spec.customer is None or customer.id == spec.customer):
                 calendars[customer.id] = hours
-    query = _Query(session, spec, period, cuts, rollups=rollups)
+    hours_keys = {c.id: hours_key(c.contract_hours) for c in customers if c.id in calendars}
+    query = _Query(session, spec, period, cuts, rollups=rollups, hours_keys=hours_keys)
     prepared = time.perf_counter()
-    await create_temporary_tables(
-        session, query.d, cuts=cuts, t0=period.t0, te=period.te, calendars=calendars
-    )
+    await create_temporary_tables(session, query.d, cuts=cuts, t0=period.t0, te=period.te)
     await query.load_bounds()
     await query.load_pieces()
     query.timings["prepare"] = time.perf_counter() - prepared
@@ -1059,8 +1355,8 @@ async def compute_report(
     if spec.with_state:
         await query.required_time(calendars)
         await query.state_time(calendars)
+    await query.resolved_rolled()  # which months the rollups serve: the rest is loaded raw
     await query.load_incidents()
-    await query.resolved_rolled()
     await query.resolved()
     await query.knowledge()
     await query.percentiles()

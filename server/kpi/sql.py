@@ -4,8 +4,6 @@ report works with, and how SQLite is steered to the right index.
 Temporary tables (per connection, emptied after each report):
 
 - ``kpi_buckets (b, bs, be)`` — the report's buckets: one for [t0, te), or its weeks/months;
-- ``kpi_windows (cal, b, ws, we)`` — scheduled windows per calendar (``-1``: 24x7, else a
-  customer id with contract hours), cut at the buckets (required time);
 - ``kpi_days (cal, day, cum, w1s, w1e, …)`` — per calendar and UTC day (epoch // 86400): the
   scheduled time before the day and the day's scheduled pieces, so C(x) — scheduled time
   before x — is an equality join and arithmetic;
@@ -16,7 +14,12 @@ Temporary tables (per connection, emptied after each report):
   or a failure reaching into P), read once through the indexes, with the device's groups at
   the incident's (clamped) t_fault;
 - ``kpi_unserved (device_id, ms, me)`` — the devices and months whose incidents resolved in P
-  are read raw although P covers their month (incident rollup stale, or straddling a move).
+  are read raw although P covers their month (incident rollup stale, or straddling a move);
+- ``kpi_months (ms, me, b)`` — the whole UTC months of P, each inside bucket b;
+- ``kpi_calendars (cal, hkey)`` — the contract hours in scope and their key (contract months
+  built under other contract hours are not used);
+- ``kpi_state_raw (device_id, pf, lo, hi)`` — the ranges of contract-hours pieces read from the
+  state segments: all of a piece but its whole months served by ``kpi_contract_months``.
 """
 
 from __future__ import annotations
@@ -27,9 +30,17 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.kpi.calendar import Bucket, ContractHours, contract_windows, split_windows
+from server.kpi.calendar import Bucket, ContractHours, contract_windows
 
-__all__ = ["CAL_24X7", "OPEN_END", "Dialect", "create_temporary_tables", "share_above", "share_below"]
+__all__ = [
+    "CAL_24X7",
+    "OPEN_END",
+    "Dialect",
+    "create_temporary_tables",
+    "fill_days",
+    "share_above",
+    "share_below",
+]
 
 OPEN_END = 1e18  # an interval without an end, in SQL (the reference uses infinity)
 CAL_24X7 = -1
@@ -37,8 +48,6 @@ _REAL = "DOUBLE PRECISION"
 
 _TABLES = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_buckets (b INTEGER, bs {_REAL}, be {_REAL})",
-    f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_windows (cal INTEGER, b INTEGER, ws {_REAL}, we {_REAL})",
-    "CREATE INDEX IF NOT EXISTS kpi_windows_cal_ws ON kpi_windows (cal, ws)",
     "CREATE TEMPORARY TABLE IF NOT EXISTS kpi_days (cal INTEGER, day BIGINT, cum {real}, {slots})".format(
         real=_REAL, slots=", ".join(f"w{k}s {_REAL}, w{k}e {_REAL}" for k in range(1, 5))
     ),
@@ -53,8 +62,20 @@ _TABLES = (
         pf {_REAL}, pt {_REAL}, dec_s {_REAL}, kept INTEGER, model_kept INTEGER)""",
     "CREATE INDEX IF NOT EXISTS kpi_pieces_device_pf ON kpi_pieces (device_id, pf)",
     f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_unserved (device_id VARCHAR(64), ms {_REAL}, me {_REAL})",
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_months (ms {_REAL}, me {_REAL}, b INTEGER)",
+    "CREATE TEMPORARY TABLE IF NOT EXISTS kpi_calendars (cal INTEGER, hkey VARCHAR(512))",
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_state_raw (device_id VARCHAR(64), pf {_REAL}, lo {_REAL}, hi {_REAL})",
 )
-TEMPORARY = ("kpi_buckets", "kpi_windows", "kpi_days", "kpi_incidents", "kpi_pieces", "kpi_unserved")
+TEMPORARY = (
+    "kpi_buckets",
+    "kpi_days",
+    "kpi_incidents",
+    "kpi_pieces",
+    "kpi_unserved",
+    "kpi_months",
+    "kpi_calendars",
+    "kpi_state_raw",
+)
 DAY = 86400
 SLOTS = 4  # scheduled pieces per UTC day: one window per local day touches at most three
 
@@ -110,22 +131,14 @@ async def create_temporary_tables(
     cuts: Sequence[Bucket],
     t0: float,
     te: float,
-    calendars: dict[int, ContractHours],
 ) -> None:
-    """Create (once per connection) and fill ``kpi_buckets`` and ``kpi_windows``."""
+    """Create (once per connection) and fill ``kpi_buckets``; ``kpi_days`` is filled on demand
+    (:func:`fill_days`) for the spans read raw."""
     if dialect.pg:  # mid-sized analytic statements: no JIT, sorts in memory
         await session.execute(text("SET LOCAL jit = off"))
         await session.execute(text("SET LOCAL work_mem = '64MB'"))
     else:  # the default 2 MB page cache makes the sorts of a big report spill and re-read
         await session.execute(text("PRAGMA cache_size = -65536"))
-    windows: list[dict[str, Any]] = [
-        {"cal": CAL_24X7, "b": b.index, "ws": b.start, "we": b.end} for b in cuts
-    ]
-    days: list[dict[str, Any]] = []
-    for cal, hours in calendars.items():
-        scheduled = contract_windows(hours, t0, te)
-        windows += [{"cal": cal, "b": b, "ws": ws, "we": we} for b, ws, we in split_windows(scheduled, cuts)]
-        days += calendar_days(cal, scheduled, t0, te)
     for statement in _TABLES:
         await session.execute(text(statement))
     for table in TEMPORARY:
@@ -135,17 +148,24 @@ async def create_temporary_tables(
             text("INSERT INTO kpi_buckets (b, bs, be) VALUES (:b, :bs, :be)"),
             [{"b": b.index, "bs": b.start, "be": b.end} for b in cuts],
         )
-    if windows:
-        await session.execute(
-            text("INSERT INTO kpi_windows (cal, b, ws, we) VALUES (:cal, :b, :ws, :we)"), windows
-        )
+    if dialect.pg:
+        await session.execute(text("ANALYZE kpi_buckets"))
+
+
+async def fill_days(
+    session: AsyncSession, dialect: Dialect, spans: Sequence[tuple[int, ContractHours, float, float]]
+) -> None:
+    """Fill ``kpi_days`` for each (calendar, span [lo, hi)): the spans of a calendar are days
+    apart, and C(x) differences are taken within one span (each has its own origin)."""
+    days: list[dict[str, Any]] = []
+    for cal, hours, lo, hi in spans:
+        days += calendar_days(cal, contract_windows(hours, lo, hi), lo, hi)
     if days:
         columns = ", ".join(days[0])
         values = ", ".join(f":{name}" for name in days[0])
         await session.execute(text(f"INSERT INTO kpi_days ({columns}) VALUES ({values})"), days)  # noqa: S608
-    if dialect.pg:
-        for table in ("kpi_buckets", "kpi_windows", "kpi_days"):
-            await session.execute(text(f"ANALYZE {table}"))
+        if dialect.pg:
+            await session.execute(text("ANALYZE kpi_days"))
 
 
 def calendar_days(

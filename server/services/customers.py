@@ -20,6 +20,7 @@ from server.db.models import Customer, Device, DeviceAssignmentPeriod, Incident,
 from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.incidents import priority as prio
+from server.kpi.rollups import mark_customer_devices
 from server.services import audit
 
 __all__ = [
@@ -127,6 +128,8 @@ async def update_customer(
     )
     if "criticality" in changes:
         await _reprioritise(session, select(Device.id).where(Device.customer_id == customer_id))
+    if "contract_hours" in changes:  # the KPIs' contract months were built under the old hours
+        await mark_customer_devices(session, customer_id)
     await session.commit()
     return customer
 

@@ -201,3 +201,22 @@ async def test_running_server_helper_serves_real_http(db_url: str) -> None:
     async with running_server(server_settings(db_url)) as (_app, base_url), httpx.AsyncClient() as client:
         response = await client.get(f"{base_url}{V1}/health")
     assert response.json()["db"] is True
+
+
+async def test_audit_window_takes_dates_and_names_a_bad_one(api: tuple[httpx.AsyncClient, Runtime]) -> None:
+    """A date is midnight UTC, a time without a zone is UTC; anything else is a 422 naming
+    the parameter (not a server error)."""
+    client, runtime = api
+    await seed(runtime)
+    ops = bearer(await create_token(runtime, "ops1", Role.OPS))
+    everything = (await client.get(f"{V1}/audit", headers=ops)).json()["total"]
+    assert everything > 0
+    for since in ("2000-01-01", "2000-01-01T00:00:00", "2000-01-01T01:00:00+01:00"):
+        page = await client.get(f"{V1}/audit", params={"since": since}, headers=ops)
+        assert page.status_code == 200, page.text
+        assert page.json()["total"] == everything
+    future = await client.get(f"{V1}/audit", params={"since": "2999-01-01"}, headers=ops)
+    assert future.json()["total"] == 0
+    bad = await client.get(f"{V1}/audit", params={"until": "yesterday"}, headers=ops)
+    assert bad.status_code == 422
+    assert bad.json()["error"]["field"] == "until"

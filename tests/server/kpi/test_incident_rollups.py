@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.db.models import DeviceAssignmentPeriod, Incident, KpiIncidentDirty, KpiIncidentMonth
+from server.db.models import (
+    DeviceAssignmentPeriod,
+    Incident,
+    KpiIncidentDirty,
+    KpiIncidentMonth,
+    KpiIncidentYear,
+)
 from server.kpi import GroupBy, ReportSpec, compute_report, load_dataset, reference_report
 from server.kpi.definitions import REPEAT_WINDOW_S
 from server.kpi.generate import FleetShape, generate
@@ -210,3 +216,53 @@ async def test_the_incidents_writer_keeps_the_incident_rollup_current(
     assert "resolved_rolled" in rolled.timings
     assert differences(raw, rolled) == []
     assert rolled.rows[0].values["resolved"] == resolved
+
+
+async def test_whole_calendar_years_read_year_rows(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """A report over whole UTC years reads one row per device and year (single-period devices)
+    and months for the rest; it equals the raw report and the reference — as do a year not
+    aligned to the calendar, months of it, and a report after late data in the year."""
+    shape = FleetShape(devices=8, customers=3, days=400, seed=5, events_per_year=60, move_share=0.3)
+    async with sessions() as session:
+        await insert_dataset(session, generate(shape))
+        await session.commit()
+    await _refresh(sessions)
+    as_of = utc(2027, 2, 5)
+    specs_ = [
+        ReportSpec(utc(2026, 1, 1), utc(2027, 1, 1), as_of=as_of),
+        ReportSpec(utc(2026, 1, 1), utc(2027, 1, 1), group_by=GroupBy.CUSTOMER, as_of=as_of),
+        ReportSpec(utc(2025, 12, 1), utc(2027, 2, 1), group_by=GroupBy.SITE, as_of=as_of),
+        ReportSpec(utc(2026, 1, 1), utc(2027, 1, 1), group_by=GroupBy.MONTH, as_of=as_of),
+        ReportSpec(utc(2026, 2, 1), utc(2027, 2, 1), as_of=as_of),
+    ]
+
+    async def check() -> list[bool]:
+        async with sessions() as session:
+            stored = await load_dataset(session)
+        used = []
+        for spec in specs_:
+            async with sessions() as session:
+                rolled = await compute_report(session, spec)
+                raw = await compute_report(session, spec, rollups=False)
+            assert differences(reference_report(stored, spec), rolled) == [], spec
+            assert differences(raw, rolled) == [], spec
+            used.append("rolled_years" in rolled.timings)
+        return used
+
+    assert await check() == [True, True, True, False, False]
+    async with sessions() as session:  # late data in mid-year: the device is read raw, then rebuilt
+        late = await session.scalar(
+            select(Incident).where(Incident.resolved_s >= utc(2026, 6, 1).timestamp()).limit(1)
+        )
+        assert late is not None
+        await session.execute(
+            update(Incident).where(Incident.id == late.id).values(channel="field", visits=2)
+        )
+        await session.commit()
+    await check()
+    assert await _refresh(sessions) == 1
+    async with sessions() as session:
+        years = await session.scalar(select(func.count()).select_from(KpiIncidentYear))
+    assert years is not None
+    assert years > 0
+    await check()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,6 +87,17 @@ def test_percentiles_are_linear_interpolation_between_closest_ranks(values: list
     deciles = statistics.quantiles(ordered, n=10, method="inclusive")
     assert abs(p90 - deciles[8]) <= 1e-9 * max(1.0, p90)
     assert ordered[0] <= median <= p90 <= ordered[-1]
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=50).map(float), max_size=60),
+    st.sampled_from([(1, 2), (9, 10), (1, 3), (0, 1), (1, 1)]),
+)
+def test_selected_percentiles_equal_sorted_ones(values: list[float], fraction: tuple[int, int]) -> None:
+    """The report's order statistics by selection (numpy) equal the reference's by sorting,
+    repeats (whole seconds) included."""
+    selected = iv.array_percentiles(np.array(values, dtype=np.float64), [fraction])
+    assert selected == [iv.percentile(sorted(values), *fraction)]
 
 
 # --- the reference engine's equipment-state accounting against brute force -----------------

@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.db.models import KpiRollupDirty, KpiStateSegment, StateInterval
+from server.db.models import Customer, KpiContractMonth, KpiRollupDirty, KpiStateSegment, StateInterval
 from server.kpi import GroupBy, ReportSpec, compute_report, load_dataset, reference_report
 from server.kpi import intervals as iv
 from server.kpi.generate import FleetShape, generate
 from server.kpi.records import StateRecord, insert_dataset
 from server.kpi.reference import state_levels
 from server.kpi.rollups import Segment, build_segments, refresh_rollups
+from server.services.customers import update_customer
 from tests.server.incident_factory import Device as Dev
 from tests.server.incident_factory import at, feed, feed_each, tracker
 from tests.server.kpi.test_equivalence import SHAPES, differences, specs
@@ -190,6 +191,8 @@ async def test_rollup_reports_equal_the_raw_reports_and_the_reference(
             .all()
         )
         snapshot = [(s.device_id, s.start_s, s.lvl, s.c1, s.c2, s.c3, s.c4) for s in incremental]
+        months_before = await _contract_months(session)
+        assert months_before, "contract months built"
         await session.execute(delete(KpiStateSegment))
         await session.execute(
             text(
@@ -208,6 +211,10 @@ async def test_rollup_reports_equal_the_raw_reports_and_the_reference(
         )
         assert not any(s.device_id == devices[2] for s in fresh)
         assert len(snapshot) >= len(fresh)
+        months_after = await _contract_months(session)
+        assert [m[:5] for m in months_before] == [m[:5] for m in months_after]
+        for old, new in zip(months_before, months_after, strict=True):
+            assert all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(old[5:], new[5:], strict=True)), old
         for device in devices:
             mine = [s for s in snapshot if s[0] == device]
             theirs = [s for s in fresh if s.device_id == device]
@@ -218,6 +225,56 @@ async def test_rollup_reports_equal_the_raw_reports_and_the_reference(
                     assert math.isclose(cumulative(probe, x, k), cumulative(truth, x, k), abs_tol=1e-6), (
                         device
                     )
+
+
+async def _contract_months(session: AsyncSession) -> list[tuple[object, ...]]:
+    rows = await session.execute(
+        select(KpiContractMonth).order_by(KpiContractMonth.device_id, KpiContractMonth.month_s)
+    )
+    return [
+        (m.device_id, m.month_s, m.month_e, m.customer_id, m.hours_key, m.u1, m.u2, m.u3, m.u4)
+        for m in rows.scalars()
+    ]
+
+
+async def test_contract_months_are_not_used_under_changed_contract_hours(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A customer's contract hours change after the contract months were built: reports read
+    its devices from the segments (still equal to the reference) until they are rebuilt."""
+    shape = FleetShape(devices=12, customers=3, days=70, seed=8, events_per_year=120, contract_share=1.0)
+    async with sessions() as session:
+        await insert_dataset(session, generate(shape))
+        await session.commit()
+        await refresh_rollups(session)
+        await session.commit()
+        built = await _contract_months(session)
+    assert built
+    spec = ReportSpec(utc(2026, 1, 1), utc(2026, 3, 1), group_by=GroupBy.CUSTOMER, as_of=utc(2026, 3, 10))
+    async with sessions() as session:
+        served = await compute_report(session, spec)
+    assert served.timings["state_contract"] >= 0
+    async with sessions() as session:
+        customer = await session.get(Customer, built[0][3])
+        assert customer is not None
+        customer.contract_hours = {"days": [0, 1, 2], "start": "06:00", "end": "14:00", "tz": "Asia/Tokyo"}
+        await session.commit()
+    async with sessions() as session:
+        stored = await load_dataset(session)
+        changed = await compute_report(session, spec)
+    assert differences(reference_report(stored, spec), changed) == []
+    assert differences(served, changed) != []  # the change shows: the stale months were not used
+    async with sessions() as session:  # the service marks the customer's devices: rebuilt under the new hours
+        await update_customer(session, customer.id, {"contract_hours": customer.contract_hours}, actor="test")
+        marked = set(await session.scalars(select(KpiRollupDirty.device_id)))
+        assert {m[0] for m in built if m[3] == customer.id} <= marked
+        await refresh_rollups(session)
+        await session.commit()
+        keys = {m[4] for m in await _contract_months(session) if m[3] == customer.id}
+        rebuilt = await compute_report(session, spec)
+    assert len(keys) == 1
+    assert "Asia/Tokyo" in keys.pop()
+    assert differences(reference_report(stored, spec), rebuilt) == []
 
 
 async def test_every_write_path_marks_the_device_dirty(sessions: async_sessionmaker[AsyncSession]) -> None:
