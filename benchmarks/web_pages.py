@@ -8,17 +8,25 @@ navigation until every chart is drawn (``window.__chartsDrawnAt``) are reported 
 The fleet has ``consumable.low`` events on a fifth of the devices (half of them cleared by a
 later ``maintenance.ended``) for the consumables-at-risk column.
 
-    python -m benchmarks.web_pages [--devices 10000] [--days 60] [--runs 5] [--record]
+``--profile`` measures no browser: it reports where the dashboard's server time goes — per
+request (the page, then each chart alone, then the three at once as the browser sends them), the
+KPI engine calls it makes (``compute_report``: ReportSpec, time, the engine's own step timings
+``_Query.timings``) and the page's other queries (open incidents by priority, filter options).
+
+    python -m benchmarks.web_pages [--devices 10000] [--days 60] [--runs 5] [--record] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -103,6 +111,117 @@ async def _measure(base_url: str, pages: dict[str, str], runs: int) -> dict[str,
     return out
 
 
+@dataclass
+class _Trace:
+    """What the server did for one request: each KPI engine call (ReportSpec, wall time, the
+    engine's step timings) and each of the dashboard's other queries (name, wall time)."""
+
+    engine: list[tuple[Any, float, dict[str, float]]] = field(default_factory=list)
+    queries: list[tuple[str, float]] = field(default_factory=list)
+
+
+_ENGINE = "compute_report"
+
+
+@contextlib.contextmanager
+def _traced() -> Iterator[_Trace]:
+    """Wrap the names the console's request path calls (``compute_report`` as the KPI API
+    imported it, the dashboard's two other queries) to record their calls; restored after."""
+    import server.api.kpis as kpis_api  # noqa: PLC0415 - patched only while profiling
+    import server.web.routes as routes  # noqa: PLC0415
+
+    trace = _Trace()
+    engine = getattr(kpis_api, _ENGINE)  # the name server.api.kpis imported and calls
+
+    async def compute_report(session: Any, spec: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        report = await engine(session, spec, **kwargs)
+        trace.engine.append((spec, time.perf_counter() - t0, dict(report.timings)))
+        return report
+
+    def timed(name: str, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await call(*args, **kwargs)
+            finally:
+                trace.queries.append((name, time.perf_counter() - t0))
+
+        return wrapper
+
+    saved = {name: getattr(routes, name) for name in ("open_by_priority", "filter_options")}
+    setattr(kpis_api, _ENGINE, compute_report)
+    for name, call in saved.items():
+        setattr(routes, name, timed(name, call))
+    try:
+        yield trace
+    finally:
+        setattr(kpis_api, _ENGINE, engine)
+        for name, call in saved.items():
+            setattr(routes, name, call)
+
+
+def _spec_text(spec: Any) -> str:
+    filters = ", ".join(f"{k}={v}" for k, v in spec.filters().items())
+    return (
+        f"group_by={spec.group_by.value if spec.group_by else None}, "
+        f"[{spec.start:%Y-%m-%d}, {spec.end:%Y-%m-%d}){', ' + filters if filters else ''}, "
+        f"with_state={spec.with_state}"
+    )
+
+
+async def _profile(base_url: str, path: str, runs: int) -> list[str]:
+    """The dashboard's requests one at a time, then its charts at once; the median of ``runs``."""
+    steps: dict[str, list[tuple[float, _Trace]]] = {}
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+        form = await client.get("/login")
+        csrf = form.text.split('name="csrf" value="')[1].split('"')[0]
+        await client.post("/login", data={"csrf": csrf, "username": "olga", "password": PASSWORD})
+        html = (await client.get(path)).text  # warm
+        charts = [url.replace("&amp;", "&") for url in CHART_URL.findall(html)]
+        for url in charts:
+            (await client.get(url)).raise_for_status()
+        for _ in range(runs):
+            for url in [path, *charts]:
+                with _traced() as trace:
+                    t0 = time.perf_counter()
+                    (await client.get(url)).raise_for_status()
+                    steps.setdefault(url, []).append((time.perf_counter() - t0, trace))
+            with _traced() as trace:
+                t0 = time.perf_counter()
+                for answer in await asyncio.gather(*(client.get(url) for url in charts)):
+                    answer.raise_for_status()
+                steps.setdefault("the 3 charts at once", []).append((time.perf_counter() - t0, trace))
+    lines = [
+        "| request | request time | KPI engine calls | ReportSpec | engine call time | engine steps "
+        "(median s; `_Query.timings`) | other queries |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for url, measured in steps.items():
+        request = statistics.median(t for t, _ in measured)
+        counts = sorted({len(trace.engine) for _, trace in measured})
+        calls: dict[str, list[tuple[float, dict[str, float]]]] = {}  # by spec: the parallel order varies
+        for _, trace in measured:
+            for spec, wall, timings in trace.engine:
+                calls.setdefault(_spec_text(spec), []).append((wall, timings))
+        others = ", ".join(
+            f"{name} {statistics.median(t.queries[i][1] for _, t in measured):.3f} s"
+            for i, (name, _) in enumerate(measured[0][1].queries)
+        )
+        for n, (spec, seen) in enumerate(calls.items()):
+            keys = {k for _, timings in seen for k in timings} - {"total"}
+            step = {k: statistics.median(timings.get(k, 0.0) for _, timings in seen) for k in keys}
+            steps_text = ", ".join(f"{k} {v:.3f}" for k, v in sorted(step.items(), key=lambda kv: -kv[1]))
+            head = (
+                f"| `{url.split('?')[0]}` | {request:.3f} s | {'/'.join(map(str, counts))}"
+                if n == 0
+                else "| | |"
+            )
+            wall = statistics.median(w for w, _ in seen)
+            lines.append(f"{head} | {spec} | {wall:.3f} s | {steps_text} | {others if n == 0 else ''} |")
+    return lines
+
+
 def _consumable_events(records: list[Any], end: datetime) -> list[Event]:
     """``consumable.low`` on every fifth device; every tenth device's cleared by maintenance."""
     events = []
@@ -120,7 +239,7 @@ def _event(device_id: str, seq: int, type_: str, code: str | None, ts: datetime)
     )
 
 
-async def run(devices: int, days: float, runs: int) -> tuple[str, bool]:
+async def run(devices: int, days: float, runs: int, *, profile: bool = False) -> tuple[str, bool]:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'web.db'}"
         settings = server_settings(url, incidents={"enabled": False})
@@ -145,6 +264,13 @@ async def run(devices: int, days: float, runs: int) -> tuple[str, bool]:
                 "fleet, sorted by open incidents": "/fleet?sort=open&dir=desc",
                 "fleet, search": "/fleet?q=dev-0999",
             }
+            if profile:
+                table = await _profile(base_url, pages["dashboard (4 weeks)"], runs)
+                head = (
+                    f"{devices:,} devices, {days:g} days of history, SQLite, {runs} runs, median. "
+                    f"{machine()}. Dashboard {pages['dashboard (4 weeks)']}:"
+                )
+                return "\n".join([head, "", *table]), True
             figures = await _measure(base_url, pages, runs)
     lines = [
         f"{devices:,} devices, {days:g} days of history ({len(ds.incidents):,} incidents, "
@@ -191,8 +317,15 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=60.0)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--record", action="store_true", help="append to benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="where the dashboard's server time goes (no browser, no record)",
+    )
     args = parser.parse_args()
-    body, ok = asyncio.run(run(args.devices, args.days, args.runs))
+    if args.profile and args.record:
+        parser.error("--profile prints a profile; it is not recorded (drop --record)")
+    body, ok = asyncio.run(run(args.devices, args.days, args.runs, profile=args.profile))
     print(body)
     if args.record:
         record("benchmarks.web_pages", "Web console pages on a 10,000-device fleet", body)

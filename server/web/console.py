@@ -18,17 +18,23 @@ from typing import TYPE_CHECKING, Any
 
 import protocol
 from agent.actions.args import check_args
-from server.errors import InvalidInput
+from server.db.models import CommandState
+from server.errors import Conflict, InvalidInput
+from server.services.commands import FILE_FETCH
 
 if TYPE_CHECKING:
     from server.api.sessions import SessionPublic
+    from server.services.commands import CommandService
 
 __all__ = [
     "ARG_PREFIX",
     "ActionForm",
     "ArgField",
+    "FetchedFileInfo",
     "action_forms",
     "arg_fields",
+    "fetched_files",
+    "file_size",
     "parse_args",
     "session_blocker",
 ]
@@ -198,3 +204,52 @@ def parse_args(form: Mapping[str, str], schema: Mapping[str, Any]) -> dict[str, 
         name = problems[0].split(":", 1)[0]
         raise InvalidInput(f"args.{problems[0]}", field=f"args.{name}")
     return args
+
+
+# --- files brought back by file.fetch -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedFileInfo:
+    """A ``file.fetch`` command's file as the session page shows it: what the download will
+    hold, or why there is no download (``problem``: the service's own 409 message)."""
+
+    command_id: str
+    name: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    problem: str | None = None
+
+
+async def fetched_files(
+    commands: CommandService, listed: list[Mapping[str, Any]]
+) -> dict[str, FetchedFileInfo]:
+    """Per succeeded ``file.fetch`` of a session (the report's ``commands``), the file checked
+    exactly as the download will be: ``CommandService.fetch_file`` (the service behind ``GET
+    /api/v1/commands/{id}/file``) re-assembles the chunks and checks size and sha256, so a link
+    is offered only for a file that will download intact. Costs one decode per file and page
+    view (files are at most ``policy.max_fetch_bytes``, 64 MiB by default)."""
+    out = {}
+    for command in listed:
+        if command.get("action") != FILE_FETCH or command.get("state") != CommandState.SUCCEEDED.value:
+            continue
+        command_id = str(command["id"])
+        try:
+            fetched = await commands.fetch_file(command_id)
+        except Conflict as exc:
+            out[command_id] = FetchedFileInfo(command_id, problem=exc.message)
+        else:
+            out[command_id] = FetchedFileInfo(command_id, fetched.name, len(fetched.content), fetched.sha256)
+    return out
+
+
+def file_size(size: int) -> str:
+    """Bytes for people: "12.5 KiB (12,800 bytes)"; exact bytes alone below 1 KiB."""
+    if size < 1024:
+        return f"{size:,} bytes"
+    value = size / 1024
+    for unit in ("KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.1f} {unit} ({size:,} bytes)"
+        value /= 1024
+    return f"{value:.1f} GiB ({size:,} bytes)"

@@ -39,6 +39,7 @@ from server.kpi.definitions import DEFINITIONS
 from server.kpi.export import human, parse_time
 from server.services import access, fleet, users
 from server.services import forecast as forecast_service
+from server.services.commands import FILE_FETCH
 from server.sessions.policy import catalogue_of
 from server.web import auth, console
 from server.web.auth import WebUser
@@ -61,6 +62,7 @@ def _when(value: datetime | None) -> str:
 
 
 templates.env.filters["when"] = _when
+templates.env.filters["file_size"] = console.file_size
 
 
 def _json_script(value: Any) -> str:
@@ -652,6 +654,7 @@ async def session_view(
     )
     forms = console.action_forms(device.inventory, session_blocked=blocked, consent_given=consent_given)
     needs_consent = any(f.policy == "needs_consent" for f in forms)
+    files = await console.fetched_files(runtime.commands, report["commands"])
     return await _page(
         request,
         "session.html",
@@ -662,6 +665,8 @@ async def session_view(
         forms=forms,
         blocked=blocked,
         consent_given=consent_given,
+        files=files,
+        can_download=bool(files) and await auth.allowed(commands_api.command_file, user),
         can_ask_consent=blocked is None and needs_consent and not consent_given,
         can_close=may_run
         and not SessionState(remote.state).terminal
@@ -706,6 +711,7 @@ async def session_run(
                 "state": command.state,
                 "stream": f"/commands/{command.id}/stream",
                 "cancel": f"/commands/{command.id}/cancel",
+                "file": command.action == FILE_FETCH,  # output is base64: count it, do not show it
             },
             status_code=201,
         )
@@ -719,6 +725,16 @@ async def command_stream(command_id: str, request: Request, runtime: RuntimeDep,
     user = await auth.gate(commands_api.stream_command, web.principal)
     last = _int(request.headers.get("last-event-id"), "Last-Event-ID")
     return await commands_api.stream_command(command_id, runtime, user, last)
+
+
+@router.get("/commands/{command_id}/file")
+async def command_file_download(command_id: str, runtime: RuntimeDep, web: WebUser) -> Response:
+    """The file a ``file.fetch`` brought back, for the signed-in browser (a link cannot send a
+    bearer token): ``GET /api/v1/commands/{id}/file`` itself, so the same role and device scope,
+    and the same size and sha256 check (409 page with the reason when incomplete or altered)."""
+    user = await auth.gate(commands_api.command_file, web.principal)
+    answer: Response = await commands_api.command_file(command_id, runtime, user)
+    return answer
 
 
 @router.post("/commands/{command_id}/cancel")
@@ -781,15 +797,14 @@ async def audit_view(request: Request, session: SessionDep, web: WebUser) -> Res
     user = await auth.gate(audit_api.list_audit, web.principal, "_user")
     params = request.query_params
     page = max(1, _int(params.get("page"), "page") or 1)
-    since, until = params.get("since"), params.get("until")
     entries = await audit_api.list_audit(
         session=session,
         _user=user,
         actor=params.get("actor") or None,
         action=params.get("action") or None,
         target=params.get("target") or None,
-        since=parse_time(since, "since") if since else None,
-        until=parse_time(until, "until") if until else None,
+        since=params.get("since") or None,  # the API route parses and names a bad one
+        until=params.get("until") or None,
         limit=PAGE_SIZE,
         offset=(page - 1) * PAGE_SIZE,
     )

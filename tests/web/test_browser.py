@@ -2,16 +2,20 @@
 the dashboard's tiles equal ``/api/v1/kpis`` for the same period, the fleet table filters
 without a reload, a customer cannot see another customer's device, and a technician clears a
 simulated printer's paper jam from the remote session console (real agent, real Mosquitto),
-after which the dashboard's self-resolution rate moves. Screenshots of each page go
-to a temp dir, and to ``$FLEETCARE_SCREENSHOTS`` (e.g. docs/screenshots) when set."""
+after which the dashboard's self-resolution rate moves; a technician sees similar past jams on
+the incident, fetches the printer's log from the console and downloads it intact (sha256),
+and an admin filters the audit log to that technician. Screenshots of each page — and what each
+role sees — go to a temp dir, and to ``$FLEETCARE_SCREENSHOTS`` (e.g. docs/screenshots) when set."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +27,7 @@ from sqlalchemy import select
 
 from agent import AgentRuntime
 from certs import PkiDir
-from server.db.models import Device, Incident, TelemetrySample
+from server.db.models import Customer, Device, Incident, TelemetrySample
 from server.runtime import Runtime
 from server.services import customers
 from server.sessions.policy import catalogue_of
@@ -149,23 +153,6 @@ async def test_fleet_filters_without_reload(
     await page.wait_for_url(f"{base_url}/devices/{one}")  # type: ignore[attr-defined]
 
 
-async def test_customer_cannot_see_another_customers_device(
-    site: tuple[str, Seeded], browser: object, shots: list[Path]
-) -> None:
-    base_url, seeded = site
-    mine, other = (seeded.devices[c] for c in seeded.customers[:2])
-    page = await signed_in(browser, base_url, "carl")
-    answer = await page.goto(f"{base_url}/devices/{other[0]}")  # type: ignore[attr-defined]
-    assert answer.status == 404
-    await screenshot(page, shots, "not-found")
-    await page.goto(f"{base_url}/fleet")  # type: ignore[attr-defined]
-    rows = await page.locator("tbody tr[data-device]").evaluate_all(  # type: ignore[attr-defined]
-        "rows => rows.map(r => r.dataset.device)"
-    )
-    assert set(rows) == set(mine)
-    assert await page.get_by_role("link", name="Audit log").count() == 0  # type: ignore[attr-defined]
-
-
 TONER = "printer.toner.black.percent"
 
 
@@ -178,14 +165,10 @@ async def live(db_url: str) -> AsyncIterator[tuple[str, Seeded, Runtime]]:
         yield base_url, await seed(app.state.runtime), app.state.runtime
 
 
-async def test_device_telemetry_zooms_and_resets_and_shows_forecasts(
-    live: tuple[str, Seeded, Runtime], browser: object, shots: list[Path]
-) -> None:
-    base_url, seeded, runtime = live
-    device_id = seeded.devices[seeded.customers[0]][0]
-    now = datetime.now(UTC)
+async def _wearing(runtime: Runtime, device_id: str, now: datetime) -> None:
+    """Ten days of a toner falling and a drum wearing: charts, and forecasts with a date."""
     async with runtime.sessions() as session:
-        for i in range(40):  # a toner falling over 10 days, a drum wearing: forecasts with a date
+        for i in range(40):
             ts = now - timedelta(days=10) + timedelta(hours=6 * i)
             session.add(TelemetrySample(device_id=device_id, metric=TONER, ts=ts, value=90.0 - 1.2 * i))
             session.add(
@@ -194,6 +177,43 @@ async def test_device_telemetry_zooms_and_resets_and_shows_forecasts(
                 )
             )
         await session.commit()
+
+
+async def test_customer_sees_only_their_equipment(
+    live: tuple[str, Seeded, Runtime], browser: object, shots: list[Path]
+) -> None:
+    base_url, seeded, runtime = live
+    mine, other = (seeded.devices[c] for c in seeded.customers[:2])
+    await _wearing(runtime, mine[1], datetime.now(UTC))
+    page: Any = await signed_in(browser, base_url, "carl")
+    answer = await page.goto(f"{base_url}/devices/{other[0]}")
+    assert answer.status == 404
+    await screenshot(page, shots, "not-found")
+    await page.goto(f"{base_url}/fleet")
+    rows = await page.locator("tbody tr[data-device]").evaluate_all("rows => rows.map(r => r.dataset.device)")
+    assert set(rows) == set(mine)
+    assert await page.locator("#fleet-total").inner_text() == str(len(mine))
+    async with runtime.sessions() as session:
+        theirs = await session.get(Customer, seeded.customers[0])
+    assert theirs is not None
+    shown = await page.locator("tbody tr[data-device] td.customer").all_inner_texts()
+    assert set(shown) == {theirs.name}
+    assert await page.get_by_role("link", name="Audit log").count() == 0
+    await screenshot(page, shots, "customer-fleet")
+    await page.get_by_role("link", name=mine[1], exact=True).click()
+    await page.wait_for_url(f"{base_url}/devices/{mine[1]}")
+    await page.locator(".chart.telemetry canvas").first.wait_for()
+    assert await page.locator(f'#forecasts tr[data-metric="{TONER}"]').get_attribute("data-eta")
+    await screenshot(page, shots, "customer-device", full=True)
+
+
+async def test_device_telemetry_zooms_and_resets_and_shows_forecasts(
+    live: tuple[str, Seeded, Runtime], browser: object, shots: list[Path]
+) -> None:
+    base_url, seeded, runtime = live
+    device_id = seeded.devices[seeded.customers[0]][0]
+    now = datetime.now(UTC)
+    await _wearing(runtime, device_id, now)
     page = await signed_in(browser, base_url, "olga")
     await page.goto(f"{base_url}/devices/{device_id}?days=30")  # type: ignore[attr-defined]
     chart = page.locator(f'.chart.telemetry[data-metric="{TONER}"]')  # type: ignore[attr-defined]
@@ -308,12 +328,42 @@ class Jam:
     runtime: Runtime
     device_id: str
     printer: PrinterPlugin
+    log: Path  # a file the device's policy lets file.fetch read
+
+
+def _printer_log(path: Path) -> Path:
+    """A printer's service log of a few days (several file.fetch chunks), for the download."""
+    start = datetime(2026, 11, 18, 6, 0, tzinfo=UTC)
+    lines = []
+    for i in range(900):
+        ts = (start + timedelta(minutes=5 * i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if i % 97 == 41:
+            lines.append(f"{ts} WARN  feeder: paper jam at duplex unit (sensor S7), job {1800 + i} held")
+        elif i % 97 == 43:
+            lines.append(f"{ts} INFO  feeder: jam cleared, job {1798 + i} resumed")
+        else:
+            lines.append(
+                f"{ts} INFO  engine: {12000 + 7 * i} pages, fuser {180 + i % 4} C, toner {92 - i // 40} %"
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture
-async def jammed(tmp_path: Path, db_url: str, pki: PkiDir, broker: MosquittoBroker) -> AsyncIterator[Jam]:
+def printer_log() -> Iterator[Path]:
+    """The printer's log, at a short device-like path (tmp_path's would fill the page)."""
+    with tempfile.TemporaryDirectory(prefix="simprint-") as spool:
+        yield _printer_log(Path(spool) / "log" / "printer.log")
+
+
+@pytest.fixture
+async def jammed(
+    tmp_path: Path, db_url: str, pki: PkiDir, broker: MosquittoBroker, printer_log: Path
+) -> AsyncIterator[Jam]:
     """The server (uvicorn, MQTT connected, incidents on) with the seeded history, and a
-    simulated printer on its agent whose catalogue has reached the server."""
+    simulated printer on its agent whose catalogue has reached the server; its policy lets
+    ``file.fetch`` read its log."""
     if "postgres" in db_url:
         pytest.skip("the browser tests run on SQLite; the pages' SQL is covered on both by test_pages")
     settings = server_settings(
@@ -328,8 +378,10 @@ async def jammed(tmp_path: Path, db_url: str, pki: PkiDir, broker: MosquittoBrok
         device_id,
         telemetry_interval=0.5,
         policy={
-            "allowed_actions": ["ping", "selftest", "printer.status", "printer.clear_jam"],
+            "allowed_actions": ["ping", "selftest", "printer.status", "printer.clear_jam", "file.fetch"],
+            "consent_actions": [],
             "forbidden_actions": ["logs.tail"],
+            "fetch_paths": [str(printer_log.parent)],
         },
     )
     async with running_server(settings) as (app, base_url):
@@ -345,7 +397,7 @@ async def jammed(tmp_path: Path, db_url: str, pki: PkiDir, broker: MosquittoBrok
                 await customers.assign_device(session, device_id, change, actor="test")
                 await session.commit()
             await eventually(lambda: printer.attached, what="printer running")
-            yield Jam(base_url, runtime, device_id, printer)
+            yield Jam(base_url, runtime, device_id, printer, printer_log)
 
 
 async def _advertises(runtime: Runtime, device_id: str, action: str) -> bool:
@@ -421,7 +473,7 @@ async def test_a_technician_clears_a_jam_from_the_console_and_the_dashboard_move
     assert await state.get_attribute("data-state") == "succeeded"
     assert await page.locator("#run-cancel").is_disabled()
     await page.evaluate("window.scrollTo(0, 0)")
-    await screenshot(page, shots, "session")
+    await screenshot(page, shots, "session-jam-cleared")
 
     resolved = await eventually(
         lambda: _incident(runtime, jammed.device_id, "resolved"), what="incident resolved"
@@ -444,7 +496,7 @@ async def test_a_technician_clears_a_jam_from_the_console_and_the_dashboard_move
     assert await page.locator("#incident-status").get_attribute("data-status") == "resolved"
     assert await page.locator("#incident-resolved").get_attribute("data-channel") == "remote"
     assert await page.locator(f'a[href="{session_url.removeprefix(base_url)}"]').count() == 1
-    await screenshot(page, shots, "incident")
+    await screenshot(page, shots, "incident-resolved")
 
     await page.goto(dashboard)
     after = await _tiles(page)
@@ -455,3 +507,156 @@ async def test_a_technician_clears_a_jam_from_the_console_and_the_dashboard_move
     self_resolved_before = (before["self_resolution_rate"] or 0.0) * api_before["resolved"]
     assert after["self_resolution_rate"] == pytest.approx((self_resolved_before + 1) / api_after["resolved"])
     assert after["self_resolution_rate"] != pytest.approx(before["self_resolution_rate"])
+
+
+ARTICLES = (
+    {
+        "title": "Paper jam at the duplex unit: clear it remotely",
+        "symptom": "paper jam at duplex unit, printing stopped",
+        "cause": "a sheet caught at sensor S7 after a tray change",
+        "resolution": "run selftest to locate the jam, then printer.clear_jam; check the log for repeats",
+        "actions": [{"action": "selftest"}, {"action": "printer.clear_jam"}],
+    },
+    {
+        "title": "Repeated duplex jams: replace the pickup roller",
+        "symptom": "paper jam at duplex unit several times a day",
+        "cause": "worn pickup roller",
+        "resolution": "field visit: replace the pickup roller (part PR-40) and run a test page",
+        "actions": [],
+    },
+)
+
+
+async def _past_jams(jam: Jam, token: str) -> list[int]:
+    """Published articles for the printer's jams and past jams of the same printer they solved:
+    what the incident page shows a technician as similar past incidents."""
+    auth = bearer(token)
+    async with jam.runtime.sessions() as session:
+        device = await session.get(Device, jam.device_id)
+        assert device is not None
+        assert device.model
+        model = device.model
+    past = []
+    async with httpx.AsyncClient(base_url=jam.base_url) as client:
+        for n, body in enumerate(ARTICLES):
+            created = await client.post(
+                f"{V1}/knowledge/articles",
+                json={**body, "models": [model], "fault_codes": ["PAPER_JAM"], "customer_safe": False},
+                headers=auth,
+            )
+            assert created.status_code == 201, created.text
+            article = created.json()["id"]
+            published = await client.post(f"{V1}/knowledge/articles/{article}/publish", headers=auth)
+            assert published.status_code == 200, published.text
+            for days in (9, 4) if n == 0 else (16,):
+                incident = await _jam_days_ago(jam, days)
+                resolved = await client.post(
+                    f"{V1}/incidents/{incident}/resolve",
+                    json={
+                        "channel": "remote" if n == 0 else "field",
+                        "cause": body["cause"],
+                        "resolution": body["resolution"],
+                        "article_id": article,
+                    },
+                    headers=auth,
+                )
+                assert resolved.status_code == 200, resolved.text
+                past.append(incident)
+    return past
+
+
+async def _jam_days_ago(jam: Jam, days: int) -> int:
+    t_fault = datetime.now(UTC) - timedelta(days=days, hours=2)
+    async with jam.runtime.sessions() as session:
+        incident = Incident(
+            device_id=jam.device_id,
+            kind="fault",
+            severity="error",
+            effect="down",
+            fault_code="PAPER_JAM",
+            codes=["PAPER_JAM"],
+            t_fault=t_fault,
+            t_detect=t_fault + timedelta(seconds=20),
+        )
+        session.add(incident)
+        await session.commit()
+        return incident.id
+
+
+async def test_a_technician_fetches_a_device_file_and_downloads_it_intact(
+    jammed: Jam, browser: object, shots: list[Path]
+) -> None:
+    base_url, runtime = jammed.base_url, jammed.runtime
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        login = await client.post(f"{V1}/auth/login", json={"username": "tina", "password": PASSWORD})
+    past = await _past_jams(jammed, login.json()["token"])
+    assert jammed.printer.inject_fault("PAPER_JAM")
+    incident = await eventually(lambda: _incident(runtime, jammed.device_id, "open"), what="jam incident")
+    page: Any = await signed_in(browser, base_url, "tina")
+    await page.goto(f"{base_url}/incidents/{incident.id}")
+    suggestions = page.locator("#suggestions article.suggestion")
+    assert await suggestions.count() == len(ARTICLES)
+    shown = await page.locator("#suggestions [data-past]").evaluate_all(
+        "links => links.map(a => +a.dataset.past)"
+    )
+    assert sorted(shown) == sorted(past)  # the past jams each article solved, linked
+    await screenshot(page, shots, "incident", full=True)
+
+    await page.get_by_role("button", name="Open remote session").click()
+    await page.wait_for_url(re.compile(r".*/sessions/ses_[\w-]+$"))
+    fetch = page.locator('form[data-action="file.fetch"]')
+    await fetch.get_by_label("Path").fill(str(jammed.log))
+    await fetch.get_by_role("button", name="Run file.fetch").click()
+    link = page.locator("#fetched-files a.download")  # under the output, once the server checked it
+    await link.wait_for()
+    assert await page.locator("#run-state").get_attribute("data-state") == "succeeded"
+    output = await page.locator("#run-output").inner_text()
+    expected = hashlib.sha256(jammed.log.read_bytes()).hexdigest()
+    assert expected in output  # the device's own summary line, not the base64 chunks
+    assert len(output) < 500
+    assert await page.locator("#fetched-files .fetched").get_attribute("data-sha256") == expected
+    assert await link.inner_text() == "Download printer.log"
+    assert await page.locator(f'#history a[href="{await link.get_attribute("href")}"]').count() == 1
+
+    async with page.expect_download() as started:
+        await link.click()
+    download = await started.value
+    assert download.suggested_filename == "printer.log"
+    saved = Path(await download.path())
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == expected
+    assert saved.read_bytes() == jammed.log.read_bytes()
+
+    await page.get_by_role("button", name="Run selftest").click()  # the download stays at hand
+    await page.wait_for_function(
+        "document.getElementById('run-state').dataset.state !== ''"
+        " && document.querySelectorAll('#history tr[data-command]').length === 2"
+    )
+    assert "jam" in (await page.locator("#run-output").inner_text()).lower()
+    assert await link.inner_text() == "Download printer.log"
+    await page.set_viewport_size({"width": 1280, "height": 940})  # the output and the file in view
+    await page.evaluate("window.scrollTo(0, 0)")
+    await screenshot(page, shots, "session")
+
+    # the admin's view of what happened: the audit log, filtered to the technician and today
+    admin: Any = await signed_in(browser, base_url, "ada")
+    await admin.get_by_role("link", name="Audit log").click()
+    await admin.get_by_label("Actor").fill("user:tina")
+    await admin.get_by_label("Since").fill(datetime.now(UTC).date().isoformat())
+    await admin.get_by_role("button", name="Filter").click()
+    await admin.wait_for_url(re.compile(r".*/audit\?actor=user%3Atina&.*since="))
+    actors = await admin.locator("#audit-entries tr[data-action] td.actor").all_inner_texts()
+    actions = await admin.locator("#audit-entries tr[data-action]").evaluate_all(
+        "rows => rows.map(r => r.dataset.action)"
+    )
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        login = await client.post(f"{V1}/auth/login", json={"username": "ada", "password": PASSWORD})
+        api = await client.get(
+            f"{V1}/audit",
+            # a date alone is a naive datetime to this endpoint (a 500): say midnight UTC
+            params={"actor": "user:tina", "since": f"{datetime.now(UTC).date()}T00:00:00Z", "limit": 50},
+            headers=bearer(login.json()["token"]),
+        )
+    assert actions == [entry["action"] for entry in api.json()["items"]]
+    assert set(actors) == {"user:tina"}
+    assert "command.sent" in actions  # the selftest and the file.fetch, each signed and audited
+    await screenshot(admin, shots, "admin-audit")

@@ -1,6 +1,7 @@
 // Remote session console: run an action without leaving the page, stream its replies
 // (EventSource on the console's cookie-authenticated copy of /api/v1/commands/{id}/stream),
-// cancel it, then refresh the history. Without JavaScript the forms post and redirect.
+// cancel it, then refresh the history and the fetched files' download links. Without
+// JavaScript the forms post and redirect.
 (function () {
   "use strict";
   const root = document.getElementById("console");
@@ -60,6 +61,7 @@
     out.textContent = "";
     pending.clear(); nextChunk = 0; sawChunks = false;
     title.textContent = "— " + command.action;
+    let received = 0;  // file.fetch: its output is the file in base64, counted rather than shown
     finalState.textContent = ""; finalState.dataset.state = "";
     bar.value = 0;
     bar.removeAttribute("value");  // indeterminate until the device reports progress
@@ -71,7 +73,11 @@
       if (typeof d.progress === "number") bar.value = d.progress;
       if (d.output) status.textContent = d.output;
     });
-    on("output", function (d) { chunk(d.chunk || 0, d.output || ""); });
+    on("output", function (d) {
+      if (!command.file) { chunk(d.chunk || 0, d.output || ""); return; }
+      received += 1;
+      status.textContent = "Receiving the file: " + received + " chunk" + (received === 1 ? "" : "s") + "…";
+    });
     on("result", function (d) {
       if (!sawChunks) append(d.output || "");
       status.textContent = d.ok ? "Succeeded." : "Finished with a failure.";
@@ -128,7 +134,7 @@
     const response = await fetch(window.location.pathname, { credentials: "same-origin" });
     if (!response.ok) return;
     const doc = new DOMParser().parseFromString(await response.text(), "text/html");
-    ["history", "session-facts"].forEach(function (id) {
+    ["history", "session-facts", "fetched-files"].forEach(function (id) {
       const fresh = doc.getElementById(id);
       const here = document.getElementById(id);
       if (fresh && here) here.replaceWith(fresh);
