@@ -155,6 +155,24 @@ def array_percentiles(
     return out
 
 
+def multiset_difference(
+    values: npt.NDArray[np.float64], removed: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """``values`` less one occurrence of each of ``removed`` (which it holds: the same values,
+    computed the same way); the order of what is left does not matter."""
+    if len(removed) == 0:
+        return values
+    kept, counts = np.unique(values, return_counts=True)
+    gone, gone_counts = np.unique(removed, return_counts=True)
+    at = np.searchsorted(kept, gone)
+    if np.any(at >= len(kept)) or np.any(kept[np.minimum(at, len(kept) - 1)] != gone):
+        raise ValueError("a removed value is not among the values")
+    counts[at] -= gone_counts
+    if np.any(counts < 0):
+        raise ValueError("more of a value removed than there are")
+    return np.repeat(kept, counts)
+
+
 def _ranks(n: int, numerator: int, denominator: int) -> tuple[int, ...]:
     lo, rem = divmod((n - 1) * numerator, denominator)
     return (lo,) if rem == 0 else (lo, lo + 1)

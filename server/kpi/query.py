@@ -59,7 +59,7 @@ from server.kpi.calendar import (
 )
 from server.kpi.definitions import HIT_RANK, REPEAT_WINDOW_S
 from server.kpi.incident_rollups import decode, month_start, next_month_start, next_year_start, year_start
-from server.kpi.intervals import array_percentiles
+from server.kpi.intervals import array_percentiles, multiset_difference
 from server.kpi.records import APPLIED
 from server.kpi.report import (
     DEVICE_GROUPS,
@@ -145,6 +145,7 @@ class _Query:
         self.bounds: dict[str, Bounds] = {}
         self.days_filled = False
         self._schedules: dict[int, Schedule] | None = None
+        self.minus: list[tuple[float, float]] = []  # parts of extended months outside P
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -738,21 +739,17 @@ class _Query:
             still_open,
             "i.resolved_s IS NULL",
         ]  # open: at a bucket's end, or a failure without an end
-        if self.rolled_months is None:
-            ranges = [(":t0", ":te")]
-        else:
-            ranges = []
-            for k, (low, high) in enumerate(
-                ((self.period.t0, self.rolled_months[0]), (self.rolled_months[1], te))
-            ):
-                if low < high:
-                    self.params[f"raw{k}_lo"], self.params[f"raw{k}_hi"] = low, high
-                    ranges.append((f":raw{k}_lo", f":raw{k}_hi"))
+        ranges = []
+        for k, (low, high) in enumerate(self.raw_ranges()):
+            self.params[f"raw{k}_lo"], self.params[f"raw{k}_hi"] = low, high
+            ranges.append((f":raw{k}_lo", f":raw{k}_hi"))
         for lo, hi in ranges:
             branches += [
                 f"i.{column} >= {lo} AND i.{column} < {hi}"
                 for column in ("resolved_s", "detect_s", "fault_s")
             ]
+            if self.rolled_months is not None:
+                continue  # episodes check earlier failures in the incidents table
             start = self.params[lo[1:]]
             if self.through_end("spanning", start, start):  # a failure's end after the range's start
                 branches += [
@@ -801,6 +798,37 @@ class _Query:
             ms = me
         return out
 
+    def incident_months(self) -> list[tuple[float, float, int]]:
+        """The UTC months the incident rollups serve: the whole ones in one bucket, and — for a
+        report of one bucket — a partial month at either end of P that lies mostly inside P,
+        its part outside P subtracted (``minus``): what lies outside is read raw with sign -1
+        (kpi_ibuckets), cheaper than reading what lies inside."""
+        months = self.full_months()
+        self.minus = []
+        if len(self.cuts) != 1 or not self.cuts[0].end > self.cuts[0].start:
+            return months
+        t0, te = self.period.t0, self.period.te
+        first, last = month_start(t0), next_month_start(te) if month_start(te) < te else te
+        edges = [(first, next_month_start(first))]
+        if month_start(te) < te and month_start(te) != first:
+            edges.append((month_start(te), last))
+        for ms, me in edges:
+            if t0 <= ms and me <= te:
+                continue  # whole: already served
+            inside = min(me, te) - max(ms, t0)
+            if inside > (me - ms) - inside:
+                months.append((ms, me, 0))
+                self.minus += [
+                    (lo, hi) for lo, hi in ((ms, t0), (te, me)) if lo < hi and ms <= lo and hi <= me
+                ]
+        return sorted(months)
+
+    def signed(self, column: str, device: str = "i.device_id") -> str:
+        """The rows of an incident step joined to kpi_ibuckets (kb): in P and read raw (sign
+        +1), or in a subtracted part of an extended month and served by the rollup (sign -1)."""
+        raw = self.raw(column, device)
+        return f"((kb.sgn = 1 AND {raw}) OR (kb.sgn = -1 AND NOT {raw}))"
+
     def raw(self, column: str, device: str = "i.device_id") -> str:
         """Whether a row attributed to time ``column`` of ``device`` is read raw: outside the
         rolled-up months, or in a month of a device the rollups do not serve (kpi_unserved)."""
@@ -814,23 +842,24 @@ class _Query:
         )
         return f"({column} < :m_lo OR {column} >= :m_hi{unserved})"
 
-    def not_rolled(self, column: str = "i.rvs", device: str = "i.device_id") -> str:
-        """The kpi_incidents rows (alias i) :meth:`resolved_rolled` did not take."""
-        return "" if self.rolled_months is None else f" AND {self.raw(column, device)}"
-
     async def resolved_rolled(self) -> None:
         """The ``resolved`` aggregates and percentile populations of the incidents resolved in
         the whole UTC months of P, from kpi_incident_months (:mod:`server.kpi.incident_rollups`):
         one row per device and month, taken when the device's rollup is current and the
         month's incidents (their clamped t_fault in [lo_s, hi_s]) lie in one customer/site
         period. The rest — partial months, dirty devices, months straddling a move, and fault
-        code reports — are read raw by :meth:`resolved` (see :meth:`not_rolled`)."""
+        code reports — are read raw by :meth:`resolved` (see :meth:`signed`)."""
         if not self.incident_rollups:
             return
-        months = self.full_months()
+        months = self.incident_months()
         if not months:
             return
         started = time.perf_counter()
+        if self.minus:
+            await self.session.execute(
+                text("INSERT INTO kpi_ibuckets (b, bs, be, sgn) VALUES (0, :bs, :be, -1)"),
+                [{"bs": lo, "be": hi} for lo, hi in self.minus],
+            )
         self.params["m_lo"], self.params["m_hi"] = months[0][0], months[-1][1]
         bucket_of = {ms: b for ms, _, b in months}
         # read raw: dirty devices entirely, and a moved device's months that straddle a move
@@ -1018,54 +1047,68 @@ class _Query:
             agg.downtime_avoided += float(np.maximum(0.0, self.spec.baseline_restore_s - restore).sum())
 
     async def resolved(self) -> None:
+        """The incidents resolved in each bucket that the rollups did not serve (sign +1), less
+        those of an extended month's part outside P that they did (sign -1)."""
         fixed = "COALESCE(i.rss, i.rvs)"
         channels = ",\n".join(
-            f"SUM(CASE WHEN i.channel = '{c.value}' THEN 1 ELSE 0 END) AS ch_{c.value}" for c in Channel
+            f"SUM(CASE WHEN i.channel = '{c.value}' THEN kb.sgn ELSE 0 END) AS ch_{c.value}" for c in Channel
         )
         avoided = "i.channel IN ('remote', 'customer') AND i.nd = 1"
         nonneg = self.d.nonneg
         sql = f"""
             SELECT {self.group("i", "i.code")} AS g, kb.b,
-                   COUNT(*) AS resolved,
+                   SUM(kb.sgn) AS resolved,
                    {channels},
-                   SUM(CASE WHEN {avoided} THEN 1 ELSE 0 END) AS avoided,
-                   SUM(CASE WHEN {avoided} THEN i.cost ELSE 0 END) AS avoided_value,
-                   SUM(CASE WHEN {avoided} THEN {nonneg(f":baseline - {nonneg(f'{fixed} - i.fs')}")}
+                   SUM(CASE WHEN {avoided} THEN kb.sgn ELSE 0 END) AS avoided,
+                   SUM(CASE WHEN {avoided} THEN kb.sgn * i.cost ELSE 0 END) AS avoided_value,
+                   SUM(CASE WHEN {avoided} THEN kb.sgn * {nonneg(f":baseline - {nonneg(f'{fixed} - i.fs')}")}
                        ELSE 0 END) AS downtime_avoided,
                    SUM(CASE WHEN i.channel = 'field' AND i.visits <= 1 AND NOT EXISTS (
                            SELECT 1 FROM incidents j
                            WHERE j.device_id = i.device_id AND j.fault_code = i.code
                              AND j.fault_s >= {fixed} AND j.detect_s >= {fixed}
                              AND {self.d.least("j.fault_s", "j.detect_s")} < {fixed} + :repeat AND j.id <> i.id
-                       ) THEN 1 ELSE 0 END) AS ftf,
-                   SUM(CASE WHEN i.rss IS NOT NULL THEN {nonneg("i.rss - i.fs")} END) AS t_mtrs,
-                   COUNT(i.rss) AS n_mtrs,
-                   SUM(CASE WHEN i.acs IS NOT NULL THEN {nonneg("i.acs - i.ds")} END) AS t_mtta,
-                   COUNT(i.acs) AS n_mtta,
-                   SUM(CASE WHEN i.rps IS NOT NULL THEN {nonneg("i.rps - i.ds")} END) AS t_mttrespond,
-                   COUNT(i.rps) AS n_mttrespond,
-                   SUM({nonneg("i.rvs - i.ds")}) AS t_mttresolve
-            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
-            WHERE i.rvs >= kb.bs AND i.rvs < kb.be{self.code_filter("i.code")}{self.not_rolled()}
+                       ) THEN kb.sgn ELSE 0 END) AS ftf,
+                   SUM(CASE WHEN i.rss IS NOT NULL THEN kb.sgn * {nonneg("i.rss - i.fs")} END) AS t_mtrs,
+                   SUM(CASE WHEN i.rss IS NOT NULL THEN kb.sgn ELSE 0 END) AS n_mtrs,
+                   SUM(CASE WHEN i.acs IS NOT NULL THEN kb.sgn * {nonneg("i.acs - i.ds")} END) AS t_mtta,
+                   SUM(CASE WHEN i.acs IS NOT NULL THEN kb.sgn ELSE 0 END) AS n_mtta,
+                   SUM(CASE WHEN i.rps IS NOT NULL THEN kb.sgn * {nonneg("i.rps - i.ds")} END) AS t_mttrespond,
+                   SUM(CASE WHEN i.rps IS NOT NULL THEN kb.sgn ELSE 0 END) AS n_mttrespond,
+                   SUM(kb.sgn * {nonneg("i.rvs - i.ds")}) AS t_mttresolve
+            FROM kpi_incidents i CROSS JOIN kpi_ibuckets kb
+            WHERE i.rvs >= kb.bs AND i.rvs < kb.be AND {self.signed("i.rvs")}{self.code_filter("i.code")}
             GROUP BY 1, 2
         """
         names = [c.value for c in Channel]
         for r in await self.fetch("resolved", sql):
-            g, b, resolved, by_channel, rest = r[0], r[1], r[2], r[3 : 3 + len(names)], r[3 + len(names) :]
+            g, b, resolved, by_channel, rest = (
+                r[0],
+                r[1],
+                int(r[2]),
+                r[3 : 3 + len(names)],
+                r[3 + len(names) :],
+            )
             agg = self.row(g, b)
             agg.resolved += resolved
             for name, count in zip(names, by_channel, strict=True):
                 if count:
-                    agg.channels[name] = agg.channels.get(name, 0) + count
+                    agg.channels[name] = agg.channels.get(name, 0) + int(count)
             agg.dispatched_resolved = agg.channels.get(Channel.FIELD.value, 0)
-            agg.dispatches_avoided += rest[0] or 0
+            agg.dispatches_avoided += int(rest[0] or 0)
             agg.dispatches_avoided_value += float(rest[1] or 0.0)
             agg.downtime_avoided += float(rest[2] or 0.0)
-            agg.first_time_fixes += rest[3] or 0
-            agg.mtrs.total, agg.mtrs.n = agg.mtrs.total + float(rest[4] or 0.0), agg.mtrs.n + rest[5]
-            agg.mtta.total, agg.mtta.n = agg.mtta.total + float(rest[6] or 0.0), agg.mtta.n + rest[7]
+            agg.first_time_fixes += int(rest[3] or 0)
+            agg.mtrs.total, agg.mtrs.n = (
+                agg.mtrs.total + float(rest[4] or 0.0),
+                agg.mtrs.n + int(rest[5] or 0),
+            )
+            agg.mtta.total, agg.mtta.n = (
+                agg.mtta.total + float(rest[6] or 0.0),
+                agg.mtta.n + int(rest[7] or 0),
+            )
             agg.mttrespond.total = agg.mttrespond.total + float(rest[8] or 0.0)
-            agg.mttrespond.n += rest[9]
+            agg.mttrespond.n += int(rest[9] or 0)
             agg.mttresolve.total, agg.mttresolve.n = (
                 agg.mttresolve.total + float(rest[10] or 0.0),
                 agg.mttresolve.n + resolved,
@@ -1207,13 +1250,13 @@ class _Query:
         # SQLite (or with rolled-up months): fetch each population's values (one row per
         # incident) and rank them here
         per_incident = f"""
-            SELECT {group} AS g, kb.b AS b,
+            SELECT {group} AS g, kb.b AS b, kb.sgn,
                    CASE WHEN i.rss IS NOT NULL THEN {nonneg("i.rss - i.fs")} END,
                    CASE WHEN i.acs IS NOT NULL THEN {nonneg("i.acs - i.ds")} END,
                    CASE WHEN i.rps IS NOT NULL THEN {nonneg("i.rps - i.ds")} END,
                    {nonneg("i.rvs - i.ds")}
-            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
-            WHERE i.rvs >= kb.bs AND i.rvs < kb.be{self.code_filter("i.code")}{self.not_rolled()}
+            FROM kpi_incidents i CROSS JOIN kpi_ibuckets kb
+            WHERE i.rvs >= kb.bs AND i.rvs < kb.be AND {self.signed("i.rvs")}{self.code_filter("i.code")}
         """
         open_age = f"""
             SELECT {group} AS g, kb.b AS b, kb.be - i.ds
@@ -1221,10 +1264,12 @@ class _Query:
             WHERE {self.open_join()}{self.code_filter("i.code")}
         """
         raw: dict[tuple[Any, int, int], list[float]] = {}
-        for g, b, *values in await self.fetch("percentiles", per_incident):
+        removed: dict[tuple[Any, int, int], list[float]] = {}  # of an extended month, outside P
+        for g, b, sgn, *values in await self.fetch("percentiles", per_incident):
+            into = raw if sgn > 0 else removed
             for m, v in enumerate(values):
                 if v is not None:
-                    raw.setdefault((g, b, m), []).append(float(v))
+                    into.setdefault((g, b, m), []).append(float(v))
         fetched = self.timings["percentiles"]
         for g, b, v in await self.fetch("percentiles", open_age):
             if v is not None:
@@ -1234,96 +1279,123 @@ class _Query:
         populations = self.populations  # with those of the rolled-up months
         for key, values in raw.items():
             populations.setdefault(key, []).append(np.array(values, dtype=np.float64))
-        for (g, b, m), chunks in populations.items():
-            summary = getattr(self.row(g, b), _METRICS[m])
-            summary.median, summary.p90 = array_percentiles(np.concatenate(chunks), ((1, 2), (9, 10)))
+        for key, chunks in populations.items():
+            values = np.concatenate(chunks)
+            if key in removed:
+                values = multiset_difference(values, np.array(removed[key], dtype=np.float64))
+            summary = getattr(self.row(key[0], key[1]), _METRICS[key[2]])
+            summary.median, summary.p90 = array_percentiles(values, ((1, 2), (9, 10)))
         self.timings["ranks"] = time.perf_counter() - started
 
     async def counts(self) -> None:
-        """Opened in P (and with a remote session), still open at each bucket's end (and how
-        old), failures in P (and repeats) — one statement, three populations."""
+        """Opened in P (and with a remote session) and failures in P (and repeats), signed as
+        :meth:`resolved`; still open at each bucket's end (and how old)."""
         group = self.group("i", "i.code")
         repeat = """EXISTS (
                            SELECT 1 FROM incidents j
                            WHERE j.device_id = i.device_id AND j.fault_code = i.code
                              AND j.restored_s <= i.fs AND j.restored_s > i.fs - :repeat
                              AND j.effect = 'down' AND NOT j.external AND j.id <> i.id)"""
-        opened = f"i.ds >= kb.bs AND i.ds < kb.be AND {self.raw('i.ds')}"
-        failed = f"i.failure = 1 AND i.fs >= kb.bs AND i.fs < kb.be AND {self.raw('i.fs')}"
+        opened = f"i.ds >= kb.bs AND i.ds < kb.be AND {self.signed('i.ds')}"
+        failed = f"i.failure = 1 AND i.fs >= kb.bs AND i.fs < kb.be AND {self.signed('i.fs')}"
         sql = f"""
             SELECT {group} AS g, kb.b,
-                   SUM(CASE WHEN {opened} THEN 1 ELSE 0 END) AS opened,
-                   SUM(CASE WHEN {opened} THEN i.ru ELSE 0 END) AS remote,
-                   SUM(CASE WHEN {self.open_join()} THEN 1 ELSE 0 END) AS still_open,
-                   SUM(CASE WHEN {self.open_join()} THEN kb.be - i.ds END) AS age,
-                   MAX(CASE WHEN {self.open_join()} THEN kb.be - i.ds END) AS oldest,
-                   SUM(CASE WHEN {failed} THEN 1 ELSE 0 END) AS failures,
-                   SUM(CASE WHEN {failed} AND {repeat} THEN 1 ELSE 0 END) AS repeats
-            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
-            WHERE (({opened}) OR ({self.open_join()}) OR ({failed})){self.code_filter("i.code")}
+                   SUM(CASE WHEN {opened} THEN kb.sgn ELSE 0 END) AS opened,
+                   SUM(CASE WHEN {opened} THEN kb.sgn * i.ru ELSE 0 END) AS remote,
+                   SUM(CASE WHEN {failed} THEN kb.sgn ELSE 0 END) AS failures,
+                   SUM(CASE WHEN {failed} AND {repeat} THEN kb.sgn ELSE 0 END) AS repeats
+            FROM kpi_incidents i CROSS JOIN kpi_ibuckets kb
+            WHERE (({opened}) OR ({failed})){self.code_filter("i.code")}
             GROUP BY 1, 2
         """
-        for g, b, opened_n, remote, still_open, age, oldest, failures, repeats in await self.fetch(
-            "counts", sql
-        ):
+        for g, b, opened_n, remote, failures, repeats in await self.fetch("counts", sql):
             agg = self.row(g, b)
-            agg.incidents += opened_n or 0
-            agg.remote_used += remote or 0
-            if still_open:
-                agg.open_at_end += still_open
-                agg.open_age.n, agg.open_age.total, agg.open_age.maximum = (
-                    still_open,
-                    float(age),
-                    float(oldest),
-                )
-            agg.failures += failures or 0
-            agg.repeat_failures += repeats or 0
+            agg.incidents += int(opened_n or 0)
+            agg.remote_used += int(remote or 0)
+            agg.failures += int(failures or 0)
+            agg.repeat_failures += int(repeats or 0)
+        still = f"""
+            SELECT {group} AS g, kb.b, COUNT(*), SUM(kb.be - i.ds), MAX(kb.be - i.ds)
+            FROM kpi_incidents i CROSS JOIN kpi_buckets kb
+            WHERE {self.open_join()}{self.code_filter("i.code")}
+            GROUP BY 1, 2
+        """
+        for g, b, still_open, age, oldest in await self.fetch("open", still):
+            agg = self.row(g, b)
+            agg.open_at_end += still_open
+            agg.open_age.n, agg.open_age.total, agg.open_age.maximum = still_open, float(age), float(oldest)
 
     async def episodes(self) -> None:
+        """Failures that begin an episode: that start at or after every earlier failure of the
+        device ended. Read whole, kpi_incidents holds every failure reaching into P: a running
+        maximum over them. With rolled-up months it holds only the few read raw: each is
+        checked against the device's earlier failures in the incidents table (the same order:
+        t_fault, the longer first, id)."""
         # a failure ends at its restore, else its resolution, else never (see reference.failure_end)
-        end = f"{self.d.greatest(f'COALESCE(i.rss, i.rvs, {OPEN_END})', 'i.fs')}"
-        sql = f"""
-            WITH w AS (
+        d = self.d
+        end = f"{d.greatest(f'COALESCE(i.rss, i.rvs, {OPEN_END})', 'i.fs')}"
+        if self.rolled_months is None:
+            failures = f"""
                 SELECT i.device_id, i.customer_id, i.site_id, i.model, i.code, i.kept, i.fs AS s,
                        MAX({end}) OVER (PARTITION BY i.device_id ORDER BY i.fs, {end} DESC, i.id
                                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS m
-                FROM kpi_incidents i WHERE i.failure = 1
+                FROM kpi_incidents i WHERE i.failure = 1"""
+            begins = "(w.m IS NULL OR w.s >= w.m)"
+        else:
+            j_fs = d.least("j.fault_s", "j.detect_s")
+            j_end = d.greatest(f"COALESCE(j.restored_s, j.resolved_s, {OPEN_END})", j_fs)
+            failures = f"""
+                SELECT i.device_id, i.customer_id, i.site_id, i.model, i.code, i.kept, i.fs AS s,
+                       CASE WHEN EXISTS (
+                           SELECT 1 FROM incidents j
+                           WHERE j.device_id = i.device_id AND j.effect = 'down' AND NOT j.external
+                             AND j.id <> i.id AND {j_end} > i.fs
+                             AND ({j_fs} < i.fs OR ({j_fs} = i.fs AND ({j_end} > {end}
+                                  OR ({j_end} = {end} AND j.id < i.id))))
+                       ) THEN 0 ELSE 1 END AS first
+                FROM kpi_incidents i WHERE i.failure = 1"""
+            begins = "w.first = 1"
+        sql = f"""
+            WITH w AS ({failures}
             )
-            SELECT {self.group("w", "w.code")} AS g, kb.b, COUNT(*) AS n
-            FROM w CROSS JOIN kpi_buckets kb
-            WHERE (w.m IS NULL OR w.s >= w.m) AND w.s >= kb.bs AND w.s < kb.be
-              AND {self.raw("w.s", "w.device_id")}{self.code_filter("w.code")}
+            SELECT {self.group("w", "w.code")} AS g, kb.b, SUM(kb.sgn) AS n
+            FROM w CROSS JOIN kpi_ibuckets kb
+            WHERE {begins} AND w.s >= kb.bs AND w.s < kb.be
+              AND {self.signed("w.s", "w.device_id")}{self.code_filter("w.code")}
             GROUP BY 1, 2
         """
         for g, b, n in await self.fetch("episodes", sql):
-            self.row(g, b).failure_episodes += n
+            self.row(g, b).failure_episodes += int(n)
+
+    def raw_ranges(self) -> list[tuple[float, float]]:
+        """What the incident steps read raw (besides the devices the rollups do not serve): all
+        of P without rolled months; else P's parts outside them and the subtracted parts."""
+        if self.rolled_months is None:
+            return [(self.period.t0, self.period.te)]
+        m_lo, m_hi = self.rolled_months
+        edges = ((self.period.t0, min(m_lo, self.period.te)), (max(m_hi, self.period.t0), self.period.te))
+        return [(lo, hi) for lo, hi in (*edges, *self.minus) if lo < hi]
 
     async def transients(self) -> None:
         raised = self.d.epoch("t.raised_at")
         sql = f"""
-            SELECT {self.group("p", "t.code")} AS g, kb.b, COUNT(*) AS n
+            SELECT {self.group("p", "t.code")} AS g, kb.b, SUM(kb.sgn) AS n
             FROM transient_faults t
             JOIN kpi_pieces p ON p.device_id = t.device_id AND p.kept = 1 AND p.pf <= {raised} AND {raised} < p.pt
-            JOIN kpi_buckets kb ON {raised} >= kb.bs AND {raised} < kb.be
-            WHERE t.raised_at >= :t0_dt AND t.raised_at < :te_dt{self.fault_filter("t.code")}
-              AND {self.raw(raised, "t.device_id")}{{ranges}}
+            JOIN kpi_ibuckets kb ON {raised} >= kb.bs AND {raised} < kb.be
+            WHERE {self.signed(raised, "t.device_id")}{self.fault_filter("t.code")}{{ranges}}
             GROUP BY 1, 2
         """
-        times = {"t0_dt": to_datetime(self.period.t0), "te_dt": to_datetime(self.period.te)}
-        ranges = ""
-        if self.rolled_months is not None:  # only the raw ranges: P's partial months, unserved devices
-            edges = ((self.period.t0, self.rolled_months[0]), (self.rolled_months[1], self.period.te))
-            branches = ["t.device_id IN (SELECT device_id FROM kpi_unserved)"] if self.unserved else []
-            for k, (lo, hi) in enumerate(edges):
-                if lo < hi:
-                    times[f"r{k}lo_dt"], times[f"r{k}hi_dt"] = to_datetime(lo), to_datetime(hi)
-                    branches.append(f"(t.raised_at >= :r{k}lo_dt AND t.raised_at < :r{k}hi_dt)")
-            if not branches:
-                return
-            ranges = f" AND ({' OR '.join(branches)})"
-        rows = await self.fetch("transients", sql.replace("{ranges}", ranges), **times)
-        for g, b, n in rows:
-            self.row(g, b).transient_faults += n
+        times: dict[str, datetime] = {}
+        branches = ["t.device_id IN (SELECT device_id FROM kpi_unserved)"] if self.unserved else []
+        for k, (lo, hi) in enumerate(self.raw_ranges()):
+            times[f"r{k}lo_dt"], times[f"r{k}hi_dt"] = to_datetime(lo), to_datetime(hi)
+            branches.append(f"(t.raised_at >= :r{k}lo_dt AND t.raised_at < :r{k}hi_dt)")
+        if not branches:
+            return
+        ranges = f" AND ({' OR '.join(branches)})"
+        for g, b, n in await self.fetch("transients", sql.replace("{ranges}", ranges), **times):
+            self.row(g, b).transient_faults += int(n)
 
 
 async def compute_report(

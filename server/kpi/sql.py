@@ -4,6 +4,8 @@ report works with, and how SQLite is steered to the right index.
 Temporary tables (per connection, emptied after each report):
 
 - ``kpi_buckets (b, bs, be)`` — the report's buckets: one for [t0, te), or its weeks/months;
+- ``kpi_ibuckets (b, bs, be, sgn)`` — the buckets of the incident steps: the report's (sign +1)
+  and the parts outside P of a partial month the incident rollups serve whole (sign -1);
 - ``kpi_days (cal, day, cum, w1s, w1e, …)`` — per calendar and UTC day (epoch // 86400): the
   scheduled time before the day and the day's scheduled pieces, so C(x) — scheduled time
   before x — is an equality join and arithmetic;
@@ -48,6 +50,7 @@ _REAL = "DOUBLE PRECISION"
 
 _TABLES = (
     f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_buckets (b INTEGER, bs {_REAL}, be {_REAL})",
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_ibuckets (b INTEGER, bs {_REAL}, be {_REAL}, sgn INTEGER)",
     "CREATE TEMPORARY TABLE IF NOT EXISTS kpi_days (cal INTEGER, day BIGINT, cum {real}, {slots})".format(
         real=_REAL, slots=", ".join(f"w{k}s {_REAL}, w{k}e {_REAL}" for k in range(1, 5))
     ),
@@ -68,6 +71,7 @@ _TABLES = (
 )
 TEMPORARY = (
     "kpi_buckets",
+    "kpi_ibuckets",
     "kpi_days",
     "kpi_incidents",
     "kpi_pieces",
@@ -144,12 +148,15 @@ async def create_temporary_tables(
     for table in TEMPORARY:
         await session.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
     if cuts:
-        await session.execute(
-            text("INSERT INTO kpi_buckets (b, bs, be) VALUES (:b, :bs, :be)"),
-            [{"b": b.index, "bs": b.start, "be": b.end} for b in cuts],
-        )
+        for table in ("kpi_buckets", "kpi_ibuckets"):
+            await session.execute(
+                text(f"INSERT INTO {table} (b, bs, be) VALUES (:b, :bs, :be)"),  # noqa: S608 - fixed names
+                [{"b": b.index, "bs": b.start, "be": b.end} for b in cuts],
+            )
+        await session.execute(text("UPDATE kpi_ibuckets SET sgn = 1"))
     if dialect.pg:
         await session.execute(text("ANALYZE kpi_buckets"))
+        await session.execute(text("ANALYZE kpi_ibuckets"))
 
 
 async def fill_days(
