@@ -33,11 +33,13 @@ import logging
 import socket
 import ssl
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -61,6 +63,104 @@ _FATAL_CONNACK = frozenset({2, 4, 5, 133, 134, 135, 138, 140})
 
 PUBLISH_WINDOW = 20
 """QoS 1 publishes the runtime keeps in flight at once (paho's default inflight limit)."""
+
+HOUSEKEEPING_INTERVAL = 1.0
+"""Seconds between paho's housekeeping calls (``loop_misc``: keepalive PINGREQ, ping timeout),
+as aiomqtt does."""
+
+
+class _Housekeeping:
+    """One timer per event loop runs paho's housekeeping for every connection of that loop.
+
+    aiomqtt gives each connection a task that wakes every second to call ``loop_misc()``: in a
+    process running thousands of simulated agents that is thousands of task wake-ups a second,
+    more CPU than their publishing (benchmarks/fleet_scale.py). Here a connection registers its
+    paho client and waits on a future; one timer callback (no task) ticks them all and is
+    cancelled when the last connection leaves.
+    """
+
+    def __init__(self) -> None:  # no reference to the loop: it is the weak key of its keeper
+        self._clients: dict[mqtt.Client, asyncio.Future[None]] = {}
+        self._timer: asyncio.Handle | None = None
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    async def serve(self, client: mqtt.Client) -> None:
+        """Until ``client.loop_misc()`` reports the connection gone (or cancelled)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._clients[client] = done
+        if self._timer is None:
+            self._timer = loop.call_soon(self._tick, loop)
+        try:
+            await done
+        finally:
+            self._clients.pop(client, None)
+            if not self._clients and self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        for client, done in list(self._clients.items()):
+            if done.done():
+                continue
+            try:
+                rc = client.loop_misc()
+            except Exception as exc:  # handed to the connection's own task, never lost
+                done.set_exception(exc)
+                continue
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                done.set_result(None)
+        self._timer = loop.call_later(HOUSEKEEPING_INTERVAL, self._tick, loop)
+
+
+_housekeeping: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Housekeeping] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def housekeeping() -> _Housekeeping:
+    """This event loop's shared housekeeping (created on first use)."""
+    loop = asyncio.get_running_loop()
+    keeper = _housekeeping.get(loop)
+    if keeper is None:
+        keeper = _housekeeping[loop] = _Housekeeping()
+    return keeper
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, cheaper per connection and per message, for processes that hold
+    thousands (two of aiomqtt's private hooks, 2.x; tests/agent/test_link.py checks they exist):
+
+    - ``_misc_loop``: the per-connection housekeeping task is replaced by the shared timer;
+    - ``_on_socket_register_write``: paho asks for "tell me when the socket is writable" for
+      every packet it queues, and aiomqtt answers with ``call_soon_threadsafe(add_writer)``: a
+      self-pipe write, two epoll_ctl calls and an extra loop iteration per publish. On the
+      loop's own thread the packet is written at once instead (the socket is almost always
+      writable); only what does not fit waits for writability as before. paho's connect, in an
+      executor thread, still goes through aiomqtt's path.
+    """
+
+    async def _misc_loop(self) -> None:
+        await housekeeping().serve(self._client)
+
+    def _on_socket_register_write(self, client: mqtt.Client, userdata: object, sock: object) -> None:
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # paho's connect, in an executor thread
+            on_loop = False
+        if not on_loop:
+            super()._on_socket_register_write(client, userdata, sock)
+            return
+        try:
+            client.loop_write()
+        except Exception as exc:  # as aiomqtt's writer callback: the connection is broken
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+            return
+        if client.want_write():  # the rest once the socket is writable (paho thinks it asked)
+            super()._on_socket_register_write(client, userdata, sock)
 
 
 def _retrieve_disconnect_error(client: aiomqtt.Client) -> None:
@@ -86,6 +186,9 @@ class _Connection:
     client: aiomqtt.Client
     since: float = field(default_factory=time.monotonic)
     closed: asyncio.Event = field(default_factory=asyncio.Event)  # the session is over
+    lost: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    """Done when the session is over: what each publish races against (a future, not a task
+    per publish)."""
     abort: asyncio.Event = field(default_factory=asyncio.Event)  # tear it down and reconnect
 
 
@@ -196,7 +299,7 @@ class MqttLink:
             except (OSError, ssl.SSLError) as exc:
                 raise FatalLinkError(self.device_id, f"cannot load the TLS files: {exc}") from exc
         broker = self.settings.broker
-        client = aiomqtt.Client(
+        client = _Client(
             broker.host,
             broker.port,
             identifier=self.device_id,
@@ -222,6 +325,8 @@ class MqttLink:
         finally:
             self._conn = None
             conn.closed.set()
+            if not conn.lost.done():
+                conn.lost.set_result(None)
             if self._state is LinkState.CONNECTED:
                 self._set_state(LinkState.CONNECTING)
             # Graceful DISCONNECT (no will) when we leave on purpose; returns at once if the
@@ -317,17 +422,13 @@ class MqttLink:
         conn = self._conn
         if conn is None or conn.closed.is_set():
             raise LinkDown("not connected")
-        sent = asyncio.create_task(
-            conn.client.publish(topic, payload, qos=qos, retain=retain), name=f"{self.name}.publish"
-        )
-        lost = asyncio.create_task(conn.closed.wait(), name=f"{self.name}.lost")
+        sent = asyncio.ensure_future(conn.client.publish(topic, payload, qos=qos, retain=retain))
         try:
-            await asyncio.wait({sent, lost}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sent, conn.lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            lost.cancel()
             if not sent.done():
                 sent.cancel()
-            await asyncio.gather(sent, lost, return_exceptions=True)
+                await asyncio.gather(sent, return_exceptions=True)
         if sent.cancelled():
             raise LinkDown("connection lost before the broker acknowledged the publish")
         error = sent.exception()

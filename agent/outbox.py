@@ -21,6 +21,7 @@ replay cache and the consent store; given only a path, the outbox opens and owns
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -100,6 +101,9 @@ class Outbox:
             self._db.executescript(SCHEMA)
             self._depth: int = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
             self._dropped: int = self._counter("dropped_telemetry")
+            # The one writer (the agent holds the data-dir lock) keeps the counter in memory too:
+            # no read per message. The row is still updated in each append's transaction.
+            self._next_seq: int = self._counter("next_seq")
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open the outbox database {path}: {exc}") from exc
 
@@ -136,7 +140,7 @@ class Outbox:
                 if once is not None and self.has_once(once):
                     self._db.execute("ROLLBACK")
                     return None
-                seq = self._counter("next_seq")
+                seq = self._next_seq
                 payload = encode(build(seq))
                 if len(payload) > MAX_PAYLOAD_BYTES:
                     raise MessageTooLarge(kind.value, len(payload), MAX_PAYLOAD_BYTES)
@@ -160,6 +164,7 @@ class Outbox:
                 raise
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot store a {kind.value} message: {exc}") from exc
+        self._next_seq = seq + 1
         self._depth = depth - dropped
         self._dropped += dropped
         return OutboxEntry(seq, kind, topic, payload, retain, created)
@@ -193,20 +198,28 @@ class Outbox:
     def reserve_seq(self) -> int:
         """Consume one seq for a message that is not queued here (the last will)."""
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            seq = self._counter("next_seq")
+            seq = self._next_seq
             self._db.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (seq + 1,))
-            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot reserve a sequence number: {exc}") from exc
+        self._next_seq = seq + 1
         return seq
 
-    def ack(self, seq: int) -> None:
-        """The broker acknowledged ``seq``: forget it. Unknown seqs (superseded, dropped) are fine."""
+    def ack(self, *seqs: int) -> None:
+        """The broker acknowledged ``seqs``: forget them, in one transaction. Unknown seqs
+        (superseded, dropped) are fine."""
+        if not seqs:
+            return
         try:
-            deleted = self._db.execute("DELETE FROM outbox WHERE seq = ?", (seq,)).rowcount
+            if len(seqs) == 1:
+                deleted = self._db.execute("DELETE FROM outbox WHERE seq = ?", seqs).rowcount
+            else:
+                deleted = self._db.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
+                    (json.dumps(seqs),),
+                ).rowcount
         except sqlite3.Error as exc:
-            raise OutboxError(f"cannot delete acknowledged message {seq}: {exc}") from exc
+            raise OutboxError(f"cannot delete acknowledged messages {list(seqs)}: {exc}") from exc
         self._depth -= deleted
 
     # -- reading -----------------------------------------------------------------------------
@@ -227,7 +240,7 @@ class Outbox:
         return self._dropped
 
     def next_seq(self) -> int:
-        return self._counter("next_seq")
+        return self._next_seq
 
     def stats(self) -> OutboxStats:
         return _stats(self._db)

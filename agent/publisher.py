@@ -57,7 +57,8 @@ class Publisher:
             except LinkError:
                 return  # the link stopped or failed; its own task reports why
             self._wakeup.clear()
-            batch = self.outbox.pending(self.window)
+            # depth() is kept in memory (one writer): an empty outbox costs no query.
+            batch = self.outbox.pending(self.window) if self.outbox.depth() else []
             if not batch:
                 self._empty.set()
                 await self._wakeup.wait()
@@ -66,19 +67,32 @@ class Publisher:
                 await self.link.wait_disconnected()  # the failed publish aborted the connection
 
     async def _publish(self, batch: Sequence[OutboxEntry]) -> bool:
-        results = await asyncio.gather(
-            *(self.link.publish(e.topic, e.payload, qos=1, retain=e.retain) for e in batch),
-            return_exceptions=True,
-        )
+        results: list[BaseException | None]
+        if len(batch) == 1:  # the usual case (one message per telemetry period): no gather task
+            entry = batch[0]
+            try:
+                await self.link.publish(entry.topic, entry.payload, qos=1, retain=entry.retain)
+                results = [None]
+            except LinkError as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(
+                *(self.link.publish(e.topic, e.payload, qos=1, retain=e.retain) for e in batch),
+                return_exceptions=True,
+            )
         ok = True
+        acked: list[int] = []
         for entry, result in zip(batch, results, strict=True):
             if result is None:
-                self.outbox.ack(entry.seq)
-                self._acked.set()
+                acked.append(entry.seq)
             elif isinstance(result, LinkError):
                 ok = False
             elif isinstance(result, BaseException):
+                self.outbox.ack(*acked)
                 raise result
+        if acked:
+            self.outbox.ack(*acked)  # one transaction for the batch
+            self._acked.set()
         if not ok:
             logger.info(
                 "%s: publishing interrupted; %d message(s) stay queued", self.name, self.outbox.depth()

@@ -521,15 +521,25 @@ class AgentRuntime:
         return metrics
 
     async def _telemetry(self) -> None:
+        """A batch every ``telemetry_interval`` on a fixed schedule: a late wake-up (a busy event
+        loop, thousands of agents in one process) shortens the next wait instead of pushing every
+        later batch back. A whole interval late, the schedule restarts from now rather than sending
+        a burst to catch up (and so it does if the wall clock is set back)."""
         interval = self.settings.telemetry_interval
+        step = timedelta(seconds=interval)
+        due = self.clock.now()
         while True:
             started = self.clock.now()
             metrics = await self._metrics_now()
             if len(metrics) > MAX_SAMPLES:
                 logger.warning("%s: %d metrics, sending the first %d", self.name, len(metrics), MAX_SAMPLES)
             self.uplink.telemetry(started, metrics)
-            elapsed = (self.clock.now() - started).total_seconds()
-            await self.clock.sleep(max(0.0, interval - elapsed))
+            due += step
+            now = self.clock.now()
+            # A whole interval late, or the clock was set back: start the schedule again from now.
+            if not now < due <= now + step:
+                due = now + step
+            await self.clock.sleep((due - now).total_seconds())
 
     async def _room(self) -> None:
         await self._running(self._publisher).below(self._stream_limit)
@@ -605,7 +615,8 @@ class AgentRuntime:
             except AgentError:
                 logger.warning("%s: cannot read consent decisions", self.name, exc_info=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._consent_decided.wait(), interval)
+                async with asyncio.timeout(interval):  # no task per wait, unlike wait_for in 3.11
+                    await self._consent_decided.wait()
 
     async def _commands(self) -> None:
         async with asyncio.TaskGroup() as running:

@@ -11,8 +11,10 @@ Journal modes (setting ``storage_journal``):
 
 - ``wal`` (default, real devices): readers never block the agent's writes, so ``fleetcare agent
   outbox|consent`` from another process cannot stall it. Holds three descriptors.
-- ``rollback`` (simulated fleets): journal_mode=TRUNCATE; between transactions only the database
+- ``rollback`` (simulated fleets): journal_mode=PERSIST; between transactions only the database
   file is open. A reader in another process makes a write wait (up to the 5 s busy timeout).
+  PERSIST zeroes the journal's header at each commit instead of truncating the file (TRUNCATE)
+  or deleting it: the same crash safety, about 45 µs less per message and ack on this machine.
 
 ``storage_sync = "off"`` skips fsync: in rollback mode every commit otherwise costs two fsyncs
 (about half a millisecond on this kind of disk), thousands of commits a second in one simulated
@@ -52,7 +54,7 @@ DATABASE_NAME = "agent.sqlite3"
 JournalMode = Literal["wal", "rollback"]
 SyncMode = Literal["normal", "off"]
 
-_JOURNAL_PRAGMA: dict[str, str] = {"wal": "WAL", "rollback": "TRUNCATE"}
+_JOURNAL_PRAGMA: dict[str, str] = {"wal": "WAL", "rollback": "PERSIST"}
 
 LEGACY_DATABASES: dict[str, tuple[tuple[str, str], ...]] = {
     "outbox.sqlite3": (
@@ -136,8 +138,9 @@ def open_agent_database(
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open the agent database {path}: {exc}") from exc
     try:
-        for schema in (*schemas, _MIGRATIONS_SCHEMA):
-            db.executescript(schema)
+        # One transaction: a fresh database otherwise commits once per CREATE (a journal write
+        # each), which made opening the agent's storage most of a simulated fleet's start-up.
+        db.executescript("\n".join(("BEGIN IMMEDIATE;", *schemas, _MIGRATIONS_SCHEMA, "COMMIT;")))
         _migrate_legacy(db, Path(data_dir))
     except sqlite3.Error as exc:
         db.close()

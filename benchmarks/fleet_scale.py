@@ -17,7 +17,11 @@ less than 5 % of what was sent. The run stops at the first failing step.
 
 Baselines in the same run: an idle ``python -c sleep`` and the runner after its imports with no
 device (RSS); Mosquitto with no device (RSS, connections). Memory per device = (runner RSS -
-runner RSS after imports) ÷ devices.
+runner RSS after imports) ÷ devices. Also per step: the runner's CPU per message sent (its CPU
+seconds over the window ÷ messages) and its event-loop lag (how late its 1 s report timer fired,
+p50 / max over the window). While the fleet starts, the runner moves its objects out of the cyclic
+garbage collector's generations every second (``gc.freeze()``): full collections of millions of
+long-lived objects stalled its event loop for seconds. The runner's warnings go to ``fleet-<n>.log``.
 
     python -m benchmarks.fleet_scale [--steps 1000,2000,5000] [--interval 10] [--window 60] [--db sqlite]
 """
@@ -27,7 +31,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
+import logging
 import os
 import resource
 import shutil
@@ -75,6 +81,8 @@ def _emit(**fields: Any) -> None:
 
 async def child(args: argparse.Namespace) -> None:
     """The fleet runner: imports, reports its baseline, runs the fleet until SIGTERM."""
+    # Warnings (links retrying, devices failing) to stderr: the parent keeps it as fleet-<n>.log.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     me = psutil.Process()
     _emit(phase="imported", rss=me.memory_info().rss, fds=me.num_fds())
     host, port = args.broker.rsplit(":", 1)
@@ -89,22 +97,39 @@ async def child(args: argparse.Namespace) -> None:
         printer_options={"jam_rate_per_hour": 0.0},
         start_interval=args.start_interval,
     )
+    loop = asyncio.get_running_loop()
+    lag = 0.0
+    grown = False
     with stop_on_signals() as stop:
         async with fleet:
             while not stop.is_set():
                 progress = fleet.progress()
+                if not grown:
+                    # The fleet's millions of long-lived objects (agents, settings, connections)
+                    # leave the cyclic collector's generations as they are made: each full
+                    # collection of them stalled the loop (0.8 s at 1,000 devices, seconds at
+                    # 5,000), again and again while the fleet grew. Later garbage is collected.
+                    gc.freeze()
+                    grown = progress.connected >= args.devices
                 error = next((repr(e) for e in fleet.failures.values()), None)
                 _emit(
                     phase="running",
                     connected=progress.connected,
+                    started=progress.started,
                     sent=progress.sent,
                     failed=progress.failed,
                     rss=me.memory_info().rss,
                     fds=me.num_fds(),
+                    lag=lag,
                     error=error,
                 )
+                # How late a 1 s timer fires: the event loop's backlog, the first sign of a
+                # runner that cannot keep up.
+                due = loop.time() + 1.0
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+                    async with asyncio.timeout_at(due):
+                        await stop.wait()
+                lag = max(0.0, loop.time() - due)
 
 
 # -- the parent: broker, server, steps -------------------------------------------------------
@@ -118,6 +143,7 @@ class Fleet:
     latest: dict[str, Any] = field(default_factory=dict)
     base: dict[str, Any] = field(default_factory=dict)
     reader: asyncio.Task[None] | None = None
+    lags: list[float] = field(default_factory=list)  # every report's event-loop lag, seconds
 
     async def read(self) -> None:
         assert self.proc.stdout is not None
@@ -128,6 +154,7 @@ class Fleet:
                     self.base = fields
                 else:
                     self.latest = fields
+                    self.lags.append(float(fields.get("lag", 0.0)))
 
     async def stop(self) -> None:
         if self.proc.returncode is None:
@@ -226,15 +253,20 @@ class StepResult:
     stored_rate: float = 0.0
     growth: int = 0
     sent: int = 0
+    lag_p50: float = 0.0  # the runner's event-loop lag over the window, seconds
+    lag_max: float = 0.0
 
     def row(self, interval: float) -> str:
         n = self.connected
         per_device = f"{(self.rss - self.base_rss) / n / 1024:.0f}" if n and self.rss else "—"
         fds = f"{(self.fds - self.base_fds) / n:.1f}" if n and self.fds else "—"
         expected = self.devices / interval
+        # runner CPU per message sent: CPU % of one core x 10 ms / (messages per second)
+        per_message = f"{self.fleet_cpu * 10 / self.sent_rate:.2f}" if self.sent_rate else "—"
+        lag = f"{self.lag_p50 * 1000:.0f} / {self.lag_max * 1000:.0f}" if self.sent_rate else "—"
         return (
             f"| {self.devices:,} | {self.connected:,} | {self.online:,} | {self.connect_s:.0f} | "
-            f"{self.rss / MIB:.0f} | {per_device} | {fds} | {self.fleet_cpu:.0f} | "
+            f"{self.rss / MIB:.0f} | {per_device} | {fds} | {self.fleet_cpu:.0f} | {per_message} | {lag} | "
             f"{self.broker_conns:,} | {self.broker_rss / MIB:.0f} | {self.server_cpu:.0f} | "
             f"{expected:.0f} | {self.sent_rate:.0f} | {self.stored_rate:.0f} | {self.growth:+,} | "
             f"{'ok' if self.ok else 'FAILED: ' + self.reason} |"
@@ -279,7 +311,8 @@ async def run_step(
             latest = fleet.latest
             connected = int(latest.get("connected", 0))
             print(
-                f"\r{devices}: {connected} connected, {latest.get('failed', 0)} failed",
+                f"\r{devices}: {latest.get('started', 0)} started, {connected} connected, "
+                f"{latest.get('failed', 0)} failed, loop lag {float(latest.get('lag', 0)) * 1000:.0f} ms",
                 end="",
                 file=sys.stderr,
             )
@@ -299,8 +332,11 @@ async def run_step(
         sent0, stored0 = int(fleet.latest["sent"]), await ingest_counted(client)
         cpu0 = (cpu_seconds(fleet_pid), cpu_seconds(server_pid), cpu_seconds(broker_pid))
         t0 = time.perf_counter()
+        lag0 = len(fleet.lags)
         await asyncio.sleep(args.window)
         sent1, stored1 = int(fleet.latest["sent"]), await ingest_counted(client)
+        lags = sorted(fleet.lags[lag0:]) or [0.0]
+        result.lag_p50, result.lag_max = lags[len(lags) // 2], lags[-1]
         elapsed = time.perf_counter() - t0
         cpu1 = (cpu_seconds(fleet_pid), cpu_seconds(server_pid), cpu_seconds(broker_pid))
         latest = fleet.latest
@@ -347,7 +383,7 @@ async def measure(
             server_pid = server._proc.pid
             token = create_admin(server)
             baseline = (
-                f"| baseline: idle `python -c sleep` | — | — | — | {idle_python_rss() / MIB:.0f} | — | — | — | "
+                f"| baseline: idle `python -c sleep` | — | — | — | {idle_python_rss() / MIB:.0f} | — | — | — | — | — | "
                 f"{broker_connections(broker_pid, broker.port)} | "
                 f"{psutil.Process(broker_pid).memory_info().rss / MIB:.0f} | — | — | — | — | — | broker and server, no device |"
             )
@@ -404,12 +440,10 @@ async def parent(args: argparse.Namespace) -> None:
         f"Runner RSS after imports, no device: {runner_base:.0f} MiB.\n\n"
         f"**Largest step kept: {largest:,} devices** (target 5,000). {ceiling(results, soft)}\n\n"
         "| devices | connected | online at server | connect s | runner RSS MiB | KiB per device | fds per device "
-        "| runner CPU % | broker conns | broker RSS MiB | server CPU % | expected msg/s | sent msg/s "
-        "| stored msg/s | backlog growth | result |\n"
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
-        + baseline
-        + "\n"
-        + "\n".join(r.row(args.interval) for r in results)
+        "| runner CPU % | runner CPU ms/msg | loop lag ms p50 / max | broker conns | broker RSS MiB "
+        "| server CPU % | expected msg/s | sent msg/s | stored msg/s | backlog growth | result |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | ---: | --- |\n" + baseline + "\n" + "\n".join(r.row(args.interval) for r in results)
     )
     print(body)
     if args.no_record:

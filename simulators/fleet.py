@@ -10,9 +10,12 @@ the broker, the pinned command-signing key, no psutil metrics (thousands of agen
 process would each measure the same machine), and a rollback-journal database without fsync
 (``storage_journal="rollback"``, ``storage_sync="off"``: one open file per agent instead of
 three, so the process's open-files limit is not what bounds the fleet; pass ``storage_journal``
-/ ``storage_sync`` to change it). Agents start a little apart (``start_interval``)
-so a large fleet does not hit the broker with every TLS handshake at once. One agent failing
-(e.g. its certificate was revoked) is logged and counted; the others go on.
+/ ``storage_sync`` to change it), and CLI consent decisions looked for hourly
+(``consent_poll_interval``: simulated operators decide in-process). Agents start a little apart
+(``start_interval``, on the loop's clock) and at most ``max_connecting`` of them are connecting
+at once, so a large fleet does not hit the broker — nor its own event loop — with every TLS
+handshake at once. One agent failing (e.g. its certificate was revoked) is logged and counted;
+the others go on.
 
 Printers are the default; any equipment kind comes in through ``members`` (a :class:`Member`
 per device: id, plugin, site, the actions its owner allows), as scenarios do
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -45,7 +49,11 @@ __all__ = ["PRINTER_ACTIONS", "FleetProgress", "Member", "SimulatedFleet", "devi
 logger = logging.getLogger(__name__)
 
 PRINTER_ACTIONS = ("printer.status", "printer.clear_jam")
-CONSENT_POLL_INTERVAL = 10.0
+CONSENT_POLL_INTERVAL = 3600.0
+"""Simulated operators decide in-process (``runtime.consent``, announced at once): polling for a
+CLI's decisions would be one database read per device every period, as many as telemetry."""
+MAX_CONNECTING = 50
+"""Started agents still connecting at most, by default (see ``SimulatedFleet._start_all``)."""
 SITES = ("HQ floor 1", "HQ floor 2", "Warehouse", "Branch office North", "Branch office South")
 
 
@@ -72,6 +80,7 @@ class FleetProgress:
     connected: int
     sent: int  # up-messages the broker acknowledged (or that a newer status superseded)
     failed: int
+    started: int = 0  # agents whose runtime is up (connected or not)
 
     def line(self) -> str:
         failed = f", {self.failed} failed" if self.failed else ""
@@ -102,6 +111,9 @@ class SimulatedFleet:
         command_clock: Clock | None = None,
         storage_journal: JournalMode = "rollback",
         storage_sync: SyncMode = "off",
+        consent_poll_interval: float = CONSENT_POLL_INTERVAL,
+        max_connecting: int = MAX_CONNECTING,
+        connect_threads: int | None = MAX_CONNECTING,
     ) -> None:
         if members is not None:
             count = len(members)
@@ -123,6 +135,12 @@ class SimulatedFleet:
         self.shutdown_grace = shutdown_grace
         self.storage_journal: JournalMode = storage_journal
         self.storage_sync: SyncMode = storage_sync
+        self.consent_poll_interval = consent_poll_interval
+        if max_connecting < 1:
+            raise ValueError(f"max_connecting must be at least 1, got {max_connecting}")
+        self.max_connecting = max_connecting
+        self.connect_threads = connect_threads  # None: leave the loop's default executor alone
+        self._connecting = asyncio.Semaphore(max_connecting)
         self.agents: dict[str, AgentRuntime] = {}
         self.printers: dict[str, PrinterPlugin] = {}
         self.machines: dict[str, EquipmentPlugin] = {}  # every device's plugin, printers included
@@ -158,9 +176,7 @@ class SimulatedFleet:
             shutdown_grace=self.shutdown_grace,
             storage_journal=self.storage_journal,
             storage_sync=self.storage_sync,
-            # Decisions come through runtime.consent (announced at once), not a CLI: 5,000 agents
-            # looking twice a second would cost a fifth of a core.
-            consent_poll_interval=CONSENT_POLL_INTERVAL,
+            consent_poll_interval=self.consent_poll_interval,
         )
 
     def _printer_for(self, device_id: str, index: int) -> PrinterPlugin:
@@ -172,6 +188,13 @@ class SimulatedFleet:
     # -- running -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if self.connect_threads is not None:
+            # Each connection attempt holds a thread of the loop's default executor for its TCP
+            # and TLS handshakes (aiomqtt runs paho's blocking connect there); the default pool
+            # (cores + 4 threads) would make that the bottleneck of a large fleet's start-up.
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(max_workers=self.connect_threads, thread_name_prefix="fleet-connect")
+            )
         await asyncio.to_thread(self._ensure_certificates)
         for index, device_id in enumerate(self.device_ids):
             member = self.members.get(device_id)
@@ -195,21 +218,45 @@ class SimulatedFleet:
         return self
 
     async def _start_all(self) -> None:
+        """Agent *i* is due ``i * start_interval`` after the first, and starts once fewer than
+        ``max_connecting`` started agents are still connecting. The schedule follows the loop's
+        clock, not one sleep per agent (a busy loop stretches each sleep to a loop iteration);
+        the admission limit keeps a start-up burst (TLS handshakes, inventories) from starving
+        the loop, so connection attempts do not time out and retry in a spiral."""
         assert self._tg is not None
-        for device_id, agent in self.agents.items():
+        loop = asyncio.get_running_loop()
+        first = loop.time()
+        for index, (device_id, agent) in enumerate(self.agents.items()):
+            delay = first + index * self.start_interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self._connecting.acquire()
             self._tg.create_task(self._run_agent(device_id, agent), name=f"fleet.agent[{device_id}]")
-            await asyncio.sleep(self.start_interval)
 
     async def _run_agent(self, device_id: str, agent: AgentRuntime) -> None:
+        admitted = True  # holds one of the _connecting slots until connected (or gone)
         try:
             async with agent:
                 self._base_seq[device_id] = agent.outbox.next_seq() - agent.outbox.depth()
-                await agent.wait_stopped()
+                connected = asyncio.ensure_future(agent.wait_connected())
+                stopped = asyncio.ensure_future(agent.wait_stopped())
+                try:
+                    await asyncio.wait({connected, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self._connecting.release()
+                    admitted = False
+                    connected.cancel()
+                    await asyncio.gather(connected, return_exceptions=True)  # a FatalLinkError is
+                    # raised by the agent's own `async with`
+                await stopped
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # one device's failure must not stop the fleet
             self.failures[device_id] = exc
             logger.error("simulated device %s stopped: %s", device_id, exc)
+        finally:
+            if admitted:
+                self._connecting.release()
 
     def stop(self) -> None:
         """Ask every agent to stop (idempotent; the context exit waits for them)."""
@@ -252,4 +299,4 @@ class SimulatedFleet:
                     sent += max(0, outbox.next_seq() - outbox.depth() - base)
                 except RuntimeError:  # stopped meanwhile
                     continue
-        return FleetProgress(len(self.agents), connected, sent, len(self.failures))
+        return FleetProgress(len(self.agents), connected, sent, len(self.failures), len(self._base_seq))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ssl
 from pathlib import Path
 
@@ -10,9 +11,11 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import FatalLinkError, LinkDown, LinkError, LinkState
-from agent.link import MqttLink
+from agent.link import MqttLink, housekeeping
 from agent.tls import LinkSSLContext, is_identity_refusal
-from tests.agent.support import make_settings
+from certs import PkiDir
+from tests.agent.support import device_settings, make_settings
+from tests.support.broker import MosquittoBroker, unique_device
 
 
 def _link(tmp_path: Path, server_key_file: Path, **overrides: object) -> MqttLink:
@@ -127,3 +130,39 @@ async def test_link_keeps_retrying_fatal_errors_when_configured_to(
             await link.wait_for(LinkState.CONNECTING)
         task.cancel()
     assert link.state is LinkState.STOPPED
+
+
+def test_aiomqtt_still_has_the_housekeeping_hook_the_link_replaces() -> None:
+    """agent.link overrides aiomqtt's private ``Client._misc_loop`` and
+    ``_on_socket_register_write``; if an upgrade renamed them, every connection would quietly
+    get its own once-a-second task again, and every publish its detour through the self-pipe."""
+    assert inspect.iscoroutinefunction(aiomqtt.Client._misc_loop)
+    assert callable(aiomqtt.Client._on_socket_register_write)
+
+
+@pytest.mark.integration
+async def test_idle_links_are_kept_alive_by_one_shared_housekeeping_timer(
+    tmp_path: Path, pki: PkiDir, broker: MosquittoBroker
+) -> None:
+    """Keepalive 5 s: Mosquitto drops a client it hears nothing from for 1.5 x keepalive (checked
+    coarsely: without pings these links are dropped within the 15 s). Three
+    idle links outlive that on their first connection, pinged by the shared timer (no task of
+    their own), which is released when they stop."""
+    links = []
+    for _ in range(3):
+        settings = device_settings(tmp_path, pki, broker, unique_device(pki, "hk"))
+        settings = settings.model_copy(update={"broker": settings.broker.model_copy(update={"keepalive": 5})})
+        links.append(MqttLink(settings, will=lambda: b"{}", on_connected=lambda: None))
+    async with asyncio.timeout(30):
+        runs = [asyncio.create_task(link.run()) for link in links]
+        try:
+            for link in links:
+                await link.wait_connected()
+            assert len(housekeeping()) == 3
+            await asyncio.sleep(15)
+            assert [(link.state, link.connections) for link in links] == [(LinkState.CONNECTED, 1)] * 3
+        finally:
+            for run in runs:
+                run.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+    assert len(housekeeping()) == 0

@@ -69,6 +69,38 @@ def test_outbox_ack_deletes_only_that_message(tmp_path: Path) -> None:
     assert box.depth() == 2
 
 
+def test_outbox_acks_a_batch_in_one_call_and_keeps_the_rest_across_reopen(tmp_path: Path) -> None:
+    """What the publisher does after a window of PUBACKs: the acknowledged ones go, every
+    unacknowledged message and the seq counter (kept in memory too) survive a restart."""
+    box = _open(tmp_path)
+    for _ in range(6):
+        box.append(UpKind.EVENT, _event)
+    box.ack(0, 2, 3, 99)  # 99: unknown, harmless
+    assert box.depth() == 3
+    assert box.reserve_seq() == 6  # the last will's seq, consumed without a queued message
+    box.close()
+
+    reopened = _open(tmp_path)
+    assert [e.seq for e in reopened.pending()] == [1, 4, 5]
+    assert reopened.depth() == 3
+    assert reopened.next_seq() == 7
+    assert reopened.append(UpKind.EVENT, _event).seq == 7
+
+
+def test_outbox_seq_is_not_consumed_by_a_failed_append(tmp_path: Path) -> None:
+    box = _open(tmp_path)
+
+    def broken(seq: int) -> Event:
+        raise ValueError(f"cannot build message {seq}")
+
+    with pytest.raises(ValueError, match="cannot build message 0"):
+        box.append(UpKind.EVENT, broken)
+    assert box.next_seq() == 0
+    assert box.append(UpKind.EVENT, _event).seq == 0
+    box.close()
+    assert _open(tmp_path).next_seq() == 1
+
+
 def test_outbox_pending_survives_reopen_in_seq_order(tmp_path: Path) -> None:
     box = _open(tmp_path)
     for _ in range(5):

@@ -1,4 +1,5 @@
-"""The runtime without a broker (plaintext to a closed port): everything lands in the outbox."""
+"""The runtime without a broker (plaintext to a closed port): everything lands in the outbox; and
+its publishing to a real broker (the last test)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from agent import ActionConflict, AgentRuntime, DataDirInUse, FatalLinkError
 from agent.plugin import ActionContext, ActionResult, ActionSpec, EventSink
+from certs import PkiDir
 from protocol import (
     CommandSigner,
     EquipmentState,
@@ -25,7 +27,8 @@ from protocol import (
     decode_uplink,
     encode,
 )
-from tests.agent.support import FakePlugin, ManualClock, make_settings
+from tests.agent.support import FakePlugin, ManualClock, ServerSide, device_settings, make_settings
+from tests.support.broker import MosquittoBroker, unique_device
 
 
 def _messages(runtime: AgentRuntime) -> list[UpMessage]:
@@ -89,6 +92,30 @@ async def test_runtime_sends_telemetry_every_interval_of_its_clock(
         batches = _of(runtime, Telemetry)
     assert len(batches) == 2
     assert batches[1].ts - batches[0].ts == timedelta(seconds=30)
+
+
+async def test_runtime_telemetry_keeps_its_schedule_when_woken_late(
+    tmp_path: Path, server_key_file: Path
+) -> None:
+    """A late wake-up (a busy event loop) does not push every later batch back; a whole interval
+    late, the schedule restarts from then instead of catching up with a burst."""
+    clock = ManualClock()
+    settings = make_settings(tmp_path, server_key_file=server_key_file, telemetry_interval=30)
+    async with asyncio.timeout(10), AgentRuntime(settings, plugins=[FakePlugin()], clock=clock) as runtime:
+        await clock.sleeping.wait()
+        await clock.advance(42)  # due at 30, woken 12 s late
+        assert len(_of(runtime, Telemetry)) == 2
+        await clock.advance(17)  # 59 s: the next one is due at 60, not 72
+        assert len(_of(runtime, Telemetry)) == 2
+        await clock.advance(1)
+        assert len(_of(runtime, Telemetry)) == 3
+        await clock.advance(75)  # due at 90, woken at 135: more than an interval late
+        assert len(_of(runtime, Telemetry)) == 4  # one batch, no burst
+        await clock.advance(29)
+        assert len(_of(runtime, Telemetry)) == 4
+        await clock.advance(1)  # 165 = 135 + 30
+        batches = _of(runtime, Telemetry)
+    assert [(b.ts - batches[0].ts).total_seconds() for b in batches] == [0, 42, 60, 135, 165]
 
 
 async def test_runtime_set_state_queues_retained_status_and_state_changed_once(
@@ -348,3 +375,36 @@ async def test_runtime_cancels_a_running_command_on_command_cancel(
     )
     assert answered.ok
     assert answered.data == {"command_id": long.id, "cancelled": True}
+
+
+@pytest.mark.integration
+async def test_runtime_publishes_a_backlog_in_windows_and_forgets_only_what_was_acknowledged(
+    tmp_path: Path, pki: PkiDir, broker: MosquittoBroker
+) -> None:
+    """A backlog larger than the publish window goes out in windows whose PUBACKs are deleted in
+    one transaction each; after a restart nothing acknowledged is sent again, nothing queued
+    meanwhile is lost, and seqs go on."""
+    device_id = unique_device(pki, "batch")
+    settings = device_settings(tmp_path, pki, broker, device_id)
+    async with asyncio.timeout(30), ServerSide(broker, pki, device_id) as server:
+        async with AgentRuntime(settings, plugins=[]) as first:
+            await first.wait_connected()
+            await first.drained()
+            for i in range(45):  # more than two windows of 20
+                first.emit_event("fault.raised", code=f"E{i}")
+            await first.drained()
+            assert first.outbox_depth() == 0
+            sent = await server.wait_count(lambda m: isinstance(m, Event) and m.event == "fault.raised", 45)
+        assert [m.code for m in sent] == [f"E{i}" for i in range(45)]
+        offline = settings.model_copy(update={"broker": settings.broker.model_copy(update={"port": 1})})
+        async with AgentRuntime(offline, plugins=[]) as second:
+            second.emit_event("fault.raised", code="LATE")
+            queued = [m for m in _messages(second) if isinstance(m, Event)]
+        async with AgentRuntime(settings, plugins=[]) as third:
+            await third.wait_connected()
+            await third.drained()
+            late = await server.wait_for(lambda m: isinstance(m, Event) and m.code == "LATE")
+    resent = [m for m in server.messages(Event) if m.code in {f"E{i}" for i in range(45)}]
+    assert len(resent) == 45  # none of the acknowledged ones came again
+    assert late.seq in {m.seq for m in queued}
+    assert min(m.seq for m in queued) > max(m.seq for m in sent)

@@ -133,7 +133,7 @@ def test_journal_mode_is_the_setting(tmp_path: Path, journal: Literal["wal", "ro
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
     finally:
         db.close()
-    assert mode == {"wal": "wal", "rollback": "truncate"}[journal]
+    assert mode == {"wal": "wal", "rollback": "persist"}[journal]
 
 
 async def test_runtime_starts_on_a_migrated_data_dir(tmp_path: Path, server_key_file: Path) -> None:

@@ -7,6 +7,8 @@ import json
 import signal
 import ssl
 import sys
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from certs import PkiDir
 from server.embedded_broker import EmbeddedBroker
 from simulators.cli import parse_broker
 from simulators.fleet import SimulatedFleet, device_ids
+from tests.agent.support import closed_port
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +104,7 @@ async def test_fleet_runs_real_agents_whose_faults_reach_the_server(
                         break
             assert seen_inventory <= set(fleet.device_ids)
             progress = fleet.progress()
-            assert progress.connected == 3
+            assert progress.connected == progress.started == 3
             assert progress.sent > 0
             assert progress.failed == 0
         assert all(agent.link_state is not LinkState.CONNECTED for agent in fleet.agents.values())
@@ -115,6 +118,76 @@ async def test_fleet_runs_real_agents_whose_faults_reach_the_server(
         async with asyncio.timeout(TIMEOUT):
             await again.wait_connected()
     assert cert.stat().st_mtime_ns == before
+
+
+def _agent_tasks() -> int:
+    return sum(1 for t in asyncio.all_tasks() if t.get_name().startswith("fleet.agent["))
+
+
+async def test_fleet_start_schedule_is_not_stretched_by_a_busy_loop(pki: PkiDir, tmp_path: Path) -> None:
+    """Agent i is due at i x start_interval: after the loop was blocked past every due time, the
+    remaining agents start at once (one sleep per agent would start one per interval from then)."""
+    fleet = SimulatedFleet(
+        pki,
+        "127.0.0.1",
+        closed_port(),
+        5,
+        prefix=f"st-{uuid.uuid4().hex[:6]}",
+        data_root=tmp_path,
+        start_interval=0.4,
+    )
+    async with asyncio.timeout(TIMEOUT), fleet:
+        while _agent_tasks() < 1:  # the schedule has begun
+            await asyncio.sleep(0)
+        time.sleep(2.0)  # a busy event loop: every start is due meanwhile (0, 0.4 ... 1.6 s)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert _agent_tasks() == 5
+        while fleet.progress().started < 5:  # each opens its database, then counts as started
+            await asyncio.sleep(0.05)
+
+
+async def test_fleet_admits_at_most_max_connecting_agents_still_connecting(
+    pki: PkiDir, tmp_path: Path
+) -> None:
+    """No broker here: nobody connects, so only the first ``max_connecting`` agents start."""
+    fleet = SimulatedFleet(
+        pki,
+        "127.0.0.1",
+        closed_port(),
+        5,
+        prefix=f"mc-{uuid.uuid4().hex[:6]}",
+        data_root=tmp_path,
+        start_interval=0.0,
+        max_connecting=2,
+    )
+    async with asyncio.timeout(TIMEOUT), fleet:
+        while fleet.progress().started < 2:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert (_agent_tasks(), fleet.progress().started, fleet.progress().connected) == (2, 2, 0)
+    with pytest.raises(ValueError, match="max_connecting"):
+        SimulatedFleet(pki, "127.0.0.1", 8883, 1, data_root=tmp_path, max_connecting=0)
+
+
+async def test_fleet_gives_the_loop_enough_threads_for_its_connection_attempts(
+    pki: PkiDir, tmp_path: Path
+) -> None:
+    """Each connection attempt blocks an executor thread during its handshakes: 12 blocking calls
+    meet at a barrier only if the default executor has at least 12 threads (2 cores + 4 otherwise)."""
+    barrier = threading.Barrier(12)
+    fleet = SimulatedFleet(pki, "127.0.0.1", closed_port(), 1, data_root=tmp_path, connect_threads=12)
+    async with asyncio.timeout(TIMEOUT), fleet:
+        waits = [asyncio.to_thread(barrier.wait, 5.0) for _ in range(12)]
+        assert sorted(await asyncio.gather(*waits)) == list(range(12))
+
+
+def test_fleet_agents_poll_consent_hourly_unless_told_otherwise(pki: PkiDir, tmp_path: Path) -> None:
+    """Simulated operators decide in-process; the CLI poll is an explicit option."""
+    default = SimulatedFleet(pki, "127.0.0.1", 8883, 1, data_root=tmp_path)
+    assert default.settings_for(default.device_ids[0], 0).consent_poll_interval == 3600.0
+    polling = SimulatedFleet(pki, "127.0.0.1", 8883, 1, data_root=tmp_path, consent_poll_interval=0.5)
+    assert polling.settings_for(polling.device_ids[0], 0).consent_poll_interval == 0.5
 
 
 async def test_sim_run_stops_cleanly_on_ctrl_c(
