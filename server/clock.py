@@ -10,6 +10,10 @@ activation, a command's ``issued_at``/``expires_at``, a message's ``received_at`
 so the server, the simulated agents and the behaviours — in one process or several — agree on one
 simulated time line without talking to each other. Only timestamps move; sweep intervals and
 asyncio timeouts stay in real seconds.
+
+A run in the same process can also hand over any :class:`TimeSource` (``configure(clock)``): a
+stepped simulation (``simulators/clock.py``, ``SteppedClock``) whose time moves only when the
+runner advances it, so the server's timestamps are those of the step being simulated.
 """
 
 from __future__ import annotations
@@ -17,12 +21,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from server.settings import SimulationSettings
 
-__all__ = ["AnchoredTime", "configure", "current", "from_settings", "now"]
+__all__ = ["AnchoredTime", "TimeSource", "configure", "current", "from_settings", "now"]
+
+
+class TimeSource(Protocol):
+    """Anything that tells the simulated time (timezone-aware UTC)."""
+
+    def now(self) -> datetime: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +53,7 @@ class AnchoredTime:
         return self.epoch + timedelta(seconds=(time.time() - self.real_anchor) * self.speed)
 
 
-_current: AnchoredTime | None = None
+_current: TimeSource | None = None
 
 
 def now() -> datetime:
@@ -51,13 +61,13 @@ def now() -> datetime:
     return datetime.now(UTC) if _current is None else _current.now()
 
 
-def current() -> AnchoredTime | None:
+def current() -> TimeSource | None:
     return _current
 
 
-def configure(simulated: AnchoredTime | None) -> None:
-    """Use ``simulated`` time from now on (``None``: the wall clock). Process-wide: a server
-    process serves one time line."""
+def configure(simulated: TimeSource | None) -> None:
+    """Use ``simulated`` time from now on (``None``: the wall clock): an :class:`AnchoredTime`
+    or, in the same process, a stepped clock. Process-wide: a server process serves one time line."""
     global _current  # noqa: PLW0603 - one time line per server process, set at start-up
     _current = simulated
 

@@ -3,6 +3,7 @@
 fleetcare sim run --devices 200 --pki ./pki --broker localhost:8883 --interval 10
 fleetcare sim run --scenario hospital-imaging --days 30 --speed 5000      # broker, server, people
 fleetcare sim compare --scenario hospital-imaging --days 30               # remote on vs off
+fleetcare sim compare --scenario tiny-hospital --clock stepped --seed 3   # reproducible
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def run(
         ),
     ] = None,
     days: Annotated[float | None, typer.Option("--days", min=0.001, help="Scenario: simulated days.")] = None,
+    clock: Annotated[str | None, _CLOCK] = None,
+    tick: Annotated[float | None, _TICK] = None,
     workdir: Annotated[
         Path, typer.Option("--workdir", help="Scenario: PKI, database and agent data live here.")
     ] = Path("var/sim-run"),
@@ -153,7 +156,14 @@ def run(
     )
     if scenario is not None:
         _quiet(verbose)
-        loaded = _load(scenario, days=days, speed=speed if speed != 1.0 else None, seed=seed)
+        loaded = _load(
+            scenario,
+            days=days,
+            speed=speed if speed != 1.0 else None,
+            seed=seed,
+            clock=_clock(clock),
+            tick_seconds=tick,
+        )
         _scenario_main(_run_scenario(loaded, workdir))
         return
     pki = PkiDir(pki_dir)
@@ -190,12 +200,35 @@ def _quiet(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-def _load(name: str, **overrides: float | int | None) -> Scenario:
+_CLOCK = typer.Option(
+    "--clock",
+    help="Scenario: 'stepped' (reproducible: the same seed gives the same run, as fast as it computes) "
+    "or 'anchored' (simulated time = wall clock x speed). Default: the scenario's.",
+)
+_TICK = typer.Option(
+    "--tick", min=0.001, help="Scenario: equipment step in simulated seconds (default: the scenario's)."
+)
+
+
+def _clock(value: str | None) -> str | None:
+    if value is not None and value not in ("stepped", "anchored"):
+        typer.echo(f"error: --clock must be 'stepped' or 'anchored', not {value!r}", err=True)
+        raise typer.Exit(2)
+    return value
+
+
+def _load(name: str, **overrides: float | int | str | None) -> Scenario:
     try:
         return load_scenario(name).with_overrides(**overrides)
     except ScenarioError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _progress_every(scenario: Scenario) -> float:
+    """Real seconds between progress lines. A line reads every resolved incident through the
+    API; in a stepped run that time is not spent simulating, so look less often."""
+    return 5.0 if scenario.clock == "stepped" else 1.0
 
 
 def _show(prefix: str) -> Callable[[Progress], None]:
@@ -211,10 +244,11 @@ def _show(prefix: str) -> Callable[[Progress], None]:
 async def _run_scenario(scenario: Scenario, workdir: Path) -> None:
     from simulators.run import run_scenario  # noqa: PLC0415 - simulators.run imports server.demo, which imports this module
 
-    typer.echo(
-        f"running {scenario.name}: {scenario.days:g} simulated days at {scenario.speed:g}x …", err=True
+    pace = "stepped clock" if scenario.clock == "stepped" else f"{scenario.speed:g}x"
+    typer.echo(f"running {scenario.name}: {scenario.days:g} simulated days, {pace} …", err=True)
+    result = await run_scenario(
+        scenario, workdir, on_progress=_show(""), progress_every=_progress_every(scenario)
     )
-    result = await run_scenario(scenario, workdir, on_progress=_show(""))
     typer.echo("", err=True)
     typer.echo(result.summary())
 
@@ -223,7 +257,12 @@ async def _compare(scenario: Scenario, workdir: Path) -> None:
     from simulators.compare import compare_scenario  # noqa: PLC0415 - simulators.run imports server.demo, which imports this module
 
     shows = {"remote": _show("remote    "), "baseline": _show("baseline  ")}
-    comparison = await compare_scenario(scenario, workdir, on_progress=lambda label, p: shows[label](p))
+    comparison = await compare_scenario(
+        scenario,
+        workdir,
+        on_progress=lambda label, p: shows[label](p),
+        progress_every=_progress_every(scenario),
+    )
     typer.echo("", err=True)
     typer.echo(comparison.table())
 
@@ -249,6 +288,8 @@ def compare(
     days: Annotated[float | None, typer.Option("--days", min=0.001, help="Simulated days.")] = None,
     speed: Annotated[float | None, typer.Option("--speed", min=0.001, help="Clock speed.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed (both runs).")] = None,
+    clock: Annotated[str | None, _CLOCK] = None,
+    tick: Annotated[float | None, _TICK] = None,
     workdir: Annotated[Path, typer.Option("--workdir", help="Where both runs keep their data.")] = Path(
         "var/sim-compare"
     ),
@@ -260,7 +301,8 @@ def compare(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     _quiet(verbose)
-    _scenario_main(_compare(_load(scenario, days=days, speed=speed, seed=seed), workdir))
+    loaded = _load(scenario, days=days, speed=speed, seed=seed, clock=_clock(clock), tick_seconds=tick)
+    _scenario_main(_compare(loaded, workdir))
 
 
 # -- fleetcare sim replay (simulators/replay.py) -----------------------------------------------

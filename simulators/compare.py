@@ -4,7 +4,16 @@ Fault arrivals draw from their own seeded stream, so both runs see the same faul
 people do differs. The baseline (remote maintenance off) is the policy of dispatching a field
 engineer for every incident that does not clear by itself. The table is the before/after a
 service organisation reports; every figure comes from the server's ``/api/v1/kpis`` of each run
-(dispatch cost: ``resolved_field`` x the customer's ``cost_per_dispatch``).
+(dispatch cost: ``resolved_field`` x the customer's ``cost_per_dispatch``), except the two rows
+read from each run's incident list: the restore time per fault episode and the reopens.
+
+Why both restore rows: the server's MTRS is, per resolved incident, ``t_restored - t_fault``, and
+a fault that comes back within ``incidents.reopen_window_days`` (30) *reopens* its incident —
+``t_fault`` of the first episode, ``t_restored`` of the last. With fast remote and customer fixes,
+recurring faults reopen resolved incidents again and again, so MTRS spans the working days
+between episodes and can come out *higher* with remote maintenance although every single outage
+is shorter; "restore time per episode" (mean of ``end - start`` over the fault episodes that
+ended in the period) is the outage length itself (docs/simulators.md, "Reading the compare table").
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from pathlib import Path
 from simulators.run import Progress, RunResult, run_scenario
 from simulators.scenario import Scenario
 
-__all__ = ["Comparison", "Row", "compare_scenario"]
+__all__ = ["Comparison", "Row", "compare_scenario", "episode_restore_hours", "reopens"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +63,25 @@ def _fmt(value: float | None, fmt: str, *, sign: bool = False) -> str:
     return f"{value:{plus},.0f}"
 
 
+def episode_restore_hours(result: RunResult) -> float | None:
+    """Mean hours from a fault episode's start to its end, over the fault episodes (of every
+    incident, reopened ones included) that ended within the run's period."""
+    start, end = result.start.timestamp(), result.end.timestamp()
+    durations = [
+        float(e["end_s"]) - float(e["start_s"])
+        for incident in result.incidents
+        if incident.get("kind", "fault") == "fault"
+        for e in incident.get("episodes") or []
+        if e.get("end_s") is not None and start <= float(e["end_s"]) < end
+    ]
+    return sum(durations) / len(durations) / 3600 if durations else None
+
+
+def reopens(result: RunResult) -> float:
+    """How many times a fault came back and reopened (or re-joined) an earlier incident."""
+    return float(sum(int(i.get("reopened") or 0) for i in result.incidents))
+
+
 def _kpi(result: RunResult, name: str, scale: float = 1.0) -> float | None:
     value = result.kpis.get(name)
     return None if value is None else float(value) * scale
@@ -70,6 +98,8 @@ class Comparison:
             Row("downtime", _kpi(r, "downtime_s", 1 / 3600), _kpi(b, "downtime_s", 1 / 3600), "hours"),
             Row("availability", _kpi(r, "availability"), _kpi(b, "availability"), "pct"),
             Row("MTRS (mean)", _kpi(r, "mtrs_mean_s", 1 / 3600), _kpi(b, "mtrs_mean_s", 1 / 3600), "hours"),
+            Row("restore time per episode", episode_restore_hours(r), episode_restore_hours(b), "hours"),
+            Row("reopens", reopens(r), reopens(b), "count"),
             Row(
                 "self-resolution rate",
                 _kpi(r, "self_resolution_rate"),
@@ -95,8 +125,12 @@ class Comparison:
         title = (
             f"scenario {self.remote.scenario.name}, seed {self.remote.scenario.seed}, {days:g} simulated days"
         )
+        note = (
+            "MTRS counts a reopened incident from its first fault to its last restore; "
+            "restore time per episode is the mean outage (docs/simulators.md)."
+        )
         return "\n".join(
-            [title, line(header), line(tuple("-" * w for w in widths)), *(line(c) for c in body)]
+            [title, line(header), line(tuple("-" * w for w in widths)), *(line(c) for c in body), note]
         )
 
 

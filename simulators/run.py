@@ -9,6 +9,22 @@ whose equipment *and* command checks use the same :class:`~simulators.clock.Anch
 the behaviours (``simulators/behaviours``) driving the real API as real users. After
 ``scenario.days`` of simulated time the KPIs of the run's period are read from
 ``/api/v1/kpis``, then everything stops (fleet, server, broker).
+
+Two clocks (``clock`` in the scenario):
+
+- ``anchored``: simulated time is the wall clock x ``speed``; everything runs freely in real
+  time, so real-time jitter (a slow commit, a busy core) becomes simulated minutes and two runs
+  drift apart after the first time a person acts.
+- ``stepped`` (reproducible): a :class:`~simulators.clock.SteppedClock` that the runner moves
+  from one wake-up time to the next (at least every ``tick`` of the equipment). At each instant
+  it (1) wakes the equipment and agents due, (2) waits until every message they queued is on the
+  server — each agent's newest seq stored in ``messages``, an observable barrier, not a sleep —
+  (3) runs the server's sweeps (incidents, sessions, commands) at that instant when they can
+  have anything to do, in place of the server's real-time sweepers, which it stops (the end of a
+  debounce window is an instant of its own), (4) hands the open incidents to the behaviours
+  and wakes the people due, one task at a time in a fixed order, each until it sleeps on the
+  clock again or ends, then (2)-(3) again. The server's "now" is the same clock
+  (``server/clock.py``). Same scenario + seed ⇒ the same event history and incidents.
 """
 
 from __future__ import annotations
@@ -16,29 +32,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
+from sqlalchemy import and_, func, or_, select
 
 from agent.plugin import EquipmentPlugin
+from certs import PkiDir
 from server import clock as server_clock
 from server.app import create_app
-from server.db.models import Role
+from server.db.models import Message, Role, StateTracker
 from server.demo import _admin_token, _ensure_pki, _serve
 from server.embedded_broker import EmbeddedBroker
+from server.incidents import IncidentTracker
 from server.services import users
-from server.settings import load_settings
+from server.sessions.service import SessionService
+from server.settings import ServerSettings, load_settings
 from simulators.behaviours import Person, World, fault_models
 from simulators.behaviours.customer import Customers
 from simulators.behaviours.technician import ServiceDesk
 from simulators.chiller import ChillerPlugin
-from simulators.clock import AnchoredClock
+from simulators.clock import EQUIPMENT, PEOPLE, AnchoredClock, SteppedClock, StepTimeout
 from simulators.fleet import Member, SimulatedFleet, device_ids
 from simulators.imaging import ImagingPlugin
 from simulators.printer import PrinterPlugin
@@ -49,6 +71,10 @@ __all__ = ["Progress", "RunError", "RunResult", "build_members", "run_scenario"]
 logger = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT = 60.0
+_BARRIER_TIMEOUT = 60.0  # real seconds for a step's messages to reach the server
+_SWITCH_INTERVAL = 0.0005  # s: sys.setswitchinterval during a stepped run
+_HOUSEKEEPING_S = 3600.0  # simulated s between session/command sweeps (their windows are hours long)
+_SERVER_SWEEPERS = ("server.incidents.sweeper", "server.sessions.sweeper", "server.commands.sweeper")
 _KINDS: dict[str, type[Any]] = {"printer": PrinterPlugin, "imaging": ImagingPlugin, "chiller": ChillerPlugin}
 
 
@@ -119,12 +145,7 @@ class RunResult:
         )
 
 
-def _tick_seconds(speed: float) -> float:
-    """Equipment step: about 50 steps per real second per device, never below 5 simulated s."""
-    return max(5.0, speed / 50.0)
-
-
-def build_members(scenario: Scenario, clock: AnchoredClock) -> list[Member]:
+def build_members(scenario: Scenario, clock: AnchoredClock | SteppedClock) -> list[Member]:
     """The fleet's devices, each with its plugin seeded from the scenario's seed and its index
     (same scenario + seed → same equipment lives)."""
     every = {"PAPER_JAM"} | {m.code for k in (ImagingPlugin, ChillerPlugin) for m in k.FAULTS}
@@ -141,7 +162,7 @@ def build_members(scenario: Scenario, clock: AnchoredClock) -> list[Member]:
         for device_id in device_ids(prefix, group.count):
             options = dict(group.options)
             options.setdefault("seed", scenario.seed * 100_003 + index)
-            options.setdefault("tick_seconds", _tick_seconds(scenario.speed))
+            options.setdefault("tick_seconds", scenario.tick)
             if group.kind == "printer":
                 base = float(options.get("jam_rate_per_hour", 0.1))
                 rate = scenario.faults.multiplier * scenario.faults.codes.get("PAPER_JAM", 1.0)
@@ -306,6 +327,60 @@ def _fresh(workdir: Path) -> Path:
     return workdir
 
 
+def _server_settings(
+    scenario: Scenario,
+    clock: AnchoredClock | SteppedClock,
+    mqtt: EmbeddedBroker,
+    *,
+    pki: PkiDir,
+    workdir: Path,
+    overrides: dict[str, Any],
+) -> ServerSettings:
+    """The in-process server's settings for a run: SQLite in ``workdir``, the embedded broker,
+    and timing for the clock (anchored: the ``[simulation]`` section and sweeps every 0.2 real
+    seconds; stepped: no ``[simulation]`` — the clock object is handed over — and the sweepers
+    idle, the runner sweeps)."""
+    if isinstance(clock, SteppedClock):
+        timing: dict[str, Any] = {
+            "simulation": {"enabled": False},
+            "incidents": {"sweep_interval": 3600.0},
+            "sessions": {"sweep_interval": 60.0, "max_time_limit": 7 * 86400.0, "consent_wait": 7 * 86400.0},
+            "command_sweep_interval": 60.0,
+            "ingest": {"batch_linger": 0.0005, "batch_interval": 0.005},  # each instant waits for its batch
+        }
+    else:
+        timing = {
+            "simulation": {
+                "enabled": True,
+                "epoch": clock.epoch,
+                "real_anchor": clock.real_anchor,
+                "speed": clock.speed,
+            },
+            # sweeps run in real seconds: often enough that a simulated minute is not missed
+            "incidents": {"sweep_interval": 0.2, "clock_skew_tolerance": min(3600.0, 2.0 * scenario.speed)},
+            "sessions": {"sweep_interval": 0.2, "max_time_limit": 7 * 86400.0, "consent_wait": 7 * 86400.0},
+            "command_sweep_interval": 0.2,
+        }
+    incidents = {**timing.pop("incidents"), **overrides.pop("incidents", {})}
+    return load_settings(
+        None,
+        database_url=f"sqlite+aiosqlite:///{workdir / 'sim.db'}",
+        signing_key_file=pki.signing_key,
+        mqtt={
+            "host": mqtt.host,
+            "port": mqtt.port,
+            "ca_file": pki.ca_cert,
+            "cert_file": pki.server_client_cert,
+            "key_file": pki.server_client_key,
+            "client_id": "fleetcare-sim-server",
+            "shared_group": "fleetcare" if mqtt.supports_shared_subscriptions else None,
+        },
+        incidents=incidents,
+        maintenance={"rule_interval": 0},
+        **{**timing, **overrides},
+    )
+
+
 async def run_scenario(
     scenario: Scenario,
     workdir: Path,
@@ -322,47 +397,29 @@ async def run_scenario(
     workdir = await asyncio.to_thread(_fresh, workdir)
     pki = await asyncio.to_thread(_ensure_pki, workdir / "pki")
     epoch = scenario.start_at()
-    clock = AnchoredClock(1.0, epoch)  # real speed while setting up; accelerated from the run's start
+    stepped = scenario.clock == "stepped"
+    # anchored: real speed while setting up, accelerated from the run's start; stepped: frozen
+    # until the runner moves it, so setting up costs no simulated time
+    clock: AnchoredClock | SteppedClock = SteppedClock(epoch) if stepped else AnchoredClock(1.0, epoch)
     members = build_members(scenario, clock)
     async with EmbeddedBroker(pki, workdir / "broker", prefer=broker, port=0) as mqtt:  # type: ignore[arg-type]
-        settings = load_settings(
-            None,
-            database_url=f"sqlite+aiosqlite:///{workdir / 'sim.db'}",
-            signing_key_file=pki.signing_key,
-            mqtt={
-                "host": mqtt.host,
-                "port": mqtt.port,
-                "ca_file": pki.ca_cert,
-                "cert_file": pki.server_client_cert,
-                "key_file": pki.server_client_key,
-                "client_id": "fleetcare-sim-server",
-                "shared_group": "fleetcare" if mqtt.supports_shared_subscriptions else None,
-            },
-            simulation={
-                "enabled": True,
-                "epoch": epoch,
-                "real_anchor": clock.real_anchor,
-                "speed": clock.speed,
-            },
-            # sweeps run in real seconds: often enough that a simulated minute is not missed
-            incidents={
-                "sweep_interval": 0.2,
-                "clock_skew_tolerance": min(3600.0, 2.0 * scenario.speed),
-                **(server_overrides or {}).get("incidents", {}),
-            },
-            sessions={"sweep_interval": 0.2, "max_time_limit": 7 * 86400.0, "consent_wait": 7 * 86400.0},
-            command_sweep_interval=0.2,
-            maintenance={"rule_interval": 0},
-            **{k: v for k, v in (server_overrides or {}).items() if k != "incidents"},
+        settings = _server_settings(
+            scenario, clock, mqtt, pki=pki, workdir=workdir, overrides=dict(server_overrides or {})
         )
         app = create_app(settings)
+        if isinstance(clock, SteppedClock):
+            server_clock.configure(clock)  # the server's "now" is the step being simulated
         try:
             async with _serve(app, "127.0.0.1", 0) as port:
                 admin_token = await _admin_token(app)
+                # stepped: people call the app in-process (no socket, no HTTP parsing), the same
+                # routes, dependencies and database; anchored: over HTTP like any client
+                transport = httpx.ASGITransport(app=app) if stepped else None
                 async with httpx.AsyncClient(
                     base_url=f"http://127.0.0.1:{port}",
                     headers={"Authorization": f"Bearer {admin_token}"},
                     timeout=60.0,
+                    transport=transport,
                 ) as client:
                     fleet = SimulatedFleet(
                         pki,
@@ -382,10 +439,11 @@ async def run_scenario(
                             app, client, scenario, fleet
                         )
                         client.headers.pop("Authorization")
-                        clock.rebase(scenario.speed)  # go: the server follows the same time line
-                        server_clock.configure(
-                            server_clock.AnchoredTime(clock.epoch, clock.real_anchor, clock.speed)
-                        )
+                        if isinstance(clock, AnchoredClock):
+                            clock.rebase(scenario.speed)  # go: the server follows the same time line
+                            server_clock.configure(
+                                server_clock.AnchoredTime(clock.epoch, clock.real_anchor, clock.speed)
+                            )
                         start = clock.now()
                         end = start + timedelta(seconds=scenario.duration_s)
 
@@ -405,31 +463,284 @@ async def run_scenario(
                             guides=guides,
                             seed=scenario.seed,
                         )
-                        async with asyncio.TaskGroup() as tg:
-                            people = [
-                                tg.create_task(
-                                    Customers(world, scenario.customer_behaviour).run(), name="customers"
-                                ),
-                                tg.create_task(ServiceDesk(world, scenario.technicians).run(), name="desk"),
-                            ]
-                            while clock.now() < end:
-                                if on_progress is not None:
-                                    on_progress(await _progress(world, fleet, start, scenario.days))
-                                await asyncio.sleep(
-                                    min(
-                                        progress_every,
-                                        max(0.01, (end - clock.now()).total_seconds() / scenario.speed),
-                                    )
-                                )
-                            for task in people:
-                                task.cancel()
-                        if on_progress is not None:
-                            on_progress(await _progress(world, fleet, start, scenario.days))
-                        await asyncio.sleep(0.5)  # the last messages reach the server
+                        customers = Customers(world, scenario.customer_behaviour)
+                        service_desk = ServiceDesk(world, scenario.technicians)
+                        report = _Reporter(
+                            world,
+                            fleet,
+                            start=start,
+                            days=scenario.days,
+                            on_progress=on_progress,
+                            every=progress_every,
+                        )
+                        if isinstance(clock, SteppedClock):
+                            stepper = _Stepper(
+                                clock,
+                                app,
+                                settings,
+                                fleet=fleet,
+                                world=world,
+                                customers=customers,
+                                service_desk=service_desk,
+                            )
+                            await stepper.run(end, report)
+                        else:
+                            await _run_anchored(
+                                clock,
+                                end,
+                                speed=scenario.speed,
+                                customers=customers,
+                                service_desk=service_desk,
+                                report=report,
+                            )
+                        await report(force=True)
                         result = await _collect(world, scenario, start, end, list(fleet.device_ids))
         finally:
             server_clock.configure(None)
     return result
+
+
+class _Reporter:
+    """Progress lines at most every ``every`` real seconds (reading the API costs no simulated time)."""
+
+    def __init__(
+        self,
+        world: World,
+        fleet: SimulatedFleet,
+        *,
+        start: datetime,
+        days: float,
+        on_progress: Callable[[Progress], None] | None,
+        every: float,
+    ) -> None:
+        self.world, self.fleet, self.start, self.days = world, fleet, start, days
+        self.on_progress, self.every = on_progress, every
+        self._last = float("-inf")
+
+    async def __call__(self, *, force: bool = False) -> None:
+        if self.on_progress is None or (not force and time.monotonic() - self._last < self.every):
+            return
+        self._last = time.monotonic()
+        self.on_progress(await _progress(self.world, self.fleet, self.start, self.days))
+
+
+async def _run_anchored(
+    clock: AnchoredClock,
+    end: datetime,
+    *,
+    speed: float,
+    customers: Customers,
+    service_desk: ServiceDesk,
+    report: _Reporter,
+) -> None:
+    """People poll and act in real time until the simulated end."""
+    async with asyncio.TaskGroup() as tg:
+        people = [
+            tg.create_task(customers.run(), name="customers"),
+            tg.create_task(service_desk.run(), name="desk"),
+        ]
+        while clock.now() < end:
+            await report()
+            await asyncio.sleep(min(report.every, max(0.01, (end - clock.now()).total_seconds() / speed)))
+        for task in people:
+            task.cancel()
+    await asyncio.sleep(0.5)  # the last messages reach the server
+
+
+def _earliest(*times: datetime | None) -> datetime | None:
+    return min((t for t in times if t is not None), default=None)
+
+
+class _Stepper:
+    """The discrete-event loop of a stepped run (see the module's docstring)."""
+
+    def __init__(
+        self,
+        clock: SteppedClock,
+        app: FastAPI,
+        settings: ServerSettings,
+        *,
+        fleet: SimulatedFleet,
+        world: World,
+        customers: Customers,
+        service_desk: ServiceDesk,
+    ) -> None:
+        self.clock, self.fleet, self.world = clock, fleet, world
+        self.customers, self.service_desk = customers, service_desk
+        self.runtime = app.state.runtime
+        self.tracker = IncidentTracker(settings.incidents)
+        self.session_service = SessionService(self.runtime.sessions, self.runtime.commands, settings.sessions)
+        self._seen = {d: agent.outbox.next_seq() for d, agent in fleet.agents.items()}
+        self._spawned: list[tuple[Coroutine[Any, Any, None], str]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # the people's tasks still running
+        self.instants = 0
+        self._tracker_due: float | None = None  # the earliest debounce/grace window (Unix s)
+        self._grid = -1
+        world.settle = self.settle
+
+    def _stop_server_sweepers(self) -> None:
+        """The runner sweeps at chosen instants instead: a real-time sweep would land on whatever
+        instant happens to be simulated when it fires."""
+        for task in asyncio.all_tasks():
+            if task.get_name() in _SERVER_SWEEPERS:
+                task.cancel()
+
+    async def barrier(self) -> bool:
+        """Until every message the agents queued so far is stored by the server: each agent's
+        outbox drained (the broker has it) and its newest seq in ``messages`` (the newest message
+        of an outbox is never superseded). True if any of them was more than telemetry (people
+        may have something new to see)."""
+        expected: dict[str, int] = {}
+        for device_id, agent in self.fleet.agents.items():
+            next_seq = agent.outbox.next_seq()
+            if next_seq != self._seen[device_id]:
+                expected[device_id] = next_seq - 1
+        if not expected:
+            return False
+        new = or_(*(and_(Message.device_id == d, Message.seq >= self._seen[d]) for d in expected))
+        notable = False
+        try:
+            async with asyncio.timeout(_BARRIER_TIMEOUT):
+                for device_id in expected:
+                    await self.fleet.agents[device_id].drained()
+                stats = self.runtime.stats
+                while True:
+                    batches = stats.batches
+                    async with self.runtime.sessions() as session:
+                        query = select(Message.device_id, Message.seq, Message.kind).where(new)
+                        rows = (await session.execute(query)).all()
+                    stored: dict[str, int] = {}
+                    for device_id, seq, kind in rows:
+                        stored[device_id] = max(seq, stored.get(device_id, -1))
+                        notable = notable or kind != "telemetry"
+                    if all(stored.get(d, -1) >= seq for d, seq in expected.items()):
+                        break
+                    # nothing new stored yet: no need to ask the database again (the ingest
+                    # counters have no event to wait on; this polls a number in memory)
+                    while stats.batches == batches:  # noqa: ASYNC110
+                        await asyncio.sleep(0.0005)
+        except TimeoutError:
+            late = sorted(d for d in expected if self.fleet.agents[d].outbox_depth() > 0)
+            raise RunError(
+                f"at simulated {self.clock.now().isoformat()}: the messages of {len(expected)} device(s) "
+                f"did not reach the server within {_BARRIER_TIMEOUT:g} s (still queued on: "
+                f"{', '.join(late[:5]) or 'none; the server did not store them'}); a device that "
+                "reconnected during a stepped run, or a stopped ingest, makes the run unreproducible"
+            ) from None
+        for device_id, seq in expected.items():
+            self._seen[device_id] = seq + 1
+        return notable
+
+    async def sweep(self, *, force: bool = False, notable: bool = False) -> bool:
+        """The server's sweeps at this instant, when they can have anything to do. Ingest already
+        derives the incidents of what arrives (and their evidence); the incident sweep is for
+        what falls due without a message — debounce and grace windows (:meth:`next_window`),
+        commands finishing (``force``: a person waits for the evidence) — and runs hourly
+        anyway, as do the session and command sweeps (their time limits are hours long).
+        ``notable``: state-bearing messages arrived, so a window may have opened. True if the
+        incident sweep advanced a device."""
+        now = self.clock.now()
+        at = now.timestamp()
+        grid = int(at // _HOUSEKEEPING_S)
+        hourly = grid != self._grid
+        if notable and not force:
+            await self._read_windows()
+        advanced = 0
+        if force or hourly or (self._tracker_due is not None and self._tracker_due <= at):
+            advanced = await self.tracker.sweep(self.runtime.sessions, now)
+            await self._read_windows()
+        if hourly:
+            self._grid = grid
+            await self.session_service.sweep(now)
+            await self.runtime.commands.sweep(now)
+        return bool(advanced)
+
+    async def _read_windows(self) -> None:
+        """The earliest debounce/grace window of any device (now, if one is marked for a rebuild)."""
+        async with self.runtime.sessions() as session:
+            due, dirty = (
+                await session.execute(select(func.min(StateTracker.due_s), func.max(StateTracker.dirty)))
+            ).one()
+        self._tracker_due = self.clock.now().timestamp() if dirty else due
+
+    def next_window(self) -> datetime | None:
+        """When the next debounce/grace window ends, if after now: an instant of its own, so an
+        incident opens exactly when its fault has lasted the debounce."""
+        if self._tracker_due is None or self._tracker_due <= self.clock.now().timestamp():
+            return None
+        return datetime.fromtimestamp(self._tracker_due, UTC)
+
+    async def settle(self) -> None:
+        """For a behaviour mid-step: the devices' messages so far are stored and the incidents
+        swept (the evidence of a command decides a channel in the sweep)."""
+        await self.barrier()
+        await self.sweep(force=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._spawned.append((coro, name))
+
+    async def _people(self, tg: asyncio.TaskGroup, dirty: bool) -> None:
+        """Hand the open incidents to the behaviours (when something may have changed: new
+        messages, a sweep, a claim) and wake the people due, one task at a time, until nobody is
+        left to act at this instant."""
+        while True:
+            if dirty:
+                incidents = await self.world.open_incidents()
+                self.customers.take(incidents, self._spawn)
+                self.service_desk.take(incidents, self._spawn)
+                while self._spawned:
+                    coro, name = self._spawned.pop(0)
+                    task = tg.create_task(coro, name=name)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    await self.clock.settle([task])
+            claims = self.world.claims.version
+            if not await self.clock.wake_due(PEOPLE):
+                return
+            new = await self.barrier()
+            swept = await self.sweep(notable=new)
+            dirty = new or swept or self.world.claims.version != claims
+
+    async def run(self, end: datetime, report: _Reporter) -> None:
+        """From now to ``end``, instant by instant; then the people's pending tasks are cancelled."""
+        self._stop_server_sweepers()
+        # Every instant waits on the database thread (aiosqlite) a few times; with the default
+        # 5 ms GIL switch interval each wait can cost that much while this thread is busy.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(_SWITCH_INTERVAL)
+        try:
+            await self._run(end, report)
+        finally:
+            sys.setswitchinterval(switch)
+
+    async def _run(self, end: datetime, report: _Reporter) -> None:
+        await self.barrier()  # what the devices sent while people were set up
+        await self.sweep(force=True)
+        failure: RunError | None = None  # raised as itself, not inside the task group's ExceptionGroup
+        async with asyncio.TaskGroup() as tg:
+            try:
+                while (due := _earliest(self.clock.next_due(), self.next_window())) is not None and due < end:
+                    self.clock.advance_to(due)
+                    self.instants += 1
+                    # equipment steps run without waiting on anything: woken all at once, in order
+                    await self.clock.wake_due(EQUIPMENT, one_at_a_time=False)
+                    new = await self.barrier()
+                    swept = await self.sweep(notable=new)
+                    await self._people(tg, dirty=new or swept)
+                    await report()
+                self.clock.advance_to(end)
+                await self.barrier()
+                await self.sweep(force=True)
+            except StepTimeout as exc:
+                failure = RunError(f"stepped run stuck: {exc}")
+                failure.__cause__ = exc
+            except RunError as exc:
+                failure = exc
+            finally:
+                for task in list(self._tasks):
+                    task.cancel()
+        if failure is not None:
+            raise failure
 
 
 async def _collect(

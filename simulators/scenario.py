@@ -6,7 +6,10 @@
 A scenario gives the fleet (kind, count, customer, site), the customers and their sites
 (criticality, attended, contract hours, cost per dispatch), fault-rate multipliers (global and per
 code), the behaviours' parameters (customers and technicians), how long to simulate and how fast,
-the seed and whether remote maintenance is used. Every error names the field
+the seed, whether remote maintenance is used and the clock: ``anchored`` (simulated time tied to
+the wall clock at ``speed``) or ``stepped`` (simulated time moves in steps of ``tick_seconds``
+only when everything of the step is done: a whole run is reproducible, see
+``simulators/run.py``). Every error names the field
 (``fleet[0].kind: …``). Shipped scenarios live in ``simulators/scenarios/``.
 """
 
@@ -103,8 +106,9 @@ class CustomerBehaviour(_Model):
 class TechnicianBehaviour(_Model):
     """The service desk: ``count`` technicians; each picks up the most urgent open incident
     after ``pickup_minutes[priority]``, tries the fault's remote fixes (at most
-    ``max_remote_attempts``) in a session, dispatches a field engineer otherwise, who arrives
-    after ``travel_minutes`` and repairs in ``repair_minutes`` (default: the fault model's)."""
+    ``max_remote_attempts``, ``remote_minutes`` each) in a session, dispatches a field
+    engineer otherwise, who arrives after ``travel_minutes`` and repairs in ``repair_minutes``
+    (default: the fault model's)."""
 
     count: int = Field(default=2, ge=1, le=1000)
     pickup_minutes: dict[Annotated[str, Field(pattern=r"^[1-4]$")], Minutes] = Field(
@@ -113,6 +117,8 @@ class TechnicianBehaviour(_Model):
     travel_minutes: Minutes = 180.0
     repair_minutes: Minutes | None = None
     max_remote_attempts: int = Field(default=2, ge=0, le=20)
+    # simulated minutes a technician works on one remote fix (holding the technician)
+    remote_minutes: Minutes = 10.0
     # simulated minutes: a person's few real seconds of API calls are hours at high speed
     session_minutes: float = Field(default=24 * 60.0, gt=0, le=7 * 24 * 60)
     command_ttl_minutes: float = Field(default=12 * 60.0, gt=0, le=24 * 60)
@@ -128,6 +134,9 @@ class Scenario(_Model):
     days: float = Field(default=30.0, gt=0, le=3660)
     speed: float = Field(default=5000.0, gt=0, le=1e6)
     seed: int = 1
+    # anchored: simulated time = wall clock x speed; stepped: reproducible, as fast as it computes
+    clock: Literal["anchored", "stepped"] = "anchored"
+    tick_seconds: float | None = Field(default=None, gt=0, le=3600)  # equipment step (simulated s)
     start: AwareDatetime | None = None  # simulated start; default: midnight UTC of the run's day
     remote_maintenance: bool = True
     telemetry_minutes: float = Field(default=15.0, gt=0, le=24 * 60)  # simulated
@@ -157,6 +166,14 @@ class Scenario(_Model):
         if len(set(prefixes)) != len(prefixes):
             raise ValueError("fleet: two groups share a device prefix; give each a distinct `prefix`")
         return self
+
+    @property
+    def tick(self) -> float:
+        """The equipment step in simulated seconds: ``tick_seconds``, else 300 s for a stepped
+        run, else about 50 steps per real second at ``speed`` (never below 5 s)."""
+        if self.tick_seconds is not None:
+            return self.tick_seconds
+        return 300.0 if self.clock == "stepped" else max(5.0, self.speed / 50.0)
 
     @property
     def duration_s(self) -> float:

@@ -10,6 +10,14 @@ the devices' equipment plugins (what a person at the machine touches: ``attempt_
 ``field_service``) and the claims that keep a customer and a technician from working the same
 incident at once. Until the knowledge base exists (issue 6), the runbook is the equipment's
 fault model (``plugin.fault_models()``): its remote fixes and guides.
+
+Two ways to run them. With an :class:`~simulators.clock.AnchoredClock` each behaviour's
+``run()`` polls the incident list in real time and works incidents in tasks of its own. With a
+:class:`~simulators.clock.SteppedClock` (a reproducible run) the runner calls ``take()`` with the
+open incidents once per step instead, names every task after its incident (device and fault
+time, not the server's ids, which follow the arrival order of messages) and wakes the tasks one
+at a time; a task then waits only on the clock (``sleep_sim``) or on work that completes in real
+time (API calls, commands, :meth:`World.settled`).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,18 +34,21 @@ import httpx
 
 from agent.plugin import EquipmentPlugin
 from protocol import EquipmentState, Severity
-from simulators.clock import AnchoredClock
+from simulators.clock import PEOPLE, AnchoredClock, SteppedClock
 from simulators.faults import FaultModel, GuidedFix, RemoteFix
 from simulators.printer import PAPER_JAM, PrinterPlugin
 
 __all__ = [
     "ApiError",
     "Claim",
+    "Claims",
     "Person",
     "World",
     "claim_key",
     "fault_models",
     "guided_fix",
+    "incident_order",
+    "incident_tag",
     "printer_jam_model",
 ]
 
@@ -128,9 +139,31 @@ def claim_key(incident: Mapping[str, Any]) -> tuple[int, int]:
     return (int(incident["id"]), int(incident["reopened"]))
 
 
+def incident_tag(incident: Mapping[str, Any]) -> str:
+    """A name for an incident episode that is the same in every run of a scenario and seed:
+    its device, fault time and reopen count (ids follow the arrival order of messages)."""
+    return f"{incident['device_id']}@{incident['t_fault'] or incident['t_detect']}#{incident['reopened']}"
+
+
+def incident_order(incident: Mapping[str, Any]) -> tuple[str, str]:
+    """Sort key of incidents found at the same time: by device and fault time, not by id."""
+    return (str(incident["device_id"]), str(incident["t_fault"] or incident["t_detect"]))
+
+
+class Claims(dict[tuple[int, int], Claim]):
+    """The claims, counting changes (``version``): a stepped run looks at the incident list
+    again only when something may have changed."""
+
+    version = 0
+
+    def __setitem__(self, key: tuple[int, int], value: Claim) -> None:
+        self.version += 1
+        super().__setitem__(key, value)
+
+
 @dataclass(slots=True)
 class World:
-    clock: AnchoredClock
+    clock: AnchoredClock | SteppedClock
     remote_maintenance: bool
     desk: Person  # an ops user who watches the incident list for everyone
     technicians: list[Person]
@@ -139,8 +172,10 @@ class World:
     approve_consent: Callable[[str, str, float], None]  # (device, session id, seconds): the local operator
     guides: dict[tuple[str, str], int]  # (fault code, guide title) → guide id on the server
     seed: int
-    poll: float = 0.1  # real seconds between looks at the incident list
-    claims: dict[tuple[int, int], Claim] = field(default_factory=dict)
+    poll: float = 0.1  # real seconds between looks at the incident list (anchored clock)
+    # stepped clock: until the devices' messages so far are on the server and it has swept
+    settle: Callable[[], Awaitable[None]] | None = None
+    claims: Claims = field(default_factory=Claims)
     actions: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
 
@@ -163,6 +198,10 @@ class World:
     async def wait_restored(self, incident_id: int, device_id: str, limit: float = 5.0) -> None:
         """Until the server has the incident's clear (real seconds, at most ``limit``), unless
         the machine still shows a fault."""
+        if self.settle is not None:  # stepped: everything the device sent is on the server after it
+            if not self.still_faulty(device_id):
+                await self.settle()
+            return
         deadline = asyncio.get_running_loop().time() + limit
         while asyncio.get_running_loop().time() < deadline and not self.still_faulty(device_id):
             current = await self.incident(incident_id)
@@ -170,8 +209,23 @@ class World:
                 return
             await asyncio.sleep(0.05)
 
+    @property
+    def stepped(self) -> bool:
+        return isinstance(self.clock, SteppedClock)
+
     async def sleep_sim(self, seconds: float) -> None:
-        await self.clock.sleep(seconds)
+        if isinstance(self.clock, SteppedClock):
+            await self.clock.sleep(seconds, phase=PEOPLE)
+        else:
+            await self.clock.sleep(seconds)
+
+    async def settled(self, real_seconds: float) -> None:
+        """Let the server catch up with what the devices just sent: in a stepped run, until it
+        has (``settle``); otherwise ``real_seconds`` of real time."""
+        if self.settle is not None:
+            await self.settle()
+        else:
+            await asyncio.sleep(real_seconds)
 
     async def open_incidents(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

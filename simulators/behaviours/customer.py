@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from simulators.behaviours import ApiError, Claim, World, guided_fix
+from simulators.behaviours import ApiError, Claim, World, guided_fix, incident_order, incident_tag
 from simulators.behaviours import claim_key as _key
 from simulators.scenario import CustomerBehaviour
 
-__all__ = ["Customers"]
+__all__ = ["Customers", "Spawn"]
+
+# (coroutine, task name): start it now (anchored) or hand it to the stepped runner, which starts
+# the tasks one at a time so that none of them races another
+Spawn = Callable[[Coroutine[Any, Any, None], str], object]
 
 
 class Customers:
@@ -28,6 +33,7 @@ class Customers:
         self.params = params
 
     async def run(self) -> None:
+        """Anchored clock: look at the incident list every ``world.poll`` real seconds until cancelled."""
         world = self.world
         async with asyncio.TaskGroup() as tg:
             while True:
@@ -36,12 +42,20 @@ class Customers:
                 except ApiError as exc:
                     world.failed("customers: list incidents", exc)
                     incidents = []
-                for incident in incidents:
-                    if _key(incident) in world.claims or incident["effect"] != "down":
-                        continue
-                    world.claims[_key(incident)] = Claim("customer", time.time())
-                    tg.create_task(self._notice(incident), name=f"customer.incident[{incident['id']}]")
+                self.take(incidents, lambda coro, name: tg.create_task(coro, name=name))
                 await asyncio.sleep(world.poll)
+
+    def take(self, incidents: list[dict[str, Any]], spawn: Spawn) -> int:
+        """Claim the new down incidents (in a fixed order) and start noticing each in a task."""
+        world = self.world
+        taken = 0
+        for incident in sorted(incidents, key=incident_order):
+            if _key(incident) in world.claims or incident["effect"] != "down":
+                continue
+            world.claims[_key(incident)] = Claim("customer", time.time())
+            spawn(self._notice(incident), f"customer.{incident_tag(incident)}")
+            taken += 1
+        return taken
 
     async def _notice(self, incident: dict[str, Any]) -> None:
         world, params = self.world, self.params
@@ -99,6 +113,7 @@ class Customers:
         index, fix = 0, model.guided_fixes[0]
         run = await person.call("POST", f"/incidents/{incident['id']}/guide-runs", {"guide_id": guide_id})
         world.actions["customer.guide_run"] += 1
+        fixed = False
         try:
             for step, _text in enumerate(fix.steps):
                 result = "done" if done_right else "failed"
@@ -111,10 +126,11 @@ class Customers:
                 await world.wait_restored(incident["id"], device_id)
             await person.call("POST", f"/guide-runs/{run['id']}/finish", {"fixed": fixed})
         except ApiError:
-            # the fault cleared by itself meanwhile and the server finished the run: nothing to do
+            # the server finished the run itself when the clear arrived (the guide's fix, or the
+            # fault clearing by itself meanwhile): nothing left to do
             current = await world.incident(incident["id"])
             if current["status"] in ("resolved", "closed") or current["t_restored"] is not None:
-                world.actions["customer.cleared_meanwhile"] += 1
+                world.actions["customer.fixed" if fixed else "customer.cleared_meanwhile"] += 1
                 return True
             raise
         world.actions["customer.fixed" if fixed else "customer.guide_failed"] += 1

@@ -6,8 +6,9 @@ technician (``count`` of them) takes it, most urgent first:
 
 - remote maintenance on and the runbook (the fault model) lists remote fixes: open a session on
   the incident (an attended site's local operator approves it), run up to
-  ``max_remote_attempts`` fixes, close the session with the outcome. Fixed: the server resolves
-  the incident ``remote`` from the evidence (a person's successful command);
+  ``max_remote_attempts`` fixes (``remote_minutes`` of the technician's time each), close the
+  session with the outcome. Fixed: the server resolves the incident ``remote`` from the
+  evidence (a person's successful command);
 - otherwise — or with remote maintenance off, the baseline — dispatch a field engineer, who
   arrives after ``travel_minutes``, repairs in ``repair_minutes`` (default: the fault model's
   ``field_repair_minutes``; the machine's ``field_service``), and the incident is resolved
@@ -25,8 +26,9 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from simulators.behaviours import ApiError, Claim, Person, World, fault_models
+from simulators.behaviours import ApiError, Claim, Person, World, fault_models, incident_order, incident_tag
 from simulators.behaviours import claim_key as _key
+from simulators.behaviours.customer import Spawn
 from simulators.faults import FaultModel
 from simulators.scenario import TechnicianBehaviour
 
@@ -48,7 +50,8 @@ class ServiceDesk:
         self._retaken: Counter[tuple[int, int]] = Counter()
 
     async def run(self) -> None:
-        """Watch the incident list until cancelled; each taken incident is worked in its own task."""
+        """Anchored clock: watch the incident list until cancelled; each taken incident is worked
+        in its own task."""
         world = self.world
         async with asyncio.TaskGroup() as tg:
             while True:
@@ -57,11 +60,32 @@ class ServiceDesk:
                 except ApiError as exc:
                     world.failed("desk: list incidents", exc)
                     incidents = []
-                takeable = [i for i in incidents if self._takeable(i)]
-                for incident in sorted(takeable, key=lambda i: (i["priority"], i["t_detect"], i["id"])):
-                    world.claims[_key(incident)] = Claim("technician", time.time())
-                    tg.create_task(self._work(incident), name=f"desk.incident[{incident['id']}]")
+                self.take(incidents, lambda coro, name: tg.create_task(coro, name=name))
                 await asyncio.sleep(world.poll)
+
+    def take(self, incidents: list[dict[str, Any]], spawn: Spawn) -> int:
+        """Take the incidents the desk may work, most urgent first, each in a task."""
+        world = self.world
+        taken = 0
+        takeable = [i for i in incidents if self._takeable(i)]
+        for incident in sorted(takeable, key=lambda i: (i["priority"], i["t_detect"], *incident_order(i))):
+            world.claims[_key(incident)] = Claim("technician", time.time())
+            name = f"desk.{incident_tag(incident)}.{self._retaken[_key(incident)]}"
+            spawn(self._work(incident), name)
+            taken += 1
+        return taken
+
+    async def _acquire(self) -> Person:
+        """A free technician. With a stepped clock nobody may wait on anything but the clock:
+        look again a simulated minute later."""
+        if not self.world.stepped:
+            return await self._free.get()
+        while True:
+            try:
+                return self._free.get_nowait()
+            except asyncio.QueueEmpty:
+                self.world.actions["desk.all_busy"] += 1
+                await self.world.sleep_sim(60.0)
 
     def _takeable(self, incident: dict[str, Any]) -> bool:
         claim = self.world.claims.get(_key(incident))
@@ -79,7 +103,7 @@ class ServiceDesk:
         try:
             due = _ts(incident["t_detect"]) + 60.0 * self.params.pickup_for(incident["priority"])
             await world.sleep_sim(due - world.clock.now().timestamp())
-            person = await self._free.get()
+            person = await self._acquire()
             try:
                 current = await world.incident(incident_id)
                 if current["status"] in _RESOLVED or current["t_restored"] is not None:
@@ -140,6 +164,7 @@ class ServiceDesk:
                 return False
             codes = set(incident["codes"]) | {model.code}
             for action in self._runbook(device_id, incident)[: params.max_remote_attempts]:
+                await world.sleep_sim(60.0 * params.remote_minutes)  # looking, deciding, running it
                 command = await person.call(
                     "POST",
                     f"/sessions/{session_id}/commands",
@@ -197,7 +222,7 @@ class ServiceDesk:
         command's result, a person confirms it (the channel then also comes from the evidence)."""
         world, incident_id = self.world, incident["id"]
         await world.wait_restored(incident_id, incident["device_id"])
-        await asyncio.sleep(0.3)  # the evidence decision follows the command's result
+        await world.settled(0.3)  # the evidence decision follows the command's result
         current = await world.incident(incident_id)
         if current["status"] not in _RESOLVED and current["t_restored"] is not None:
             await person.call(

@@ -3,6 +3,7 @@ and the server's injectable clock."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,9 +15,18 @@ from server import clock as server_clock
 from server.db.types import utcnow
 from server.errors import ConfigError
 from server.settings import load_settings
-from simulators.behaviours import Person, World, claim_key, fault_models, guided_fix
+from simulators.behaviours import (
+    Claim,
+    Person,
+    World,
+    claim_key,
+    fault_models,
+    guided_fix,
+    incident_order,
+    incident_tag,
+)
 from simulators.chiller import ChillerPlugin
-from simulators.clock import AnchoredClock
+from simulators.clock import EQUIPMENT, PEOPLE, AnchoredClock, SteppedClock
 from simulators.printer import PAPER_JAM, PrinterPlugin
 
 
@@ -100,3 +110,43 @@ def test_the_server_clock_follows_the_simulation_section() -> None:
     assert server_clock.from_settings(load_settings(None, mqtt={"enabled": False}).simulation) is None
     with pytest.raises(ConfigError, match="simulation"):
         load_settings(None, mqtt={"enabled": False}, simulation={"enabled": True})
+
+
+def test_incidents_are_named_and_ordered_by_device_and_fault_time_not_by_id() -> None:
+    a = {"id": 9, "device_id": "d-1", "t_fault": "2026-01-01T10:00:00Z", "t_detect": "x", "reopened": 0}
+    b = {"id": 3, "device_id": "d-2", "t_fault": "2026-01-01T09:00:00Z", "t_detect": "x", "reopened": 1}
+    renumbered = {**a, "id": 4}
+    assert incident_tag(a) == incident_tag(renumbered) == "d-1@2026-01-01T10:00:00Z#0"
+    assert incident_tag(b).endswith("#1")
+    assert sorted([b, a], key=incident_order) == [a, b]
+
+
+def test_claims_count_their_changes() -> None:
+    world = _world({})
+    before = world.claims.version
+    world.claims[(1, 0)] = Claim("customer", 0.0)
+    world.claims[(1, 0)] = Claim("desk", 0.0)
+    assert world.claims.version == before + 2
+    assert world.claims[(1, 0)].by == "desk"
+
+
+async def test_people_sleep_in_their_own_phase_of_a_stepped_clock() -> None:
+    clock = SteppedClock(datetime(2026, 1, 1, tzinfo=UTC))
+    world = _world({})
+    world.clock = clock
+    assert world.stepped
+    task = asyncio.create_task(world.sleep_sim(600.0), name="person")
+    await clock.settle([task])
+    assert clock.sleepers(PEOPLE) == 1
+    assert clock.sleepers(EQUIPMENT) == 0
+    clock.advance_to(clock.now() + timedelta(minutes=10))
+    assert await clock.wake_due(PEOPLE) == 1
+    await task
+    settled: list[bool] = []
+
+    async def settle() -> None:
+        settled.append(True)
+
+    world.settle = settle
+    await world.settled(5.0)  # stepped: the runner's barrier, no real wait
+    assert settled == [True]

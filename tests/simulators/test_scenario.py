@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from simulators.chiller import ChillerPlugin
-from simulators.clock import AnchoredClock
+from simulators.clock import AnchoredClock, SteppedClock
 from simulators.imaging import ImagingPlugin
 from simulators.printer import PrinterPlugin
 from simulators.run import RunError, build_members
@@ -64,6 +64,9 @@ def test_a_minimal_file_gets_the_defaults(tmp_path: Path) -> None:
         (MINIMAL + "\n[technicians]\ncount = 0\n", "technicians.count"),
         (MINIMAL + "\n[customer_behaviour]\ncall_probability = 1.5\n", "customer_behaviour.call_probability"),
         (MINIMAL + "\nspeed = -1\n", "speed"),
+        ('clock = "wall"\n' + MINIMAL, "clock"),
+        ("tick_seconds = 0\n" + MINIMAL, "tick_seconds"),
+        (MINIMAL + "\n[technicians]\nremote_minutes = -5\n", "technicians.remote_minutes"),
         ("bogus = 1\n" + MINIMAL, "bogus"),
     ],
 )
@@ -85,6 +88,21 @@ def test_overrides_are_validated() -> None:
     assert (faster.days, faster.speed, faster.seed) == (0.5, 50000, scenario.seed)
     with pytest.raises(ScenarioError, match="days"):
         scenario.with_overrides(days=-1)
+
+
+def test_the_clock_and_the_equipment_step_come_from_the_scenario(tmp_path: Path) -> None:
+    scenario = load_scenario(_write(tmp_path, MINIMAL))
+    assert scenario.clock == "anchored"
+    assert scenario.tick == max(5.0, scenario.speed / 50)  # about 50 steps per real second
+    stepped = scenario.with_overrides(clock="stepped")
+    assert stepped.tick == 300.0
+    assert stepped.with_overrides(tick_seconds=60).tick == 60.0
+    members = build_members(
+        stepped.with_overrides(tick_seconds=60), SteppedClock(datetime(2026, 1, 1, tzinfo=UTC))
+    )
+    assert {m.plugin.opts.tick_seconds for m in members} == {60.0}  # type: ignore[attr-defined]
+    loaded = load_scenario(_write(tmp_path, 'clock = "stepped"\ntick_seconds = 120\n' + MINIMAL))
+    assert (loaded.clock, loaded.tick) == ("stepped", 120.0)
 
 
 def test_the_fleet_is_seeded_from_the_scenario() -> None:
