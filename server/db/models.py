@@ -907,6 +907,18 @@ class KpiIncidentYear(_IncidentRollupColumns, Base):
     year_s: Mapped[float] = mapped_column(Float, primary_key=True)
 
 
+class KpiEpisodeStart(Base):
+    """A failure that begins a failure episode (it starts at or after every earlier failure of
+    its device ended), so a report reading a few incidents raw need not read the device's
+    history before them (migration 0012). Built with the incident rollups; a report trusts it
+    only for devices that are not dirty."""
+
+    __tablename__ = "kpi_episode_starts"
+
+    incident_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(64), index=True)
+
+
 class KpiIncidentDirty(Base):
     """A device whose incidents changed since its :class:`KpiIncidentMonth` rows were built;
     written by triggers on incidents (migration 0011). Reports read such a device raw."""

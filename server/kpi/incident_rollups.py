@@ -292,7 +292,7 @@ async def refresh_incident_rollups(
 
 async def _rebuild(ids: list[str], session: AsyncSession) -> None:
     expanding: BindParameter[Any] = bindparam("ids", expanding=True)
-    for table in ("kpi_incident_dirty", "kpi_incident_months", "kpi_incident_years"):
+    for table in ("kpi_incident_dirty", "kpi_incident_months", "kpi_incident_years", "kpi_episode_starts"):
         await session.execute(
             text(f"DELETE FROM {table} WHERE device_id IN :ids").bindparams(expanding),  # noqa: S608
             {"ids": ids},
@@ -348,6 +348,15 @@ async def _rebuild(ids: list[str], session: AsyncSession) -> None:
         raised[device_id].append(at)
     rows: list[dict[str, Any]] = []
     years: list[dict[str, Any]] = []
+    starts = [
+        {"i": i, "d": d}
+        for d, incidents in per_device.items()
+        for i in _episode_starts([x for x in incidents if x.failure])
+    ]
+    if starts:
+        await session.execute(
+            text("INSERT INTO kpi_episode_starts (incident_id, device_id) VALUES (:i, :d)"), starts
+        )
     for d, incidents in per_device.items():
         months = build_months(incidents, raised[d])
         rows += [m.row(d, month) for month, m in months.items()]

@@ -1327,36 +1327,29 @@ class _Query:
 
     async def episodes(self) -> None:
         """Failures that begin an episode: that start at or after every earlier failure of the
-        device ended. Read whole, kpi_incidents holds every failure reaching into P: a running
-        maximum over them. With rolled-up months it holds only the few read raw: each is
-        checked against the device's earlier failures in the incidents table (the same order:
-        t_fault, the longer first, id)."""
+        device ended — a running maximum over the device's failures in kpi_incidents, which
+        holds every failure reaching into P when P is read whole, and all of a device's when
+        the rollups do not serve it. With rolled-up months the few incidents of served devices
+        read raw take it from ``kpi_episode_starts`` (built with the rollups), so the history
+        before them need not be read."""
         # a failure ends at its restore, else its resolution, else never (see reference.failure_end)
-        d = self.d
-        end = f"{d.greatest(f'COALESCE(i.rss, i.rvs, {OPEN_END})', 'i.fs')}"
-        if self.rolled_months is None:
-            failures = f"""
-                SELECT i.device_id, i.customer_id, i.site_id, i.model, i.code, i.kept, i.fs AS s,
+        end = f"{self.d.greatest(f'COALESCE(i.rss, i.rvs, {OPEN_END})', 'i.fs')}"
+        begins = "(w.m IS NULL OR w.s >= w.m)"
+        if self.rolled_months is not None:
+            window = (
+                f"w.device_id IN (SELECT device_id FROM kpi_unserved) AND {begins}"
+                if self.unserved
+                else "1 = 0"
+            )
+            starts = "w.id IN (SELECT e.incident_id FROM kpi_episode_starts e)"
+            served = " AND w.device_id NOT IN (SELECT device_id FROM kpi_unserved)" if self.unserved else ""
+            begins = f"(({window}) OR ({starts}{served}))"
+        sql = f"""
+            WITH w AS (
+                SELECT i.id, i.device_id, i.customer_id, i.site_id, i.model, i.code, i.kept, i.fs AS s,
                        MAX({end}) OVER (PARTITION BY i.device_id ORDER BY i.fs, {end} DESC, i.id
                                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS m
-                FROM kpi_incidents i WHERE i.failure = 1"""
-            begins = "(w.m IS NULL OR w.s >= w.m)"
-        else:
-            j_fs = d.least("j.fault_s", "j.detect_s")
-            j_end = d.greatest(f"COALESCE(j.restored_s, j.resolved_s, {OPEN_END})", j_fs)
-            failures = f"""
-                SELECT i.device_id, i.customer_id, i.site_id, i.model, i.code, i.kept, i.fs AS s,
-                       CASE WHEN EXISTS (
-                           SELECT 1 FROM incidents j
-                           WHERE j.device_id = i.device_id AND j.effect = 'down' AND NOT j.external
-                             AND j.id <> i.id AND {j_end} > i.fs
-                             AND ({j_fs} < i.fs OR ({j_fs} = i.fs AND ({j_end} > {end}
-                                  OR ({j_end} = {end} AND j.id < i.id))))
-                       ) THEN 0 ELSE 1 END AS first
-                FROM kpi_incidents i WHERE i.failure = 1"""
-            begins = "w.first = 1"
-        sql = f"""
-            WITH w AS ({failures}
+                FROM kpi_incidents i WHERE i.failure = 1
             )
             SELECT {self.group("w", "w.code")} AS g, kb.b, SUM(kb.sgn) AS n
             FROM w CROSS JOIN kpi_ibuckets kb

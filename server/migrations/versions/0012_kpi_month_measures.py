@@ -58,6 +58,13 @@ def upgrade() -> None:
         *(sa.Column(name, sa.Integer(), nullable=False, server_default="0") for name in _MEASURES),
         sa.PrimaryKeyConstraint("device_id", "year_s", name=op.f("pk_kpi_incident_years")),
     )
+    op.create_table(  # failures that begin an episode (built with the incident rollups)
+        "kpi_episode_starts",
+        sa.Column("incident_id", sa.Integer(), nullable=False),
+        sa.Column("device_id", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("incident_id", name=op.f("pk_kpi_episode_starts")),
+    )
+    op.create_index("ix_kpi_episode_starts_device_id", "kpi_episode_starts", ["device_id"])
     op.create_table(
         "kpi_contract_months",
         sa.Column("device_id", sa.String(length=64), nullable=False),
@@ -107,6 +114,8 @@ def downgrade() -> None:
     op.drop_index("ix_incident_timeline_kind_incident", table_name="incident_timeline")
     op.drop_table("kpi_contract_months")
     op.drop_table("kpi_incident_years")
+    op.drop_index("ix_kpi_episode_starts_device_id", table_name="kpi_episode_starts")
+    op.drop_table("kpi_episode_starts")
     with op.batch_alter_table("kpi_incident_months") as batch:
         for name in _MEASURES:
             batch.drop_column(name)
