@@ -1341,7 +1341,7 @@ class _Query:
                 if self.unserved
                 else "1 = 0"
             )
-            starts = "w.id IN (SELECT e.incident_id FROM kpi_episode_starts e)"
+            starts = "EXISTS (SELECT 1 FROM kpi_episode_starts e WHERE e.incident_id = w.id)"
             served = " AND w.device_id NOT IN (SELECT device_id FROM kpi_unserved)" if self.unserved else ""
             begins = f"(({window}) OR ({starts}{served}))"
         sql = f"""
