@@ -36,6 +36,7 @@ import httpx
 from benchmarks.results import machine, record
 from server.db.models import Event, Role
 from server.kpi.generate import FleetShape, generate
+from server.kpi.incident_rollups import refresh_incident_rollups
 from server.kpi.records import insert_dataset
 from server.kpi.rollups import refresh_rollups
 from tests.support.server import create_token, running_server, server_settings
@@ -249,7 +250,8 @@ async def run(devices: int, days: float, runs: int, *, profile: bool = False) ->
             ds = generate(FleetShape(devices=devices, days=days, seed=11))
             async with runtime.sessions() as session:
                 await insert_dataset(session, ds)
-                await refresh_rollups(session)  # the KPI engine's state rollups, as in steady state
+                await refresh_rollups(session)  # the KPI engine's rollups, as in steady state
+                await refresh_incident_rollups(session)
                 await session.commit()
                 session.add_all(_consumable_events(ds.devices, FleetShape().start + timedelta(days=days)))
                 await session.commit()

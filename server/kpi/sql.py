@@ -65,6 +65,7 @@ _TABLES = (
         pf {_REAL}, pt {_REAL}, dec_s {_REAL}, kept INTEGER, model_kept INTEGER)""",
     "CREATE INDEX IF NOT EXISTS kpi_pieces_device_pf ON kpi_pieces (device_id, pf)",
     f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_unserved (device_id VARCHAR(64), ms {_REAL}, me {_REAL})",
+    "CREATE INDEX IF NOT EXISTS kpi_unserved_device ON kpi_unserved (device_id, ms)",
     f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_months (ms {_REAL}, me {_REAL}, b INTEGER)",
     "CREATE TEMPORARY TABLE IF NOT EXISTS kpi_calendars (cal INTEGER, hkey VARCHAR(512))",
     f"CREATE TEMPORARY TABLE IF NOT EXISTS kpi_state_raw (device_id VARCHAR(64), pf {_REAL}, lo {_REAL}, hi {_REAL})",
