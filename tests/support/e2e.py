@@ -222,9 +222,9 @@ class PublishLog:
             log.queued[entry.seq] = entry
             return entry
 
-        def recording_ack(seq: int) -> None:
-            ack(seq)
-            log.acked.add(seq)
+        def recording_ack(*seqs: int) -> None:
+            ack(*seqs)
+            log.acked.update(seqs)
 
         def recording_reserve_seq() -> int:
             seq = reserve_seq()
