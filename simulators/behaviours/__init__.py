@@ -26,7 +26,7 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 V1 = "/api/v1"
+
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], object]
+"""Start a person's work on one incident as a named task."""
 
 
 class ApiError(Exception):
@@ -226,6 +230,19 @@ class World:
             await self.settle()
         else:
             await asyncio.sleep(real_seconds)
+
+    async def watch(self, who: str, take: Callable[[list[dict[str, Any]], Spawn], int]) -> None:
+        """Anchored clock: hand the open incidents to ``take`` every ``poll`` real seconds until
+        cancelled; what it takes is worked in tasks of this task group."""
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                try:
+                    incidents = await self.open_incidents()
+                except ApiError as exc:
+                    self.failed(f"{who}: list incidents", exc)
+                    incidents = []
+                take(incidents, lambda coro, name: tg.create_task(coro, name=name))
+                await asyncio.sleep(self.poll)
 
     async def open_incidents(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

@@ -11,12 +11,10 @@ maintenance is off (the baseline) — the incident goes to the service desk.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Coroutine
 from typing import Any
 
-from simulators.behaviours import ApiError, Claim, World, guided_fix, incident_order, incident_tag
+from simulators.behaviours import ApiError, Claim, Spawn, World, guided_fix, incident_order, incident_tag
 from simulators.behaviours import claim_key as _key
 from simulators.scenario import CustomerBehaviour
 
@@ -24,7 +22,6 @@ __all__ = ["Customers", "Spawn"]
 
 # (coroutine, task name): start it now (anchored) or hand it to the stepped runner, which starts
 # the tasks one at a time so that none of them races another
-Spawn = Callable[[Coroutine[Any, Any, None], str], object]
 
 
 class Customers:
@@ -34,16 +31,7 @@ class Customers:
 
     async def run(self) -> None:
         """Anchored clock: look at the incident list every ``world.poll`` real seconds until cancelled."""
-        world = self.world
-        async with asyncio.TaskGroup() as tg:
-            while True:
-                try:
-                    incidents = await world.open_incidents()
-                except ApiError as exc:
-                    world.failed("customers: list incidents", exc)
-                    incidents = []
-                self.take(incidents, lambda coro, name: tg.create_task(coro, name=name))
-                await asyncio.sleep(world.poll)
+        await self.world.watch("customers", self.take)
 
     def take(self, incidents: list[dict[str, Any]], spawn: Spawn) -> int:
         """Claim the new down incidents (in a fixed order) and start noticing each in a task."""

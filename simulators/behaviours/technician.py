@@ -26,9 +26,17 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from simulators.behaviours import ApiError, Claim, Person, World, fault_models, incident_order, incident_tag
+from simulators.behaviours import (
+    ApiError,
+    Claim,
+    Person,
+    Spawn,
+    World,
+    fault_models,
+    incident_order,
+    incident_tag,
+)
 from simulators.behaviours import claim_key as _key
-from simulators.behaviours.customer import Spawn
 from simulators.faults import FaultModel
 from simulators.scenario import TechnicianBehaviour
 
@@ -52,16 +60,7 @@ class ServiceDesk:
     async def run(self) -> None:
         """Anchored clock: watch the incident list until cancelled; each taken incident is worked
         in its own task."""
-        world = self.world
-        async with asyncio.TaskGroup() as tg:
-            while True:
-                try:
-                    incidents = await world.open_incidents()
-                except ApiError as exc:
-                    world.failed("desk: list incidents", exc)
-                    incidents = []
-                self.take(incidents, lambda coro, name: tg.create_task(coro, name=name))
-                await asyncio.sleep(world.poll)
+        await self.world.watch("desk", self.take)
 
     def take(self, incidents: list[dict[str, Any]], spawn: Spawn) -> int:
         """Take the incidents the desk may work, most urgent first, each in a task."""
