@@ -257,16 +257,9 @@ async def _rebuild(dirty: dict[str, float], session: AsyncSession) -> None:
 async def _tenures(session: AsyncSession, ids: list[str]) -> dict[str, list[Tenure]]:
     """Each device's customer periods with contract hours, as the report's kpi_pieces has
     them: a recorded period lasts until the next, the first reaches back to the beginning;
-    a device with none has its current customer throughout."""
+    a device with none has its current customer throughout. Only these devices' customers
+    are read (this runs on every write of a device's state)."""
     expanding: BindParameter[Any] = bindparam("ids", expanding=True)
-    hours: dict[int, tuple[ContractHours, str]] = {}
-    for cid, name, raw in (
-        await session.execute(text("SELECT id, name, contract_hours FROM customers"))
-    ).all():
-        value = json.loads(raw) if isinstance(raw, str) else raw
-        parsed = parse_contract_hours(value, name)
-        if parsed is not None:
-            hours[cid] = (parsed, hours_key(value))
     periods: dict[str, list[tuple[float, int | None]]] = {d: [] for d in ids}
     rows = await session.execute(
         text(
@@ -283,6 +276,20 @@ async def _tenures(session: AsyncSession, ids: list[str]) -> dict[str, list[Tenu
     for device_id, customer_id in current:
         if not periods[device_id]:
             periods[device_id].append((-math.inf, customer_id))
+    customers = {c for spans in periods.values() for _, c in spans if c is not None}
+    hours: dict[int, tuple[ContractHours, str]] = {}
+    if customers:
+        result = await session.execute(
+            text("SELECT id, name, contract_hours FROM customers WHERE id IN :ids").bindparams(
+                bindparam("ids", expanding=True)
+            ),
+            {"ids": sorted(customers)},
+        )
+        for cid, name, raw in result:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+            parsed = parse_contract_hours(value, name)
+            if parsed is not None:
+                hours[cid] = (parsed, hours_key(value))
     out: dict[str, list[Tenure]] = {}
     for device_id, spans in periods.items():
         tenures = out[device_id] = []
