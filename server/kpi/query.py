@@ -943,23 +943,20 @@ class _Query:
                 concat(avoided_values) + " AS v_avoided",
             ]
         )
-        outer = ", ".join(
-            [
-                *(f"SUM(x.{c})" for c in counts[:6]),
-                "SUM(x.avoided * COALESCE(c.cost_per_dispatch, 0))",
-                *(f"SUM(x.{c})" for c in counts[6:]),
-                *(concat(f"x.{c}") for c in blobs),
-            ]
-        )
-        per_row = ", ".join(
-            [
-                *(f"SUM(r.{c})" for c in counts[:6]),
-                "SUM(r.avoided * COALESCE(c.cost_per_dispatch, 0))",
-                *(f"SUM(r.{c})" for c in counts[6:]),
-                *(concat(f"r.{c}") for c in blobs[:4]),
-                concat(avoided_values),
-            ]
-        )
+
+        def report_row(alias: str, values: list[str]) -> str:
+            """The sums of a report row, with the cost per dispatch after ``avoided``."""
+            return ", ".join(
+                [
+                    *(f"SUM({alias}.{c})" for c in counts[:6]),
+                    f"SUM({alias}.avoided * COALESCE(c.cost_per_dispatch, 0))",
+                    *(f"SUM({alias}.{c})" for c in counts[6:]),
+                    *values,
+                ]
+            )
+
+        outer = report_row("x", [concat(f"x.{c}") for c in blobs])
+        per_row = report_row("r", [*(concat(f"r.{c}") for c in blobs[:4]), concat(avoided_values)])
         kept = "p.kept = 1 AND p.model_kept = 1"
         by_months = f"""
                 SELECT r.device_id, {bucket} AS b, {inner}
