@@ -893,13 +893,7 @@ class _Query:
         self.timings["unserved"] = time.perf_counter() - started
         started = time.perf_counter()
         self.rolled_months = (self.params["m_lo"], self.params["m_hi"])
-        unserved = (
-            " AND NOT EXISTS (SELECT 1 FROM kpi_unserved u WHERE u.device_id = r.device_id"
-            " AND u.ms <= r.month_s AND r.month_s < u.me)"
-            if self.unserved
-            else ""
-        )
-        await self.rolled_rows(unserved, bucket_of)
+        await self.rolled_rows(bucket_of)
         self.timings["resolved_rolled"] = time.perf_counter() - started
 
     @staticmethod
@@ -913,7 +907,16 @@ class _Query:
             months[ys] = months.get(ys, 0) + 1
         return {ys: next(iter(bs)) for ys, bs in years.items() if months[ys] == 12 and len(bs) == 1}
 
-    async def rolled_rows(self, unserved: str, bucket_of: dict[float, int]) -> None:
+    def served(self, column: str) -> str:
+        """`` AND`` the rollup row (alias r) starting at ``column`` is not one kpi_unserved lists."""
+        if not self.unserved:
+            return ""
+        return (
+            " AND NOT EXISTS (SELECT 1 FROM kpi_unserved u WHERE u.device_id = r.device_id"
+            f" AND u.ms <= {column} AND {column} < u.me)"
+        )
+
+    async def rolled_rows(self, bucket_of: dict[float, int]) -> None:
         """The rolled-up rows, per report row and bucket: counts and sums (SQL sums them), the
         cost per dispatch of the customer at the time, and the percentile populations and
         restore times of the dispatches avoided (each row's values are float64 bytes,
@@ -934,7 +937,7 @@ class _Query:
         blobs = ("v_mtrs", "v_mtta", "v_mttrespond", "v_mttresolve", "v_avoided")
         bucket = "CASE r.month_s " + " ".join(f"WHEN {ms!r} THEN {b}" for ms, b in bucket_of.items()) + " END"
         whole = f"p.pf = -{OPEN_END} AND p.pt = {OPEN_END}"  # the device's only period
-        months = f"r.month_s >= :m_lo AND r.month_s < :m_hi{unserved}"
+        months = f"r.month_s >= :m_lo AND r.month_s < :m_hi{self.served('r.month_s')}"
         avoided_values = "CASE WHEN r.avoided > 0 THEN r.v_avoided END"
         inner = ", ".join(
             [
@@ -973,7 +976,7 @@ class _Query:
                 UNION ALL
                 SELECT r.device_id, {year_bucket} AS b, {inner}
                 FROM kpi_incident_years r
-                WHERE r.year_s >= :y_lo AND r.year_s < :y_hi{unserved.replace("r.month_s", "r.year_s")}
+                WHERE r.year_s >= :y_lo AND r.year_s < :y_hi{self.served("r.year_s")}
                 GROUP BY r.device_id, {year_bucket}"""
         else:
             by_months = by_months.replace("{not_years}", "")
