@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -128,6 +129,8 @@ class Device(Base):
     site_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("sites.id"), index=True)
     criticality: Mapped[int | None] = mapped_column(Integer)  # None: inherit from site, then customer
     decommissioned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    """Its certificate identity was revoked: the broker denies it and ingest refuses its messages."""
 
 
 class Message(Base):
@@ -140,6 +143,22 @@ class Message(Base):
     kind: Mapped[str] = mapped_column(String(16))
     ts: Mapped[datetime] = mapped_column(UtcDateTime)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class QuarantinedMessage(Base):
+    """An up-message whose handling raised something unexpected: kept with the reason, out of
+    the ingest path, so one message can never stop ingestion (docs/security.md)."""
+
+    __tablename__ = "quarantined_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    topic: Mapped[str] = mapped_column(String(256))
+    device_id: Mapped[str | None] = mapped_column(String(64), index=True)  # from the topic, if any
+    seq: Mapped[int | None] = mapped_column(BigId)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    error: Mapped[str] = mapped_column(String(256))  # exception class
+    reason: Mapped[str] = mapped_column(Text)  # what it said, for the operator
 
 
 class TelemetrySample(Base):
