@@ -38,6 +38,8 @@ def _load(payload: bytes, limit: int) -> dict[str, Any]:
         raise NotJson(f"{exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except RecursionError as exc:
         raise NotJson("nested too deeply") from exc
+    except ValueError as exc:  # an integer literal above 4300 digits (sys.get_int_max_str_digits)
+        raise NotJson(str(exc).split(";")[0]) from exc
     if not isinstance(obj, dict):
         raise NotJson(f"top level is {type(obj).__name__}, expected an object")
     version = obj.get("v")

@@ -7,6 +7,7 @@ Unknown fields are refused (``extra="forbid"``): ``v`` is the version, not silen
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -28,6 +29,8 @@ __all__ = [
     "CONSENT_ACTION",
     "CONTROL_ACTIONS",
     "EVENT_TYPES",
+    "MAX_INT",
+    "MAX_JSON_DEPTH",
     "PROTOCOL_VERSION",
     "ActionInfo",
     "AgentInfo",
@@ -53,9 +56,67 @@ __all__ = [
 
 PROTOCOL_VERSION: Literal[1] = 1
 
+# Bounds. Every integer on the wire fits a signed 64-bit column (``seq`` is a BIGINT key), every
+# count fits 32 bits; a JSON object field (``data``, ``config``, ``args``, ``args_schema``) is at
+# most MAX_JSON_DEPTH deep (a depth no real payload comes near; it keeps recursive consumers of
+# the value, e.g. serialisers and JSONB, well inside their limits).
+MAX_INT = 2**63 - 1
+MIN_INT = -(2**63)
+MAX_COUNT = 2**31 - 1
+MAX_JSON_DEPTH = 32
+
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"{value.isoformat()} is out of range once converted to UTC") from exc
+
+
+def _json_path(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(part).encode("utf-8", "backslashreplace").decode() for part in path) or "<root>"
+
+
+def _check_json_leaf(path: tuple[str | int, ...], node: object) -> None:
+    if isinstance(node, str):
+        try:
+            node.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"at {_json_path(path)}: lone surrogate at character {exc.start}") from None
+    elif isinstance(node, bool) or node is None:
+        pass
+    elif isinstance(node, int):
+        if not MIN_INT <= node <= MAX_INT:
+            raise ValueError(f"at {_json_path(path)}: integer outside the signed 64-bit range")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ValueError(f"at {_json_path(path)}: number {node!r} is not finite")
+    # anything else only comes from Python callers (a datetime, a UUID): pydantic serialises it
+
+
+def _check_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Bound a free-form JSON object: integers within 64 bits (PostgreSQL JSONB and consumers of
+    the values take them as BIGINT), finite floats (``NaN`` is no JSON, and the signer's
+    canonical bytes refuse it), encodable strings and keys, at most MAX_JSON_DEPTH levels. The
+    error names the path inside the field. Iterative, so a deep value cannot exhaust the stack.
+    Its size is bounded by the payload's (protocol.codec.MAX_PAYLOAD_BYTES): checked when decoding,
+    and before publishing by whoever encodes (the agent's outbox, the server's command service)."""
+    stack: list[tuple[tuple[str | int, ...], object]] = [((), value)]
+    while stack:
+        path, node = stack.pop()
+        if not isinstance(node, dict | list | tuple):
+            _check_json_leaf(path, node)
+            continue
+        if len(path) >= MAX_JSON_DEPTH:
+            raise ValueError(f"at {_json_path(path)}: nested deeper than {MAX_JSON_DEPTH} levels")
+        if not isinstance(node, dict):
+            stack.extend(((*path, index), item) for index, item in enumerate(node))
+            continue
+        for key, item in node.items():
+            if not isinstance(key, str):
+                raise ValueError(f"at {_json_path(path)}: key {key!r} is not a string")
+            _check_json_leaf((*path, key), key)
+            stack.append(((*path, key), item))
+    return value
 
 
 def format_ts(value: datetime) -> str:
@@ -71,9 +132,13 @@ UtcDateTime = Annotated[
 DeviceId = Annotated[str, StringConstraints(pattern=f"^{DEVICE_ID_PATTERN.pattern}$")]
 MetricName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_-]+)*$", max_length=128)]
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+(\.[a-z_]+)+$", max_length=64)]
+# pydantic refuses lone surrogates in str fields itself; JsonDict values are checked above
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 Text = Annotated[str, StringConstraints(max_length=8192)]
-JsonDict = dict[str, Any]
+JsonDict = Annotated[dict[str, Any], AfterValidator(_check_json)]
+Seq = Annotated[int, Field(ge=0, le=MAX_INT)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Size = Annotated[int, Field(ge=0, le=MAX_INT)]  # bytes
 
 
 class Severity(StrEnum):
@@ -129,7 +194,7 @@ class _Model(BaseModel):
 class _Up(_Model):
     v: Literal[1] = PROTOCOL_VERSION
     device_id: DeviceId
-    seq: int = Field(ge=0)
+    seq: Seq
     ts: UtcDateTime
 
 
@@ -175,9 +240,9 @@ class SystemInfo(_Model):
     os: ShortText = ""
     os_version: ShortText = ""
     arch: ShortText = ""
-    cpu_count: int | None = None
-    memory_total: int | None = None
-    disk_total: int | None = None
+    cpu_count: Count | None = None
+    memory_total: Size | None = None
+    disk_total: Size | None = None
     python: ShortText = ""
     boot_time: UtcDateTime | None = None
 
@@ -198,7 +263,7 @@ class ActionInfo(_Model):
     name: ShortText
     description: Text = ""
     disruptive: bool = False
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     args_schema: JsonDict = Field(default_factory=dict)
     policy: PolicyDecision = PolicyDecision.ALLOWED
     windows: list[ShortText] = Field(default_factory=list)
@@ -247,8 +312,8 @@ class Reply(_Up):
     ok: bool | None = None  # result only
     output: Text = ""
     data: JsonDict = Field(default_factory=dict)
-    chunk: int | None = Field(default=None, ge=0)
-    progress: float | None = Field(default=None, ge=0, le=1)
+    chunk: Count | None = None
+    progress: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
 
 
 UpMessage = Telemetry | Event | Status | Inventory | Reply
@@ -280,4 +345,4 @@ class Command(_Model):
     session_id: ShortText | None = None
     nonce: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
     kid: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
-    sig: Annotated[str, StringConstraints(max_length=128)] = ""
+    sig: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]*$", max_length=128)] = ""
