@@ -227,3 +227,37 @@ async def test_server_down_while_device_publishes_stores_everything_exactly_once
 
 async def _at_least(count: Callable[[], Awaitable[tuple[int, int]]], n: int) -> bool:
     return (await count())[0] >= n
+
+
+# -- one message cannot stop ingestion, across restarts (issue 13) ----------------------------
+
+
+async def test_poison_seq_is_acknowledged_and_ingestion_survives_a_restart(
+    db_url: str, pki: PkiDir, broker: MosquittoBroker
+) -> None:
+    """The attack: a schema-valid telemetry with ``seq = 2**63`` stopped the consumer before it
+    acknowledged anything, so the broker redelivered it after every restart. Now it is rejected
+    and acknowledged; the valid message after it is stored, and after a restart of the server
+    (same persistent session) nothing is redelivered and new traffic is stored."""
+    device = Device(unique_device(pki, "srv-poison"))
+    settings = server_settings(
+        db_url, pki=pki, broker=broker, client_id=f"fleetcare-it-{uuid.uuid4().hex[:8]}"
+    )
+    count = _count_rows(db_url, device.id)
+    topic, body = device.telemetry(0.0)
+    poison = body.replace(b'"seq":1,', f'"seq":{2**63},'.encode())
+    assert poison != body
+    async with connected_server(settings) as (_client, runtime):
+        async with device_client(broker, pki, device.id) as mqtt:
+            await mqtt.publish(topic, poison, qos=1)
+            await mqtt.publish(*device.telemetry(1.0), qos=1)
+        await eventually(lambda: _at_least(count, 1), what="the valid message stored")
+        await eventually(lambda: runtime.stats.received == 2, what="both messages taken")
+        assert runtime.stats.malformed == {"schema": 1}
+    async with connected_server(settings) as (_client, runtime):
+        async with device_client(broker, pki, device.id) as mqtt:
+            await mqtt.publish(*device.telemetry(2.0), qos=1)
+        await eventually(lambda: _at_least(count, 2), what="traffic after the restart stored")
+        assert runtime.stats.received == 1  # the poison message was acknowledged: not redelivered
+        assert runtime.stats.malformed == {}
+    assert await count() == (2, 2)

@@ -157,3 +157,25 @@ async def test_consumer_batches_and_counts_duplicates(sessions: Sessions) -> Non
     assert stats.batches == 3
     assert len(source.acked) == 60
     assert await count(sessions, TelemetrySample, device_id="dev-n") == 50
+
+
+# -- one message can never stop ingestion (issue 13) ----------------------------------------
+
+
+def _raw_telemetry(device_id: str, seq: int) -> InboundMessage:
+    """A telemetry message as the wire carries it, with any ``seq`` (the models would refuse)."""
+    body = json.loads(f.inbound(f.telemetry(device_id, 1)).payload)
+    body["seq"] = seq
+    return f.inbound(topic=f"fc/v1/d/{device_id}/up/telemetry", payload=json.dumps(body).encode())
+
+
+async def test_seq_beyond_64_bits_is_rejected_and_the_next_message_stored(sessions: Sessions) -> None:
+    """The attack: ``seq = 2**63`` passed the schema and made the writer raise OverflowError,
+    which stopped the consumer before it acknowledged anything."""
+    poison = _raw_telemetry("dev-ovf", 2**63)
+    good = f.inbound(f.telemetry("dev-ovf", 2, 4.0))
+    stats, source = await run_consumer(sessions, [poison, good])
+    assert stats.malformed == {"schema": 1}
+    assert (stats.received, stats.stored) == (2, 1)
+    assert source.acked == [poison.mid, good.mid]
+    assert await count(sessions, TelemetrySample, device_id="dev-ovf") == 1
