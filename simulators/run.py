@@ -54,6 +54,7 @@ from server.demo import _admin_token, _ensure_pki, _serve
 from server.embedded_broker import EmbeddedBroker
 from server.incidents import IncidentTracker
 from server.services import users
+from server.services.customers import SITE_SEPARATOR
 from server.sessions.service import SessionService
 from server.settings import ServerSettings, load_settings
 from simulators.behaviours import Person, World, fault_models
@@ -178,7 +179,10 @@ def build_members(scenario: Scenario, clock: AnchoredClock | SteppedClock) -> li
             except ValueError as exc:
                 raise RunError(f"fleet ({group.kind} {group.customer}/{group.site}).options: {exc}") from exc
             actions = [spec.name for spec in plugin.actions()]
-            members.append(Member(device_id, plugin, site=group.site, allowed_actions=actions))
+            # the qualified name: the server then gives the device the right customer's site on
+            # first contact, even where two customers have a site of that name (issue 13)
+            site = f"{group.customer}{SITE_SEPARATOR}{group.site}"
+            members.append(Member(device_id, plugin, site=site, allowed_actions=actions))
             index += 1
     return members
 
@@ -241,7 +245,8 @@ async def _setup_people(
         for i, (name, cid) in enumerate(customer_ids.items(), start=1)
     }
 
-    # Devices register on first contact; then they are put at their customer's site.
+    # Devices register on first contact and report "<customer>/<site>", so the server gives them
+    # their site as soon as it exists; any device whose inventory has not come yet is put there.
     groups = [(g.customer, g.site) for g in scenario.fleet for _ in range(g.count)]
     deadline = time.monotonic() + _CONNECT_TIMEOUT
     while True:
@@ -254,13 +259,15 @@ async def _setup_people(
                 f"set-up: {len(set(fleet.device_ids) - known)} devices never registered with the server"
             )
         await asyncio.sleep(0.1)
+    placed = {d["id"]: d["site_id"] for d in (await call("GET", "/devices?limit=1000"))["items"]}
     by_device: dict[str, Person] = {}
     for device_id, (customer, site_name) in zip(fleet.device_ids, groups, strict=True):
-        await call(
-            "PATCH",
-            f"/devices/{device_id}",
-            {"customer_id": customer_ids[customer], "site_id": site_ids[(customer, site_name)]},
-        )
+        if placed.get(device_id) != site_ids[(customer, site_name)]:
+            await call(
+                "PATCH",
+                f"/devices/{device_id}",
+                {"customer_id": customer_ids[customer], "site_id": site_ids[(customer, site_name)]},
+            )
         by_device[device_id] = customer_people[customer]
 
     guides: dict[tuple[str, str], int] = {}
@@ -407,8 +414,13 @@ async def run_scenario(
             scenario, clock, mqtt, pki=pki, workdir=workdir, overrides=dict(server_overrides or {})
         )
         app = create_app(settings)
+        # the server's "now" is the simulation's from the start, set-up included: devices are
+        # registered and assigned to their sites then, and those times must lie on the simulated
+        # time line (at the wall clock's, an anchored run's first hours counted as unassigned)
         if isinstance(clock, SteppedClock):
-            server_clock.configure(clock)  # the server's "now" is the step being simulated
+            server_clock.configure(clock)  # the step being simulated
+        else:
+            server_clock.configure(server_clock.AnchoredTime(clock.epoch, clock.real_anchor, clock.speed))
         try:
             async with _serve(app, "127.0.0.1", 0) as port:
                 admin_token = await _admin_token(app)

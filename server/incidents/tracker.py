@@ -76,7 +76,10 @@ class IncidentTracker:
         from server.services import customers  # noqa: PLC0415
 
         await history.record_statuses(session, fresh)
-        inventoried = sorted({m.device_id for m, _ in fresh if isinstance(m, protocol.Inventory) and m.site})
+        inventoried: dict[str, datetime] = {}  # device -> when its (newest) inventory was received
+        for message, received in fresh:
+            if isinstance(message, protocol.Inventory) and message.site:
+                inventoried[message.device_id] = max(received, inventoried.get(message.device_id, received))
         if inventoried:
             await customers.assign_sites_from_inventory(session, inventoried)
         now = max(received for _, received in fresh).timestamp()

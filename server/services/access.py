@@ -8,6 +8,10 @@ decides *which devices* (and so which incidents, sessions, commands and KPIs) th
   devices not yet assigned to any customer (someone has to triage a newly seen device);
 - ``customer``: devices of their own customer.
 
+The same scope covers what belongs to customers: a technician lists and reads only the
+customers (and their sites) assigned to them (:func:`customer_condition`, :func:`check_customer`);
+rules and their alerts follow the devices (``server.services.rules``).
+
 A device outside a caller's scope is reported as *not found* to a ``customer`` (a customer must
 not learn that another customer's device exists) and as *forbidden* to a technician.
 """
@@ -20,11 +24,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from server.db.models import Device, Role, TechnicianAssignment
+from server.db.models import Customer, Device, Role, TechnicianAssignment
 from server.errors import Forbidden, NotFound
 from server.services.users import Principal
 
-__all__ = ["Scope", "check_device", "device_condition", "scope_for"]
+__all__ = ["Scope", "check_customer", "check_device", "customer_condition", "device_condition", "scope_for"]
+
+HOW_TO_GET_ACCESS = "an admin can assign you with 'fleetcare server assign'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +90,28 @@ async def check_device(
         if principal.role is Role.CUSTOMER:
             raise NotFound(what, ident)
         subject = f"device {device_id!r}" if via is None else f"{what} {ident!r} (device {device_id!r})"
-        raise Forbidden(
-            f"{subject} belongs to a customer you are not assigned to; "
-            "an admin can assign you with 'fleetcare server assign'"
-        )
+        raise Forbidden(f"{subject} belongs to a customer you are not assigned to; {HOW_TO_GET_ACCESS}")
     return device
+
+
+def customer_condition(scope: Scope) -> ColumnElement[bool] | None:
+    """A WHERE condition on :class:`Customer` for listings (None: no restriction)."""
+    if scope.customer_ids is None:
+        return None
+    return Customer.id.in_(sorted(scope.customer_ids))
+
+
+async def check_customer(
+    session: AsyncSession, principal: Principal, customer_id: int, *, via: tuple[str, object] | None = None
+) -> None:
+    """Refuse a customer (or, ``via``, an object of it such as a site) outside the caller's scope:
+    :class:`NotFound` for a ``customer`` user (as for devices), :class:`Forbidden` for a
+    technician, saying how to get access. The caller has checked that the customer exists."""
+    scope = await scope_for(session, principal)
+    if scope.customer_ids is None or customer_id in scope.customer_ids:
+        return
+    what, ident = via if via is not None else ("customer", customer_id)
+    if principal.role is Role.CUSTOMER:
+        raise NotFound(what, ident)
+    subject = f"customer {customer_id}" if via is None else f"{what} {ident!r} (customer {customer_id})"
+    raise Forbidden(f"{subject}: you are not assigned to this customer; {HOW_TO_GET_ACCESS}")

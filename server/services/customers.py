@@ -1,31 +1,54 @@
 """Customers, their sites, and which customer/site/criticality a device belongs to.
 
 Criticality (1 low … 5 life-critical) is the business impact that raises incident priority: a
-device's own, else its site's, else its customer's. A device that reports a site name in its
-inventory is matched to the site of that name on first contact, if exactly one site has it.
-Changes made by people are written to the audit log; the caller's transaction is committed here.
+device's own, else its site's, else its customer's.
+
+A device that reports a site in its inventory gets that site (and its customer) only when the
+name is unambiguous: ``<customer name>/<site name>``, or a bare site name that exactly one site
+has (within the device's customer, if it already has one). Anything else leaves it unassigned,
+logged and listed for an operator (:func:`unassigned_devices`); two hospitals that both have a
+"Radiology" must never share each other's equipment (issue 13). An assignment starts when it is
+made (an inventory: when it was received), never earlier.
+
+Changes are written to the audit log; the caller's transaction is committed here, except for
+:func:`assign_sites_from_inventory`, which joins the ingest batch's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
-from server.db.models import Customer, Device, DeviceAssignmentPeriod, Incident, IncidentStatus, Site
+from server.db.models import (
+    Customer,
+    Device,
+    DeviceAssignmentPeriod,
+    Incident,
+    IncidentStatus,
+    Site,
+    TechnicianAssignment,
+)
 from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.incidents import priority as prio
 from server.kpi.rollups import mark_customer_devices
 from server.services import audit
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
+    "SITE_SEPARATOR",
+    "UNASSIGNED_REASONS",
     "UNSET",
     "DeviceAssignment",
+    "UnassignedDevice",
     "assign_device",
     "assign_sites_from_inventory",
     "assignment_history",
@@ -35,7 +58,9 @@ __all__ = [
     "get_site",
     "list_customers",
     "list_sites",
+    "qualified_name",
     "record_assignment",
+    "unassigned_devices",
     "update_customer",
     "update_site",
 ]
@@ -66,9 +91,17 @@ async def get_customer(session: AsyncSession, customer_id: int) -> Customer:
 
 
 async def list_customers(
-    session: AsyncSession, *, q: str | None = None, limit: int = 100, offset: int = 0
+    session: AsyncSession,
+    *,
+    q: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+    scope: ColumnElement[bool] | None = None,
 ) -> tuple[list[Customer], int]:
+    """``scope``: the caller's customer condition (``server.services.access.customer_condition``)."""
     conditions = [func.lower(Customer.name).contains(q.lower(), autoescape=True)] if q else []
+    if scope is not None:
+        conditions.append(scope)
     total = await session.scalar(select(func.count()).select_from(Customer).where(*conditions))
     rows = await session.scalars(
         select(Customer).where(*conditions).order_by(Customer.name).limit(limit).offset(offset)
@@ -84,7 +117,11 @@ async def create_customer(
     contract_hours: dict[str, Any] | None = None,
     cost_per_dispatch: float = 0.0,
     actor: str,
+    assign_to: int | None = None,
 ) -> Customer:
+    """A new customer. ``assign_to``: the id of a technician who creates it, assigned to it in the
+    same transaction (technicians see only their customers: without it, the one who created the
+    customer could not see it)."""
     _criticality(criticality, "criticality")
     if await session.scalar(select(Customer.id).where(Customer.name == name)) is not None:
         raise Conflict(f"customer {name!r} already exists", field="name")
@@ -100,6 +137,15 @@ async def create_customer(
         target=f"customer:{customer.id}",
         detail={"name": name, "criticality": criticality, "cost_per_dispatch": cost_per_dispatch},
     )
+    if assign_to is not None:
+        session.add(TechnicianAssignment(user_id=assign_to, customer_id=customer.id, created_at=utcnow()))
+        audit.record(
+            session,
+            actor=actor,
+            action="user.assigned",
+            target=actor,
+            detail={"customer_id": customer.id, "customer": name, "reason": "created the customer"},
+        )
     await session.commit()
     return customer
 
@@ -181,7 +227,7 @@ async def create_site(
         target=f"site:{site.id}",
         detail={"customer_id": customer_id, "name": name, "criticality": criticality, "attended": attended},
     )
-    await _match_waiting_devices(session, site)
+    await _match_waiting_devices(session, site, await get_customer(session, customer_id))
     await session.commit()
     return site
 
@@ -280,44 +326,193 @@ async def _ownership(session: AsyncSession, device: Device, change: DeviceAssign
     return values
 
 
-async def assign_sites_from_inventory(session: AsyncSession, device_ids: Sequence[str]) -> None:
-    """Devices without a site whose inventory names exactly one known site get it (and its
-    customer). Joins the caller's transaction."""
+SITE_SEPARATOR = "/"
+"""Between the customer's name and the site's in a qualified site name ("St Mary Hospital/Radiology")."""
+
+
+def qualified_name(customer: Customer, site: Site) -> str:
+    """The name an installer puts in a device's ``site`` setting to name exactly this site."""
+    return f"{customer.name}{SITE_SEPARATOR}{site.name}"
+
+
+def _designates(reported: str) -> ColumnElement[bool]:
+    """Sites (joined with their customer) that a reported name names: by their own name, or by
+    ``<customer name>/<site name>``. Compared whole, so a customer or site name that contains
+    the separator itself cannot be split the wrong way: every reading that fits is a candidate."""
+    return or_(Site.name == reported, (Customer.name + SITE_SEPARATOR + Site.name) == reported)
+
+
+async def _candidates(
+    session: AsyncSession, reported: str, customer_id: int | None
+) -> list[tuple[Site, str]]:
+    """The sites ``reported`` could mean, with their qualified names, sorted by those. A device
+    that already has a customer reads a bare name within that customer only."""
+    query = (
+        select(Site, Customer.name)
+        .join(Customer, Customer.id == Site.customer_id)
+        .where(_designates(reported))
+        .order_by(Customer.name, Site.name)
+    )
+    if customer_id is not None:
+        query = query.where(Site.customer_id == customer_id)
+    return [(site, f"{name}{SITE_SEPARATOR}{site.name}") for site, name in await session.execute(query)]
+
+
+async def assign_sites_from_inventory(session: AsyncSession, received: Mapping[str, datetime]) -> None:
+    """Devices without a site whose inventory (received at ``received[device_id]``) names exactly
+    one site get it, and its customer, from that instant on. A name that several sites have, or
+    none, leaves the device unassigned for an operator (``GET /unassigned-devices``) and is
+    logged. Joins the caller's transaction."""
     devices = list(
         await session.scalars(
-            select(Device).where(
-                Device.id.in_(device_ids), Device.site_id.is_(None), Device.site.is_not(None)
-            )
+            select(Device)
+            .where(Device.id.in_(sorted(received)), Device.site_id.is_(None), Device.site.is_not(None))
+            .order_by(Device.id)
         )
     )
     for device in devices:
-        sites = list(await session.scalars(select(Site).where(Site.name == device.site).limit(2)))
-        if len(sites) != 1:
+        assert device.site is not None  # the query says so
+        candidates = await _candidates(session, device.site, device.customer_id)
+        if len(candidates) != 1:
+            _log_refusal(device, candidates)
             continue
-        site = sites[0]
-        if device.customer_id is not None and device.customer_id != site.customer_id:
-            continue
-        before = (device.customer_id, device.site_id)
-        device.site_id, device.customer_id = site.id, site.customer_id
-        await record_assignment(session, device, before, at=None)
+        await _match(session, device, candidates[0][0], at=received[device.id], how="inventory")
 
 
-async def _match_waiting_devices(session: AsyncSession, site: Site) -> None:
-    """A new site is given to devices that already reported its name (if the name is unique)."""
-    same_name = await session.scalar(select(func.count()).select_from(Site).where(Site.name == site.name))
-    if same_name != 1:
-        return
+def _log_refusal(device: Device, candidates: list[tuple[Site, str]]) -> None:
+    within = f" of customer {device.customer_id}" if device.customer_id is not None else ""
+    if candidates:
+        names = ", ".join(repr(name) for _, name in candidates)
+        logger.warning(
+            "device %s reports site %r: %d sites%s have that name (%s); left without a site: "
+            "report the qualified name '<customer>%s<site>', or assign it (PATCH /devices/%s)",
+            device.id,
+            device.site,
+            len(candidates),
+            within,
+            names,
+            SITE_SEPARATOR,
+            device.id,
+        )
+    else:  # usually a site not entered yet (it takes the device when it is): not a warning
+        logger.info(
+            "device %s reports site %r: no site%s has that name; left without a site",
+            device.id,
+            device.site,
+            within,
+        )
+
+
+async def _match(session: AsyncSession, device: Device, site: Site, *, at: datetime, how: str) -> None:
+    """Give ``device`` the site (and its customer) from ``at`` on, with an audit entry: who owns a
+    device decides who sees it, so an automatic assignment is as traceable as a person's."""
+    before = (device.customer_id, device.site_id)
+    device.site_id, device.customer_id = site.id, site.customer_id
+    await record_assignment(session, device, before, at=at)
+    audit.record(
+        session,
+        actor="server",
+        action="device.site_matched",
+        target=f"device:{device.id}",
+        detail={"reported": device.site, "customer_id": site.customer_id, "site_id": site.id, "by": how},
+    )
+    await _reprioritise(session, select(Device.id).where(Device.id == device.id))
+
+
+async def _match_waiting_devices(session: AsyncSession, site: Site, customer: Customer) -> None:
+    """A new site is given, from now on, to devices that already reported it by its qualified
+    name, or by its bare name when they already have this customer. A bare name alone is not
+    enough here: sites are entered one after another, and the first "Radiology" would take the
+    devices of every hospital that has one (issue 13). Those wait for an operator, or for their
+    next inventory once the name is unique."""
+    qualified = qualified_name(customer, site)
     waiting = await session.scalars(
-        select(Device).where(
-            Device.site == site.name,
+        select(Device)
+        .where(
             Device.site_id.is_(None),
-            (Device.customer_id.is_(None)) | (Device.customer_id == site.customer_id),
+            or_(
+                (Device.site == qualified)
+                & (Device.customer_id.is_(None) | (Device.customer_id == customer.id)),
+                (Device.site == site.name) & (Device.customer_id == customer.id),
+            ),
+        )
+        .order_by(Device.id)
+    )
+    now = utcnow()
+    for device in list(waiting):
+        assert device.site is not None
+        candidates = await _candidates(session, device.site, device.customer_id)
+        if [each.id for each, _ in candidates] == [site.id]:
+            await _match(session, device, site, at=now, how="site.created")
+    await _warn_if_now_ambiguous(session, site)
+
+
+async def _warn_if_now_ambiguous(session: AsyncSession, site: Site) -> None:
+    """Devices matched earlier by a bare name that this new site now shares keep their site (we
+    cannot tell an automatic match from a confirmed one without a record of it): say so."""
+    matched = list(
+        await session.scalars(
+            select(Device.id)
+            .join(Site, Site.id == Device.site_id)
+            .where(Device.site == site.name, Site.name == site.name, Site.id != site.id)
+            .order_by(Device.id)
+            .limit(11)
         )
     )
-    for device in waiting:
-        before = (device.customer_id, device.site_id)
-        device.site_id, device.customer_id = site.id, site.customer_id
-        await record_assignment(session, device, before, at=None)
+    if matched:
+        logger.warning(
+            "site name %r is now used by more than one customer; devices that reported the bare "
+            "name keep the site they have (check them): %s%s",
+            site.name,
+            ", ".join(matched[:10]),
+            ", …" if len(matched) > 10 else "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnassignedDevice:
+    """A device without a site, and why its report did not give it one."""
+
+    device: Device
+    reason: str  # see UNASSIGNED_REASONS
+    candidates: list[str]  # qualified names of the sites the reported name could mean
+
+
+UNASSIGNED_REASONS = {
+    "not_reported": "the device reports no site",
+    "unknown": "no site has the reported name",
+    "ambiguous": "several sites have the reported name: report '<customer>/<site>'",
+    "one_match": "one site has the name; it is taken at the device's next inventory",
+}
+
+
+async def unassigned_devices(
+    session: AsyncSession, *, scope: ColumnElement[bool] | None, limit: int = 100, offset: int = 0
+) -> tuple[list[UnassignedDevice], int]:
+    """Devices (in ``scope``, the caller's device condition) without a site, oldest first, with
+    the reason: what an operator works through to assign them."""
+    conditions: list[ColumnElement[bool]] = [Device.site_id.is_(None), Device.decommissioned_at.is_(None)]
+    if scope is not None:
+        conditions.append(scope)
+    total = await session.scalar(select(func.count()).select_from(Device).where(*conditions))
+    rows = list(
+        await session.scalars(
+            select(Device)
+            .where(*conditions)
+            .order_by(Device.first_seen, Device.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    )
+    listed: list[UnassignedDevice] = []
+    for device in rows:
+        if not device.site:
+            listed.append(UnassignedDevice(device, "not_reported", []))
+            continue
+        names = [name for _, name in await _candidates(session, device.site, device.customer_id)]
+        reason = "unknown" if not names else "ambiguous" if len(names) > 1 else "one_match"
+        listed.append(UnassignedDevice(device, reason, names))
+    return listed, total or 0
 
 
 # -- assignment history -------------------------------------------------------------------------------
@@ -327,15 +522,16 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 async def record_assignment(
-    session: AsyncSession, device: Device, before: tuple[int | None, int | None], *, at: datetime | None
+    session: AsyncSession, device: Device, before: tuple[int | None, int | None], *, at: datetime
 ) -> None:
     """Keep ``device_assignments`` in step with a change of the device's customer/site (already
-    set on ``device``) from ``before``, effective ``at``; None: a match from the device's own
-    inventory, which holds for its whole history when no change was recorded before.
+    set on ``device``) from ``before``, effective ``at``: for a person's change, when it was made;
+    for a match from the device's inventory, when that inventory was received (never earlier:
+    what the device did before it was known to belong to a customer is not that customer's).
 
     The KPIs count downtime and incidents to the customer at the time (docs/kpis.md), so a move
     closes the open period at ``at`` and opens another; the first change recorded also writes the
-    values before it, from the epoch on."""
+    values before it (for a new device: unassigned), from the epoch on."""
     after = (device.customer_id, device.site_id)
     if after == before:
         return
@@ -346,13 +542,8 @@ async def record_assignment(
             .order_by(DeviceAssignmentPeriod.valid_from_s)
         )
     )
-    if not rows:
-        if at is None:
-            at = EPOCH
-        else:  # unassigned before, too, is history: the first period reaches back to the beginning
-            session.add(_period(device.id, before, EPOCH, at))
-    elif at is None:
-        at = utcnow()
+    if not rows:  # what it was before is history too: the first period reaches back to the beginning
+        session.add(_period(device.id, before, EPOCH, at))
     current = next((row for row in rows if row.valid_to is None), None)
     if current is not None:
         if current.valid_from >= at:  # changed again at the same instant: replace it

@@ -156,7 +156,7 @@ async def test_a_device_reporting_a_known_site_name_is_matched_on_first_contact(
     ).json()
     inc = tracker()
     await feed(runtime.sessions, inc, Dev("site-1").inventory(0, site="radiology-3"))
-    await feed(runtime.sessions, inc, Dev("site-2").inventory(0, site="unknown-place"))
+    await feed(runtime.sessions, inc, Dev("site-2").inventory(0, site="Clinic/unknown-place"))
     async with runtime.sessions() as session:
         one = await session.get(Device, "site-1")
         two = await session.get(Device, "site-2")
@@ -164,7 +164,7 @@ async def test_a_device_reporting_a_known_site_name_is_matched_on_first_contact(
         assert two is not None
         assert (one.customer_id, one.site_id) == (clinic["id"], site["id"])
         assert (two.customer_id, two.site_id) == (None, None)
-    # a site created later picks up devices that already reported its name
+    # a site created later picks up devices that already reported its qualified name
     later = (
         await client.post(
             f"{V1}/customers/{clinic['id']}/sites", json={"name": "unknown-place"}, headers=auth

@@ -61,20 +61,27 @@ async def test_assigning_and_moving_a_device_records_each_period(
     ]
 
 
-async def test_first_contact_site_matching_holds_for_the_whole_history(
+async def test_site_matching_starts_when_the_inventory_was_received(
     api: tuple[httpx.AsyncClient, Runtime, dict[str, str]],
 ) -> None:
+    """Not back-dated to 1970 (issue 13): before its inventory came, nobody knew whose it was."""
     client, runtime, auth = api
     clinic = (await client.post(f"{V1}/customers", json={"name": "Clinic"}, headers=auth)).json()
-    site = (
+    lab = (
         await client.post(f"{V1}/customers/{clinic['id']}/sites", json={"name": "lab-2"}, headers=auth)
     ).json()
     inc = tracker()
     await feed(runtime.sessions, inc, Dev("hist-2").inventory(0, site="lab-2"))
-    assert await periods(runtime, "hist-2") == [(clinic["id"], site["id"], True, True)]
-    # a site created after the device reported its name: also from the beginning
-    await feed(runtime.sessions, inc, Dev("hist-3").inventory(0, site="lab-9"))
+    assert await periods(runtime, "hist-2") == [
+        (None, None, True, False),
+        (clinic["id"], lab["id"], False, True),
+    ]
+    # a site created after the device reported its (qualified) name: from the site's creation
+    await feed(runtime.sessions, inc, Dev("hist-3").inventory(0, site="Clinic/lab-9"))
     later = (
         await client.post(f"{V1}/customers/{clinic['id']}/sites", json={"name": "lab-9"}, headers=auth)
     ).json()
-    assert await periods(runtime, "hist-3") == [(clinic["id"], later["id"], True, True)]
+    assert await periods(runtime, "hist-3") == [
+        (None, None, True, False),
+        (clinic["id"], later["id"], False, True),
+    ]

@@ -106,6 +106,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/customers/{customer_id}/sites"): row(A, T, O),
     ("POST", "/customers/{customer_id}/sites"): row(A, T),
     ("PATCH", "/customers/{customer_id}/sites/{site_id}"): row(A, T),
+    ("GET", "/unassigned-devices"): row(A, T, O),
     # remote sessions (helper C)
     ("POST", "/sessions"): row(A, T, pending=True),
     ("GET", "/sessions"): row(A, T, O, pending=True),
