@@ -2,6 +2,6 @@
 
 from server.ingest.consumer import Consumer
 from server.ingest.stats import IngestStats
-from server.ingest.writer import BatchOutcome, BatchWriter, Decoded, write_batch
+from server.ingest.writer import BatchOutcome, BatchWriter, Decoded, Quarantined, write_batch
 
-__all__ = ["BatchOutcome", "BatchWriter", "Consumer", "Decoded", "IngestStats", "write_batch"]
+__all__ = ["BatchOutcome", "BatchWriter", "Consumer", "Decoded", "IngestStats", "Quarantined", "write_batch"]

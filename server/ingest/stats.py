@@ -1,4 +1,12 @@
-"""Ingest counters, exposed at ``/api/v1/ingest/stats`` and logged periodically."""
+"""Ingest counters, exposed at ``/api/v1/ingest/stats`` and logged periodically.
+
+Every message taken from the broker ends in exactly one of: ``stored``, ``duplicates``,
+``malformed[reason]`` (rejected: by the codec, or at write time ``db_rejected`` /
+``write_crash``) or ``refused[reason]`` (a revoked or retired device), so
+``received == stored + duplicates + malformed_total + refused_total`` once the batches in
+flight are done. ``quarantined`` counts, by exception class, the rejected messages that were
+also kept in ``quarantined_messages`` because something unexpected went wrong with them.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +24,9 @@ class IngestStats:
     stored: int = 0  # new messages committed
     duplicates: int = 0  # (device_id, seq) already stored: redeliveries
     malformed: Counter[str] = field(default_factory=Counter)  # dropped, by reason
+    refused: Counter[str] = field(default_factory=Counter)  # from refused devices: revoked, retired
+    quarantined: Counter[str] = field(default_factory=Counter)  # kept for inspection, by error class
+    quarantine_failed: int = 0  # could not even be kept (logged instead)
     batches: int = 0
     last_batch_size: int = 0
     last_batch_latency_ms: float = 0.0  # first message of the batch received → committed
@@ -29,6 +40,11 @@ class IngestStats:
             "duplicates": self.duplicates,
             "malformed": dict(self.malformed),
             "malformed_total": sum(self.malformed.values()),
+            "refused": dict(self.refused),
+            "refused_total": sum(self.refused.values()),
+            "quarantined": dict(self.quarantined),
+            "quarantined_total": sum(self.quarantined.values()),
+            "quarantine_failed": self.quarantine_failed,
             "batches": self.batches,
             "last_batch_size": self.last_batch_size,
             "last_batch_latency_ms": round(self.last_batch_latency_ms, 3),

@@ -15,35 +15,65 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, bindparam, case, insert, or_, update
+from sqlalchemy import Table, bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
 from server.db.dialect import insert_ignore
-from server.db.models import Device, Event, Message, TelemetrySample
+from server.db.models import Device, Event, Message, QuarantinedMessage, TelemetrySample
 from server.services import commands
 from server.sessions import service as sessions
 
 if TYPE_CHECKING:
     from server.incidents import IncidentTracker
 
-__all__ = ["BatchOutcome", "BatchWriter", "Decoded", "write_batch"]
+__all__ = ["BatchOutcome", "BatchWriter", "Decoded", "Quarantined", "write_batch"]
 
 # The hot path uses Core tables (executemany, cached statements), not ORM bulk operations.
 MESSAGES: Table = Message.__table__  # type: ignore[assignment]
 DEVICES: Table = Device.__table__  # type: ignore[assignment]
 TELEMETRY: Table = TelemetrySample.__table__  # type: ignore[assignment]
 EVENTS: Table = Event.__table__  # type: ignore[assignment]
+QUARANTINE: Table = QuarantinedMessage.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
+    """A decoded message, with the topic and bytes it came as (empty when built in code), so
+    that a message whose handling fails can be quarantined as it was received."""
+
     message: protocol.UpMessage
     received_at: datetime
+    topic: str = ""
+    payload: bytes = b""
 
     @property
     def key(self) -> tuple[str, int]:
         return self.message.device_id, self.message.seq
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A message kept out of the ingest path with why (a row of ``quarantined_messages``)."""
+
+    received_at: datetime
+    topic: str
+    device_id: str | None
+    seq: int | None
+    payload: bytes
+    error: str  # exception class
+    reason: str
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "received_at": self.received_at,
+            "topic": self.topic[:256],  # the columns' sizes: MQTT topics may be longer
+            "device_id": self.device_id[:64] if self.device_id else None,
+            "seq": self.seq,
+            "payload": self.payload,
+            "error": self.error[:256],
+            "reason": self.reason,
+        }
 
 
 @dataclass(slots=True)
@@ -227,3 +257,20 @@ class BatchWriter:
             outcome = await write_batch(session, items, incidents=self._incidents)
             await session.commit()
             return outcome
+
+    async def quarantine(self, items: Sequence[Quarantined]) -> None:
+        """Keep messages that could not be handled, in their own transaction, committed."""
+        async with self._sessions() as session:
+            await session.execute(insert(QUARANTINE), [item.row() for item in items])
+            await session.commit()
+
+    async def refused_devices(self) -> dict[str, str]:
+        """Devices whose messages are refused, with why: ``revoked`` (certificate revoked) or
+        ``retired`` (decommissioned). Few rows; read whole, every second or so, by the consumer."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(DEVICES.c.id, DEVICES.c.revoked_at.is_not(None)).where(
+                    or_(DEVICES.c.revoked_at.is_not(None), DEVICES.c.decommissioned_at.is_not(None))
+                )
+            )
+            return {device_id: "revoked" if revoked else "retired" for device_id, revoked in rows}

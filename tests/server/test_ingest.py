@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.db.models import Device, Event, Message, TelemetrySample
-from server.ingest import BatchWriter, Consumer, IngestStats
+import protocol
+from server.db.models import Device, Event, Message, QuarantinedMessage, TelemetrySample
+from server.db.types import utcnow
+from server.ingest import BatchWriter, Consumer, IngestStats, Quarantined
+from server.ingest.consumer import Decoder
+from server.ingest.refusals import RefusedDevices
 from server.mqtt import InboundMessage
 from server.settings import IngestSettings
 from tests.server import factory as f
@@ -96,12 +101,25 @@ class FakeSource:
 
 
 async def run_consumer(
-    sessions: Sessions, messages: list[InboundMessage], **settings: object
+    sessions: Sessions,
+    messages: list[InboundMessage],
+    *,
+    writer: BatchWriter | None = None,
+    decode: Decoder | None = None,
+    **settings: object,
 ) -> tuple[IngestStats, FakeSource]:
     source = FakeSource()
     source.expected = len(messages)
     stats = IngestStats()
-    consumer = Consumer(source.queue, source.ack, BatchWriter(sessions), IngestSettings(**settings), stats)
+    options = {"decode": decode} if decode is not None else {}
+    consumer = Consumer(
+        source.queue,
+        source.ack,
+        writer or BatchWriter(sessions),
+        IngestSettings(**settings),
+        stats,
+        **options,
+    )
     for message in messages:
         source.queue.put_nowait(message)
     async with asyncio.TaskGroup() as tg:
@@ -179,3 +197,138 @@ async def test_seq_beyond_64_bits_is_rejected_and_the_next_message_stored(sessio
     assert (stats.received, stats.stored) == (2, 1)
     assert source.acked == [poison.mid, good.mid]
     assert await count(sessions, TelemetrySample, device_id="dev-ovf") == 1
+
+
+def lenient_decode(topic: str, payload: bytes) -> protocol.UpMessage:
+    """The codec as it was before ``seq`` was bounded: any non-negative ``seq`` gets through. It
+    stands for any message the schema lets pass and the writer then fails on."""
+    body = json.loads(payload)
+    seq = body["seq"]
+    body["seq"] = 0
+    return protocol.decode_uplink(topic, json.dumps(body).encode()).model_copy(update={"seq": seq})
+
+
+async def quarantined(sessions: Sessions) -> list[QuarantinedMessage]:
+    async with sessions() as session:
+        return list((await session.scalars(select(QuarantinedMessage).order_by(QuarantinedMessage.id))).all())
+
+
+async def test_message_the_writer_fails_on_is_quarantined_and_the_rest_stored(sessions: Sessions) -> None:
+    """The poison message of issue 13 behind a schema that lets it through: SQLite raises
+    OverflowError (not a database error), PostgreSQL a DataError. Either way only that message
+    is set aside, kept as received, and everything is acknowledged."""
+    first, poison, last = (
+        f.inbound(f.telemetry("dev-q", 1)),
+        _raw_telemetry("dev-q", 2**63),
+        f.inbound(f.telemetry("dev-q", 3)),
+    )
+    stats, source = await run_consumer(sessions, [first, poison, last], decode=lenient_decode)
+    assert (stats.received, stats.stored) == (3, 2)
+    assert sum(stats.malformed.values()) == 1
+    assert set(stats.malformed) <= {"db_rejected", "write_crash"}
+    assert source.acked == [first.mid, poison.mid, last.mid]
+    assert await count(sessions, TelemetrySample, device_id="dev-q") == 2
+    [row] = await quarantined(sessions)
+    assert stats.quarantined == {row.error: 1}
+    assert (row.topic, row.device_id, row.seq, row.payload) == (poison.topic, "dev-q", None, poison.payload)
+    assert row.reason
+
+
+async def test_decoder_crash_is_counted_quarantined_and_ingestion_goes_on(sessions: Sessions) -> None:
+    def crashing(topic: str, payload: bytes) -> protocol.UpMessage:
+        if payload == b"crash me":
+            raise RuntimeError("decoder bug")
+        return protocol.decode_uplink(topic, payload)
+
+    bad = f.inbound(topic="fc/v1/d/dev-dc/up/event", payload=b"crash me")
+    good = f.inbound(f.telemetry("dev-dc", 1))
+    stats, source = await run_consumer(sessions, [bad, good], decode=crashing)
+    assert stats.malformed == {"decode_crash": 1}
+    assert stats.quarantined == {"RuntimeError": 1}
+    assert (stats.received, stats.stored) == (2, 1)
+    assert source.acked == [bad.mid, good.mid]
+    [row] = await quarantined(sessions)
+    assert (row.device_id, row.seq, row.payload, row.error, row.reason) == (
+        "dev-dc",
+        None,
+        b"crash me",
+        "RuntimeError",
+        "decoder bug",
+    )
+
+
+class QuarantineRefused(BatchWriter):
+    """A database that refuses even the quarantine table (a fake at the writer seam)."""
+
+    async def quarantine(self, items: Sequence[Quarantined]) -> None:
+        raise ValueError("quarantine refused")
+
+
+async def test_failing_quarantine_is_counted_and_still_acknowledged(sessions: Sessions) -> None:
+    def crashing(topic: str, payload: bytes) -> protocol.UpMessage:
+        raise KeyError(payload)
+
+    bad = f.inbound(topic="fc/v1/d/dev-qf/up/event", payload=b"{}")
+    stats, source = await run_consumer(sessions, [bad], writer=QuarantineRefused(sessions), decode=crashing)
+    assert (stats.quarantine_failed, stats.malformed) == (1, {"decode_crash": 1})
+    assert source.acked == [bad.mid]
+
+
+# -- revoked or retired devices are refused (issue 13) --------------------------------------
+
+
+async def _register(sessions: Sessions, device_id: str, **fields: object) -> None:
+    async with sessions() as session:
+        session.add(Device(id=device_id, first_seen=f.NOW, online=False, **fields))
+        await session.commit()
+
+
+async def test_messages_of_revoked_and_retired_devices_are_refused_and_counted(sessions: Sessions) -> None:
+    await _register(sessions, "dev-rev", revoked_at=utcnow())
+    await _register(sessions, "dev-ret", decommissioned_at=utcnow())
+    await _register(sessions, "dev-both", revoked_at=utcnow(), decommissioned_at=utcnow())
+    messages = [
+        f.inbound(f.telemetry("dev-rev", 1)),
+        f.inbound(f.status("dev-rev", 2, online=True)),
+        f.inbound(f.event("dev-ret", 1)),
+        f.inbound(f.telemetry("dev-both", 1)),
+        f.inbound(f.telemetry("dev-fine", 1)),
+        f.inbound(f.status("dev-fine", 2, online=True)),
+    ]
+    stats, source = await run_consumer(sessions, messages)
+    assert stats.refused == {"revoked": 3, "retired": 1}
+    assert (stats.received, stats.stored, stats.malformed) == (6, 2, {})
+    assert len(source.acked) == 6
+    for refused in ("dev-rev", "dev-ret", "dev-both"):
+        assert await count(sessions, Message, device_id=refused) == 0
+        assert await count(sessions, TelemetrySample, device_id=refused) == 0
+        assert await count(sessions, Event, device_id=refused) == 0
+    async with sessions() as session:
+        revoked = await session.get(Device, "dev-rev")
+        assert revoked is not None
+        assert (revoked.online, revoked.last_seen) == (False, None)  # the status was not applied
+    assert await count(sessions, TelemetrySample, device_id="dev-fine") == 1
+
+
+async def test_refused_devices_are_reread_once_the_list_is_older_than_max_age() -> None:
+    loads: list[dict[str, str]] = [{}, {"dev-a": "revoked"}]
+
+    async def load() -> dict[str, str]:
+        return loads.pop(0) if len(loads) > 1 else loads[0]
+
+    fresh = RefusedDevices(load, max_age=0)
+    assert await fresh.current() == {}
+    assert await fresh.current() == {"dev-a": "revoked"}
+    loads[:] = [{}, {"dev-a": "revoked"}]
+    cached = RefusedDevices(load, max_age=3600)
+    assert await cached.current() == {}
+    assert await cached.current() == {}  # not re-read within max_age
+
+
+def test_a_refused_device_is_logged_at_most_once_per_interval() -> None:
+    async def load() -> dict[str, str]:
+        return {}
+
+    guard = RefusedDevices(load, log_interval=3600)
+    assert [guard.should_log("a"), guard.should_log("a"), guard.should_log("b")] == [True, False, True]
+    assert RefusedDevices(load, log_interval=0).should_log("a")
