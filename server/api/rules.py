@@ -1,5 +1,8 @@
 """Preventive-maintenance rules (read: admin, technician, ops; write: admin, technician) and the
-alerts they raise. Reference: docs/preventive-maintenance.md."""
+alerts they raise. Reference: docs/preventive-maintenance.md.
+
+A technician sees the rules that judge their devices and the alerts of their devices, and
+changes only rules that judge nothing outside their scope (``server.services.rules``)."""
 
 from __future__ import annotations
 
@@ -8,12 +11,14 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 import protocol
 from server.api.deps import SessionDep, require_role
 from server.api.schemas import Page
 from server.db.models import Role
-from server.services import rules
+from server.services import access, rules
 from server.services.users import Principal
 
 __all__ = ["RuleAlertPublic", "RuleCreate", "RulePublic", "RuleUpdate", "router"]
@@ -82,6 +87,10 @@ class RulePublic(BaseModel):
     created_at: datetime
 
 
+async def _scope(session: AsyncSession, user: Principal) -> ColumnElement[bool] | None:
+    return access.device_condition(await access.scope_for(session, user))
+
+
 class RuleAlertPublic(BaseModel):
     id: int
     rule_id: int
@@ -101,7 +110,7 @@ class RuleAlertPublic(BaseModel):
 async def list_alerts(
     *,
     session: SessionDep,
-    _user: Reader,
+    user: Reader,
     device: Annotated[str | None, Query(max_length=64, description="Device id")] = None,
     rule: Annotated[int | None, Query(ge=1, description="Rule id")] = None,
     active: bool | None = None,
@@ -110,12 +119,13 @@ async def list_alerts(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[RuleAlertPublic]:
-    """Alerts raised in [since, until), newest first."""
+    """Alerts raised in [since, until) on devices in the caller's scope, newest first."""
     rows, total = await rules.list_alerts(
         session,
         rules.AlertFilter(device_id=device, rule_id=rule, active=active, since=since, until=until),
         limit=limit,
         offset=offset,
+        scope=await _scope(session, user),
     )
     items = [
         RuleAlertPublic(
@@ -141,15 +151,22 @@ async def list_alerts(
 async def list_rules(
     *,
     session: SessionDep,
-    _user: Reader,
+    user: Reader,
     enabled: bool | None = None,
     metric: Annotated[str | None, Query(max_length=128)] = None,
     model: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[RulePublic]:
+    """The rules that judge a device in the caller's scope (everyone's: every rule)."""
     rows, total = await rules.list_rules(
-        session, enabled=enabled, metric=metric, model=model, limit=limit, offset=offset
+        session,
+        enabled=enabled,
+        metric=metric,
+        model=model,
+        limit=limit,
+        offset=offset,
+        scope=await _scope(session, user),
     )
     return Page(
         items=[RulePublic.model_validate(row) for row in rows], total=total, limit=limit, offset=offset
@@ -161,12 +178,15 @@ async def create_rule(body: RuleCreate, session: SessionDep, user: Writer) -> Ru
     """A new rule; it judges telemetry stored from now on."""
     fields: dict[str, Any] = body.model_dump()
     fields["severity"] = body.severity.value
-    return RulePublic.model_validate(await rules.create_rule(session, actor=user.actor, **fields))
+    rule = await rules.create_rule(session, actor=user.actor, scope=await _scope(session, user), **fields)
+    return RulePublic.model_validate(rule)
 
 
 @router.get("/{rule_id}", response_model=RulePublic)
-async def get_rule(rule_id: RuleIdPath, session: SessionDep, _user: Reader) -> RulePublic:
-    return RulePublic.model_validate(await rules.get_rule(session, rule_id))
+async def get_rule(rule_id: RuleIdPath, session: SessionDep, user: Reader) -> RulePublic:
+    return RulePublic.model_validate(
+        await rules.get_rule(session, rule_id, scope=await _scope(session, user))
+    )
 
 
 @router.patch("/{rule_id}", response_model=RulePublic)
@@ -176,11 +196,14 @@ async def update_rule(rule_id: RuleIdPath, body: RuleUpdate, session: SessionDep
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
     if body.severity is not None:
         changes["severity"] = body.severity.value
-    return RulePublic.model_validate(await rules.update_rule(session, rule_id, changes, actor=user.actor))
+    rule = await rules.update_rule(
+        session, rule_id, changes, actor=user.actor, scope=await _scope(session, user)
+    )
+    return RulePublic.model_validate(rule)
 
 
 @router.delete("/{rule_id}", status_code=204, response_class=Response)
 async def delete_rule(rule_id: RuleIdPath, session: SessionDep, user: Writer) -> Response:
     """Delete the rule and its alerts (disable it instead to keep the history)."""
-    await rules.delete_rule(session, rule_id, actor=user.actor)
+    await rules.delete_rule(session, rule_id, actor=user.actor, scope=await _scope(session, user))
     return Response(status_code=204)

@@ -14,6 +14,13 @@ A new rule — and one re-enabled or whose condition changed — starts at the n
 sample: it judges telemetry stored from then on, it does not look back. Samples older (device
 time) than the newest one already evaluated for that rule and device arrive late and are
 skipped. Functions here commit; the periodic task is :func:`run_rule_evaluator`.
+
+Scope (``scope``: the caller's device condition, ``server.services.access.device_condition``;
+None: the whole fleet). A rule has no customer: it judges every device of its model (or every
+device). A scoped caller (a technician) sees the rules that judge a device in their scope — those
+for every model and those for a model one of their devices has — and the alerts of their
+devices only; they may create, change or delete a rule only when every device it judges, before
+and after the change, is in their scope, so nobody changes another customer's alerting.
 """
 
 from __future__ import annotations
@@ -27,14 +34,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, true, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.db.models import Device, Rule, RuleAlert, RuleState, TelemetrySample
 from server.db.types import utcnow
-from server.errors import Conflict, NotFound
+from server.errors import Conflict, Forbidden, NotFound
 from server.services import audit
 
 __all__ = [
@@ -48,6 +55,7 @@ __all__ = [
     "get_rule",
     "list_alerts",
     "list_rules",
+    "rule_condition",
     "run_rule_evaluator",
     "update_rule",
 ]
@@ -79,12 +87,54 @@ async def _name_taken(session: AsyncSession, name: str, rule_id: int | None = No
         raise Conflict(f"a rule named {name!r} already exists", field="name")
 
 
-async def create_rule(session: AsyncSession, *, actor: str, **fields: Any) -> Rule:
+def _judges(model: str | None) -> ColumnElement[bool]:
+    """The devices a rule for ``model`` (None: every model) judges."""
+    return true() if model is None else Device.model == model
+
+
+def _outside(scope: ColumnElement[bool]) -> ColumnElement[bool]:
+    """Devices not in ``scope`` (NULL-safe, unlike ``NOT scope`` on a NULL customer)."""
+    return Device.id.not_in(select(Device.id).where(scope))
+
+
+def rule_condition(scope: ColumnElement[bool] | None) -> ColumnElement[bool] | None:
+    """A WHERE condition on :class:`Rule`: the rules a caller with ``scope`` sees (None: no
+    restriction) — all but those that judge only devices outside it: a rule for every model, for
+    a model one of their devices has, or for a model no other customer's device has (yet)."""
+    if scope is None:
+        return None
+    known = Device.model.is_not(None)  # no NULL in a NOT IN list
+    inside = select(Device.model).where(scope, known).distinct()
+    outside = select(Device.model).where(_outside(scope), known).distinct()
+    return or_(Rule.model.is_(None), Rule.model.in_(inside), Rule.model.not_in(outside))
+
+
+async def _check_reach(
+    session: AsyncSession, scope: ColumnElement[bool] | None, model: str | None, rule: str
+) -> None:
+    """Refuse a change to a rule that judges (or would judge) a device outside ``scope``."""
+    if scope is None:
+        return
+    outside = await session.scalar(
+        select(func.count()).select_from(Device).where(_judges(model), _outside(scope))
+    )
+    if outside:
+        which = "every model" if model is None else f"model {model!r}"
+        raise Forbidden(
+            f"{rule} (for {which}) judges {outside} device(s) of customers you are not assigned "
+            "to; an admin can change it"
+        )
+
+
+async def create_rule(
+    session: AsyncSession, *, actor: str, scope: ColumnElement[bool] | None = None, **fields: Any
+) -> Rule:
     """A new rule from validated ``fields`` (name, metric, op, value, duration_s, severity,
     model, enabled); it judges telemetry stored from now on."""
     unknown = set(fields) - _EDITABLE
     if unknown:
         raise TypeError(f"unknown rule fields: {sorted(unknown)}")
+    await _check_reach(session, scope, fields.get("model"), "a rule")
     await _name_taken(session, fields["name"])
     rule = Rule(**fields, created_at=utcnow(), last_sample_id=await _newest_sample_id(session))
     session.add(rule)
@@ -100,10 +150,20 @@ async def create_rule(session: AsyncSession, *, actor: str, **fields: Any) -> Ru
     return rule
 
 
-async def get_rule(session: AsyncSession, rule_id: int) -> Rule:
+async def get_rule(session: AsyncSession, rule_id: int, *, scope: ColumnElement[bool] | None = None) -> Rule:
+    """The rule; :class:`Forbidden` if it judges no device in ``scope``."""
     rule = await session.get(Rule, rule_id)
     if rule is None:
         raise NotFound("rule", rule_id)
+    visible = rule_condition(scope)
+    if (
+        visible is not None
+        and await session.scalar(select(Rule.id).where(Rule.id == rule_id, visible)) is None
+    ):
+        raise Forbidden(
+            f"rule {rule_id} judges only devices of customers you are not assigned to; "
+            "an admin can assign you with 'fleetcare server assign'"
+        )
     return rule
 
 
@@ -115,8 +175,10 @@ async def list_rules(
     model: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    scope: ColumnElement[bool] | None = None,
 ) -> tuple[list[Rule], int]:
-    conditions: list[ColumnElement[bool]] = []
+    visible = rule_condition(scope)
+    conditions: list[ColumnElement[bool]] = [] if visible is None else [visible]
     if enabled is not None:
         conditions.append(Rule.enabled.is_(enabled))
     if metric is not None:
@@ -130,14 +192,24 @@ async def list_rules(
     return list(rows), total or 0
 
 
-async def update_rule(session: AsyncSession, rule_id: int, changes: Mapping[str, Any], *, actor: str) -> Rule:
+async def update_rule(
+    session: AsyncSession,
+    rule_id: int,
+    changes: Mapping[str, Any],
+    *,
+    actor: str,
+    scope: ColumnElement[bool] | None = None,
+) -> Rule:
     """Apply validated ``changes``. A changed condition, or disabling, ends the rule's open
     alerts (at server time) and forgets its states; re-enabling or a changed condition restarts
     it at the newest stored sample."""
     unknown = set(changes) - _EDITABLE
     if unknown:
         raise TypeError(f"unknown rule fields: {sorted(unknown)}")
-    rule = await get_rule(session, rule_id)
+    rule = await get_rule(session, rule_id, scope=scope)
+    await _check_reach(session, scope, rule.model, f"rule {rule_id}")
+    if "model" in changes:
+        await _check_reach(session, scope, changes["model"], f"rule {rule_id}")
     if "name" in changes:
         await _name_taken(session, changes["name"], rule_id)
     changed = {key: value for key, value in changes.items() if getattr(rule, key) != value}
@@ -166,9 +238,12 @@ async def update_rule(session: AsyncSession, rule_id: int, changes: Mapping[str,
     return rule
 
 
-async def delete_rule(session: AsyncSession, rule_id: int, *, actor: str) -> None:
+async def delete_rule(
+    session: AsyncSession, rule_id: int, *, actor: str, scope: ColumnElement[bool] | None = None
+) -> None:
     """Delete the rule with its alerts and states (disable it instead to keep the history)."""
-    rule = await get_rule(session, rule_id)
+    rule = await get_rule(session, rule_id, scope=scope)
+    await _check_reach(session, scope, rule.model, f"rule {rule_id}")
     detail = _describe(rule)
     await session.execute(delete(RuleState).where(RuleState.rule_id == rule_id))
     await session.execute(delete(RuleAlert).where(RuleAlert.rule_id == rule_id))
@@ -210,10 +285,17 @@ class AlertFilter:
 
 
 async def list_alerts(
-    session: AsyncSession, where: AlertFilter, *, limit: int = 100, offset: int = 0
+    session: AsyncSession,
+    where: AlertFilter,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    scope: ColumnElement[bool] | None = None,
 ) -> tuple[list[tuple[RuleAlert, Rule]], int]:
-    """Alerts with their rule, newest raised first, and the total count."""
+    """Alerts (of devices in ``scope``) with their rule, newest raised first, and the total count."""
     conditions: list[ColumnElement[bool]] = []
+    if scope is not None:  # a filter cannot widen it: the device's own row decides
+        conditions.append(RuleAlert.device_id.in_(select(Device.id).where(scope)))
     if where.device_id is not None:
         conditions.append(RuleAlert.device_id == where.device_id)
     if where.rule_id is not None:
