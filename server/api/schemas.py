@@ -159,6 +159,11 @@ class IngestStatsPublic(BaseModel):
     duplicates: int
     malformed: dict[str, int]
     malformed_total: int
+    refused: dict[str, int]  # revoked, retired (server/ingest/refusals.py)
+    refused_total: int
+    quarantined: dict[str, int]  # by exception class (GET /ingest/quarantine)
+    quarantined_total: int
+    quarantine_failed: int
     batches: int
     last_batch_size: int
     last_batch_latency_ms: float

@@ -80,6 +80,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/audit"): row(A, O),
     ("GET", "/audit/verify"): row(A),
     ("GET", "/ingest/stats"): row(A, O),
+    ("GET", "/ingest/quarantine"): row(A, O),
     # preventive maintenance
     ("GET", "/rules"): row(A, T, O),
     ("POST", "/rules"): row(A, T),
