@@ -414,13 +414,8 @@ async def run_scenario(
             scenario, clock, mqtt, pki=pki, workdir=workdir, overrides=dict(server_overrides or {})
         )
         app = create_app(settings)
-        # the server's "now" is the simulation's from the start, set-up included: devices are
-        # registered and assigned to their sites then, and those times must lie on the simulated
-        # time line (at the wall clock's, an anchored run's first hours counted as unassigned)
         if isinstance(clock, SteppedClock):
-            server_clock.configure(clock)  # the step being simulated
-        else:
-            server_clock.configure(server_clock.AnchoredTime(clock.epoch, clock.real_anchor, clock.speed))
+            server_clock.configure(clock)  # the server's "now" is the step being simulated
         try:
             async with _serve(app, "127.0.0.1", 0) as port:
                 admin_token = await _admin_token(app)
