@@ -15,7 +15,10 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
-__all__ = ["RefusedDevices"]
+__all__ = ["DEFAULT_MAX_AGE", "RefusedDevices"]
+
+DEFAULT_MAX_AGE = 1.0
+"""Seconds a list of refused devices is used before it is read again."""
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ class RefusedDevices:
         self,
         load: Callable[[], Awaitable[dict[str, str]]],
         *,
-        max_age: float = 1.0,
+        max_age: float = DEFAULT_MAX_AGE,
         log_interval: float = 60.0,
     ) -> None:
         self._load = load

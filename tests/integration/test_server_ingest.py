@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,7 +22,9 @@ from sqlalchemy import func, select
 import protocol
 from certs import PkiDir
 from server.db import create_engine
+from server.db.models import Device as DeviceRow
 from server.db.models import Message, Role, TelemetrySample
+from server.ingest.refusals import DEFAULT_MAX_AGE as REFUSED_MAX_AGE
 from server.runtime import Runtime
 from tests.support.broker import MosquittoBroker, tls_context, unique_device
 from tests.support.server import V1, ServerProcess, bearer, connected_server, create_token, server_settings
@@ -261,3 +264,42 @@ async def test_poison_seq_is_acknowledged_and_ingestion_survives_a_restart(
         assert runtime.stats.received == 1  # the poison message was acknowledged: not redelivered
         assert runtime.stats.malformed == {}
     assert await count() == (2, 2)
+
+
+# -- revoked devices are refused by the server itself (issue 13) ------------------------------
+
+
+async def test_revoked_device_is_refused_within_seconds_and_others_stored(
+    db_url: str, pki: PkiDir, broker: MosquittoBroker
+) -> None:
+    """The broker still lets the device publish (its ACL not reloaded yet, say): the server
+    refuses what it sends once ``devices.revoked_at`` is set, and goes on storing the others."""
+    revoked, other = Device(unique_device(pki, "srv-rev")), Device(unique_device(pki, "srv-ok"))
+    count_revoked, count_other = _count_rows(db_url, revoked.id), _count_rows(db_url, other.id)
+    async with in_process_server(db_url, pki, broker) as (_client, runtime, _auth):
+        async with device_client(broker, pki, revoked.id) as mqtt, device_client(broker, pki, other.id) as ok:
+            await mqtt.publish(*revoked.telemetry(1.0), qos=1)
+            await eventually(lambda: _at_least(count_revoked, 1), what="stored before the revocation")
+            async with runtime.sessions() as session:
+                device = await session.get(DeviceRow, revoked.id)
+                assert device is not None
+                device.revoked_at = datetime.now(UTC)
+                await session.commit()
+            started = time.monotonic()
+
+            async def refused() -> bool:
+                await mqtt.publish(*revoked.telemetry(2.0), qos=1)
+                return runtime.stats.refused["revoked"] > 0
+
+            await eventually(refused, timeout=10, interval=0.1, what="the revoked device refused")
+            took = time.monotonic() - started
+            print(f"\nrevoked device refused {took:.2f}s after revoked_at was set")
+            assert took < REFUSED_MAX_AGE + 2  # the refused list's age, plus publish and batch slack
+            for value in range(5):
+                await ok.publish(*other.telemetry(float(value)), qos=1)
+            await eventually(lambda: _at_least(count_other, 5), what="the other device stored")
+            await eventually(lambda: runtime.stats.received == revoked.seq + 5, what="all taken")
+        stored_revoked = (await count_revoked())[0]
+        assert stored_revoked + runtime.stats.refused["revoked"] == revoked.seq
+        assert runtime.stats.refused["revoked"] >= 1
+        assert await count_other() == (5, 5)
