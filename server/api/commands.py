@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from server.api.deps import RuntimeDep, SessionDep, require_role
 from server.api.devices import DeviceIdPath
+from server.api.download import content_disposition
 from server.api.schemas import CommandCreate, CommandDetailPublic, CommandPublic, CommandReplyPublic, Page
 from server.db.models import Command, Role
 from server.db.types import utcnow
@@ -159,7 +160,7 @@ async def command_file(command_id: _CommandIdPath, runtime: RuntimeDep, user: _O
         fetched.content,
         media_type="application/octet-stream",
         headers={
-            "Content-Disposition": f'attachment; filename="{fetched.name}"',
+            "Content-Disposition": content_disposition(fetched.name),
             "X-Content-SHA256": fetched.sha256,
         },
     )

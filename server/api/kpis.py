@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from server.api.deps import CurrentUser, RuntimeDep, SessionDep, require_role
+from server.api.download import content_disposition
 from server.db.models import Role
 from server.errors import Forbidden, InvalidInput, NotFound
 from server.kpi import GroupBy, ReportSpec, compute_report
@@ -161,7 +162,7 @@ async def get_kpis(
         return Response(
             report_csv(report),
             media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            headers={"Content-Disposition": content_disposition(name)},
         )
     return report_json(report, definitions=definitions)
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from server.api.commands import MAX_WAIT_S
 from server.api.deps import RuntimeDep, SessionDep, require_role
+from server.api.download import content_disposition
 from server.api.schemas import ActionName, CommandDetailPublic, CommandReplyPublic, Page
 from server.db.models import RemoteSession, Role, SessionState
 from server.db.types import utcnow
@@ -199,6 +200,6 @@ async def session_report(
         return PlainTextResponse(
             render_markdown(report),
             media_type="text/markdown; charset=utf-8",
-            headers={"Content-Disposition": f'inline; filename="{name}"'},
+            headers={"Content-Disposition": content_disposition(name, disposition="inline")},
         )
     return report
