@@ -22,6 +22,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
@@ -69,6 +70,13 @@ SOURCES: dict[CommandState, frozenset[CommandState]] = {
     S.CANCELLED: frozenset({S.QUEUED, S.SENT, S.ACCEPTED}),
 }
 
+MAX_ARGS_BYTES = 32 * 1024
+"""A command's ``args``, JSON-encoded: far above any action's real arguments (a path, a few
+options), far below the protocol's payload limit, so the signed command always fits a publish."""
+
+OVERSIZE_REASON = "PayloadTooLarge"
+"""``reason`` of a stored command that exceeds the protocol's payload limit: failed, never sent."""
+
 CANCELLED_REASON = "Cancelled"
 """The ``error`` reply's reason when the agent stopped a command on a ``command.cancel``."""
 
@@ -98,6 +106,20 @@ async def transition(session: AsyncSession, command_id: str, target: CommandStat
         .returning(Command.id)
     )
     return result.first() is not None
+
+
+def _check_args_size(args: dict[str, Any]) -> None:
+    """Refuse arguments too large to sign and publish, before anything is recorded."""
+    try:
+        size = len(json.dumps(args, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 form, no signature
+        raise InvalidInput(
+            "args: contains a lone surrogate, which has no UTF-8 encoding", field="args"
+        ) from exc
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"args: not encodable as JSON ({exc})", field="args") from exc
+    if size > MAX_ARGS_BYTES:
+        raise InvalidInput(f"args: {size} bytes encoded, the limit is {MAX_ARGS_BYTES}", field="args")
 
 
 async def output_chunks(session: AsyncSession, command_id: str) -> dict[int, str]:
@@ -254,6 +276,7 @@ class CommandService:
         if self._signer is None:
             raise Unavailable("commands are disabled: signing_key_file is not configured")
         timeout = timedelta(seconds=timeout_s if timeout_s is not None else self.default_timeout)
+        _check_args_size(args or {})
         async with self._sessions() as session:
             device = await fleet.get_device(session, device_id)
             remote = await session.get(RemoteSession, session_id) if session_id else None
@@ -286,6 +309,13 @@ class CommandService:
                 err = exc.errors(include_url=False)[0]
                 field = ".".join(str(p) for p in err["loc"])
                 raise InvalidInput(f"{field}: {err['msg']}", field=field) from exc
+            wire = protocol.encode(signed)
+            if len(wire) > protocol.MAX_PAYLOAD_BYTES:  # cannot happen within MAX_ARGS_BYTES; stays so
+                raise InvalidInput(
+                    f"args: the signed command is {len(wire)} bytes, over the protocol limit of "
+                    f"{protocol.MAX_PAYLOAD_BYTES}",
+                    field="args",
+                )
             row = Command(
                 id=signed.id,
                 device_id=device_id,
@@ -297,7 +327,7 @@ class CommandService:
                 issued_at=signed.issued_at,
                 expires_at=signed.expires_at,
                 deadline_at=signed.issued_at + timeout,
-                signed=protocol.encode(signed).decode(),
+                signed=wire.decode(),
             )
             session.add(row)
             audit.record(
@@ -321,9 +351,27 @@ class CommandService:
     async def _publish(self, command_id: str, device_id: str, payload: str) -> bool:
         if self._publisher is None or command_id in self._publishing:
             return False
+        data = payload.encode()
+        if len(data) > protocol.MAX_PAYLOAD_BYTES:
+            # The broker would drop our connection ("oversize packet") at every attempt: fail it.
+            logger.error(
+                "command %s to %s is %d bytes, over the payload limit of %d: failed, not sent",
+                command_id,
+                device_id,
+                len(data),
+                protocol.MAX_PAYLOAD_BYTES,
+            )
+            async with self._sessions() as session:
+                moved = await transition(
+                    session, command_id, S.FAILED, finished_at=utcnow(), ok=False, reason=OVERSIZE_REASON
+                )
+                await session.commit()
+            if moved:
+                self.notify([command_id])
+            return False
         self._publishing.add(command_id)
         try:
-            await self._publisher.publish(protocol.command_topic(device_id), payload.encode())
+            await self._publisher.publish(protocol.command_topic(device_id), data)
         except Unavailable as exc:
             logger.warning("command %s to %s stays queued: %s", command_id, device_id, exc)
             return False

@@ -230,3 +230,42 @@ async def test_wait_for_result_returns_current_state_at_timeout(
     assert (await svc.wait_for_result(command.id, timeout=0.05)).state == S.SENT
     async with sessions() as session:
         assert await session.get(Command, command.id) is not None
+
+
+async def test_oversized_args_are_refused_before_signing_and_nothing_is_published(
+    sessions: Sessions, key: Ed25519PrivateKey, device: str
+) -> None:
+    """Issue 13, attack 3: a 5 MB ``args`` was accepted, signed, and every publish of it made the
+    broker drop the server's connection ("oversize packet"), again at every sweep."""
+    publisher = FakePublisher()
+    svc = service(sessions, key, publisher)
+    with pytest.raises(InvalidInput) as info:
+        await svc.issue(TECH, device, "diag.ping", {"blob": "x" * 5_000_000})
+    assert info.value.field == "args"
+    assert "limit" in str(info.value)
+    with pytest.raises(InvalidInput) as surrogate:
+        await svc.issue(TECH, device, "diag.ping", {"note": "\ud800"})
+    assert (surrogate.value.field or "").startswith("args")
+    assert publisher.published == []
+    async with sessions() as session:
+        assert (await session.scalars(select(Command))).all() == []
+
+
+async def test_a_stored_command_over_the_payload_limit_is_failed_not_republished(
+    sessions: Sessions, key: Ed25519PrivateKey, device: str
+) -> None:
+    """Defence in depth: a row written before the limit existed is never published again."""
+    publisher = FakePublisher()
+    svc = service(sessions, key, publisher)
+    command = await svc.issue(TECH, device, "diag.ping", {"n": 1})
+    huge = "x" * (protocol.MAX_PAYLOAD_BYTES + 1)
+    async with sessions() as session:
+        row = await session.get(Command, command.id)
+        assert row is not None
+        row.state, row.signed = S.QUEUED.value, huge
+        await session.commit()
+    publisher.published.clear()
+    await svc.sweep()
+    assert publisher.published == []
+    failed = await svc.get(command.id)
+    assert failed.state == S.FAILED

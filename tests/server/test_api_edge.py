@@ -1,5 +1,5 @@
-"""Content-Disposition from hostile file names (issue 13, attack 4): a device names the file it
-fetched, so the name may carry quotes, a second parameter, CR/LF or non-ASCII characters."""
+"""Limits at the API edge (issue 13): hostile file names in Content-Disposition (attack 4: a device
+names the file it fetched) and oversized command arguments over HTTP (attack 3)."""
 
 from __future__ import annotations
 
@@ -90,3 +90,18 @@ async def test_a_device_supplied_path_downloads_with_a_safe_header(app: Any, pat
     assert ";" not in params["filename"]
     expected = path.rsplit("/", 1)[-1].replace("\r", " ").replace("\n", " ").strip()
     assert (star or params["filename"]) == expected
+
+
+async def test_a_five_megabyte_command_is_a_422_naming_args(app: Any) -> None:  # noqa: F811
+    """Issue 13, attack 3, over HTTP: refused before signing, with the field and the limit."""
+    client, _, auth = app
+    opened = await client.post("/api/v1/sessions", json={"device_id": "api-ses", "reason": "x"}, headers=auth)
+    assert opened.status_code == 201, opened.text
+    sent = await client.post(
+        f"/api/v1/sessions/{opened.json()['id']}/commands",
+        json={"action": "selftest", "args": {"blob": "x" * 5_000_000}},
+        headers=auth,
+    )
+    assert sent.status_code == 422, sent.text
+    assert "args" in sent.text
+    assert "limit" in sent.text
