@@ -187,3 +187,33 @@ async def test_entries_recorded_with_a_change_are_sealed_with_their_transaction(
     report = await verify(sessions)
     assert report.ok
     assert report.entries == 1
+
+
+# --- what the chain alone cannot see (the anchors in test_audit_anchor.py do) ------------------
+
+
+async def test_the_chain_alone_does_not_see_its_newest_entries_removed(sessions: Sessions) -> None:
+    """Reproduces issue 13's audit finding: deleting the newest sealed rows leaves no gap, so
+    the chain by itself reports a shorter, intact log."""
+    await add_entries(sessions, 10)
+    before = await verify(sessions)
+    assert before.ok
+    removed = 3
+    await tamper(sessions, "DELETE FROM audit_log WHERE chain_seq > :keep", keep=before.head_seq - removed)
+    after = await verify(sessions)
+    assert after.ok, after.summary()  # nothing in the database says entries are missing
+    assert after.head_seq == before.head_seq - removed
+
+
+async def test_the_chain_alone_does_not_see_a_rebuilt_chain(sessions: Sessions) -> None:
+    """An edited entry whose chain is re-sealed from that entry on (no key is needed: the
+    hash is public) verifies as intact; only the head hash differs."""
+    await add_entries(sessions, 6)
+    before = await verify(sessions)
+    assert before.ok
+    await tamper(sessions, "UPDATE audit_log SET actor = 'user:mallory' WHERE chain_seq = 2")
+    await tamper(sessions, "UPDATE audit_log SET chain_seq = NULL, hash = NULL WHERE chain_seq >= 2")
+    after = await verify(sessions)  # verify seals the un-numbered rows again: a fresh chain
+    assert after.ok, after.summary()
+    assert after.head_seq == before.head_seq
+    assert after.head_hash != before.head_hash
