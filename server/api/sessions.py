@@ -22,7 +22,7 @@ from server.services.users import Principal
 from server.sessions.report import render_markdown
 from server.sessions.service import SessionFilter, SessionService, list_sessions
 
-__all__ = ["router", "service"]
+__all__ = ["report_filename", "router", "service"]
 
 router = APIRouter(tags=["sessions"])
 
@@ -34,6 +34,11 @@ SessionIdPath = Annotated[str, Path(max_length=64, description="Session id (ses_
 def service(runtime: Runtime) -> SessionService:
     """The session service is stateless: one per request over the runtime's pieces."""
     return SessionService(runtime.sessions, runtime.commands, runtime.settings.sessions)
+
+
+def report_filename(session_id: str) -> str:
+    """The Markdown report's file name (the API shows it inline, the console downloads it)."""
+    return f"session-{session_id}-{utcnow():%Y%m%d}.md"
 
 
 class SessionCreate(BaseModel):
@@ -196,10 +201,11 @@ async def session_report(
     ``?format=markdown`` for the document to send the customer."""
     report = await service(runtime).report(user, session_id)
     if format == "markdown":
-        name = f"session-{session_id}-{utcnow():%Y%m%d}.md"
         return PlainTextResponse(
             render_markdown(report),
             media_type="text/markdown; charset=utf-8",
-            headers={"Content-Disposition": content_disposition(name, disposition="inline")},
+            headers={
+                "Content-Disposition": content_disposition(report_filename(session_id), disposition="inline")
+            },
         )
     return report

@@ -281,7 +281,9 @@ class CommandService:
             device = await fleet.get_device(session, device_id)
             remote = await session.get(RemoteSession, session_id) if session_id else None
             try:
-                await policy.check_command(session, principal, device, action, remote, now=utcnow())
+                await policy.check_command(
+                    session, principal, device, action, remote, now=utcnow(), args=args or {}
+                )
             except ServerError as exc:
                 # a refused attempt is part of the trail too: who tried what, and why it was refused
                 await session.rollback()

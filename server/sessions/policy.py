@@ -9,6 +9,7 @@ regardless (a stale catalogue cannot widen what runs).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import protocol
+from agent.actions.args import check_args
 from server.db.models import Device, RemoteSession, Role, SessionState, Site
 from server.errors import Conflict, Forbidden, InvalidInput
 from server.services.users import Principal
@@ -69,11 +71,13 @@ async def check_command(
     remote: RemoteSession | None,
     *,
     now: datetime,
+    args: Mapping[str, Any] | None = None,
 ) -> None:
     """Raise if the command must not be signed: the session is denied or not usable, the action
-    is not in the catalogue (422), the owner forbids it (403), or it needs a consent this session
-    does not hold (409). Control actions (consent request, cancel) pass the policy: the owner
-    cannot forbid asking or stopping."""
+    is not in the catalogue (422), the owner forbids it (403), its ``args`` do not fit the
+    action's advertised ``args_schema`` (422 naming ``args.<name>``), or it needs a consent this
+    session does not hold (409). Control actions (consent request, cancel) pass the policy: the
+    owner cannot forbid asking or stopping."""
     if remote is not None:
         _check_session(principal, device, action, remote, now)
     if action in protocol.CONTROL_ACTIONS:
@@ -90,6 +94,7 @@ async def check_command(
         decision = catalogue.decision(action)
         if decision is protocol.PolicyDecision.FORBIDDEN:
             raise Forbidden(f"the owner's policy forbids {action!r} on device {device.id}")
+        _check_args(device, action, catalogue.actions[action], args or {})
         needs_consent = decision is protocol.PolicyDecision.NEEDS_CONSENT
     attended = await device_attended(session, device)
     if remote is not None and remote.all_commands_need_consent:
@@ -111,6 +116,25 @@ async def check_command(
             f"{why} and the consent for session {remote.id} has {state}: "
             f"request it with POST /api/v1/sessions/{remote.id}/consent (or 'fleetcare session consent')"
         )
+
+
+def _check_args(device: Device, action: str, entry: Mapping[str, Any], args: Mapping[str, Any]) -> None:
+    """The agent's own check (``agent.actions.args``) against the schema the device advertised:
+    what it would reject as ``bad_args`` is refused here, before anything is signed. The schema
+    is device input, so one of the wrong shape is a refusal too, never a crash."""
+    schema = entry.get("args_schema") or {}
+    try:
+        problems = check_args(args, schema)
+    except (TypeError, AttributeError, KeyError) as exc:
+        raise InvalidInput(
+            f"args: device {device.id} advertises a malformed args_schema for {action!r} "
+            f"({type(exc).__name__}: {exc}); it cannot be checked, so nothing is signed",
+            field="args",
+        ) from exc
+    if problems:
+        name = problems[0].split(":", 1)[0]
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InvalidInput(f"args.{problems[0]}{more}", field=f"args.{name}")
 
 
 def _check_session(

@@ -30,6 +30,7 @@ from server.api import knowledge as knowledge_api
 from server.api import kpis as kpis_api
 from server.api import sessions as sessions_api
 from server.api.deps import RuntimeDep, SessionDep
+from server.api.download import content_disposition
 from server.api.service_schemas import IncidentAssign, IncidentResolve
 from server.db.models import Channel, Device, DeviceState, Role, SessionState, StateInterval
 from server.errors import InvalidInput, ServerError, Unauthorized
@@ -783,9 +784,7 @@ async def session_report_download(session_id: str, runtime: RuntimeDep, web: Web
     """The session report as a Markdown download (``GET /sessions/{id}/report?format=markdown``)."""
     user = await auth.gate(sessions_api.session_report, web.principal)
     answer: Response = await sessions_api.session_report(session_id, runtime, user, format="markdown")
-    answer.headers["Content-Disposition"] = answer.headers["Content-Disposition"].replace(
-        "inline", "attachment", 1
-    )
+    answer.headers["Content-Disposition"] = content_disposition(sessions_api.report_filename(session_id))
     return answer
 
 

@@ -269,3 +269,48 @@ async def test_a_stored_command_over_the_payload_limit_is_failed_not_republished
     assert publisher.published == []
     failed = await svc.get(command.id)
     assert failed.state == S.FAILED
+
+
+async def test_args_are_checked_against_the_advertised_args_schema_before_signing(
+    sessions: Sessions, key: Ed25519PrivateKey
+) -> None:
+    """Issue 13: the action's argument schema (the device's catalogue) is checked before signing,
+    so nothing the agent would reject as ``bad_args`` is ever signed or published."""
+    schema = {
+        "type": "object",
+        "properties": {"lines": {"type": "integer", "minimum": 1, "maximum": 500}},
+        "additionalProperties": False,
+    }
+    entry = {"name": "log.tail", "description": "", "policy": "allowed", "args_schema": schema}
+    async with sessions() as session:
+        session.add(Device(id="cmd-cat", first_seen=utcnow(), inventory={"agent": {"catalogue": [entry]}}))
+        await session.commit()
+    publisher = FakePublisher()
+    svc = service(sessions, key, publisher)
+    for args, field in (
+        ({"lines": 10_000}, "args.lines"),
+        ({"lines": "x"}, "args.lines"),
+        ({"x": 1}, "args.x"),
+    ):
+        with pytest.raises(InvalidInput) as info:
+            await svc.issue(TECH, "cmd-cat", "log.tail", args)
+        assert info.value.field == field, info.value
+        assert field in str(info.value)
+    assert publisher.published == []
+    async with sessions() as session:
+        assert (await session.scalars(select(Command))).all() == []
+    assert (await svc.issue(TECH, "cmd-cat", "log.tail", {"lines": 20})).state == S.SENT
+
+
+async def test_a_malformed_advertised_args_schema_refuses_the_command_without_a_crash(
+    sessions: Sessions, key: Ed25519PrivateKey
+) -> None:
+    """The catalogue is device input: a schema of the wrong shape is a clear refusal, not a 500."""
+    entry = {"name": "odd", "policy": "allowed", "args_schema": {"properties": ["n"], "required": 5}}
+    async with sessions() as session:
+        session.add(Device(id="cmd-odd", first_seen=utcnow(), inventory={"agent": {"catalogue": [entry]}}))
+        await session.commit()
+    with pytest.raises(InvalidInput) as info:
+        await service(sessions, key).issue(TECH, "cmd-odd", "odd", {"n": 1})
+    assert info.value.field == "args"
+    assert "args_schema" in str(info.value)
