@@ -40,12 +40,16 @@ from certs.errors import (
 )
 from certs.store import (
     SERVER_IDENTITY,
+    SERVER_IDENTITY_PREFIX,
     CertKind,
     IssuedRecord,
     PkiDir,
     append_record,
     ensure_private_dir,
+    is_server_identity,
     pki_lock,
+    read_records,
+    server_identity,
     validate_identity,
     write_file,
 )
@@ -60,7 +64,9 @@ __all__ = [
     "issue_broker_cert",
     "issue_client_cert",
     "issue_device_cert",
+    "issue_server_cert",
     "load_authority",
+    "sign_csr",
     "verify_issued_by_ca",
 ]
 
@@ -221,35 +227,12 @@ def _issue(
     usage: x509.ObjectIdentifier,
     san: Sequence[x509.GeneralName] = (),
 ) -> tuple[Path, Path]:
-    if days < 1:
-        raise PkiError(f"certificate validity must be at least 1 day, got {days}")
     if not overwrite:
         for path in (cert_path, key_path):
             if path.exists():
                 raise PkiExistsError(path, "pass overwrite=True (CLI: --overwrite) to issue a new one")
-    authority = load_authority(pki)
-    now = _now()
-    not_after = min(now + timedelta(days=days), authority.not_after)
-    if not_after <= now:
-        raise PkiCorruptError(pki.ca_cert, f"the CA expired on {authority.not_after:%Y-%m-%d}")
     key = ec.generate_private_key(_LEAF_CURVE)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(authority.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_LEAF_KEY_USAGE, critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(authority.aki, critical=False)
-    )
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
-    cert = builder.sign(authority.key, CA_HASH)
+    cert = _sign_leaf(pki, common_name, key.public_key(), days=days, usage=usage, san=san)
     hint = "pass overwrite=True (CLI: --overwrite) to issue a new one"
     write_file(key_path, _key_pem(key), private=True, overwrite=overwrite, exists_hint=hint)
     try:
@@ -265,6 +248,42 @@ def _issue(
         raise
     _record(pki, kind, common_name, cert, cert_path)
     return cert_path, key_path
+
+
+def _sign_leaf(
+    pki: PkiDir,
+    common_name: str,
+    public_key: ec.EllipticCurvePublicKey,
+    *,
+    days: int,
+    usage: x509.ObjectIdentifier,
+    san: Sequence[x509.GeneralName] = (),
+) -> x509.Certificate:
+    """A leaf certificate for ``public_key``: CN only, the CA's extensions, never past the CA."""
+    if days < 1:
+        raise PkiError(f"certificate validity must be at least 1 day, got {days}")
+    authority = load_authority(pki)
+    now = _now()
+    not_after = min(now + timedelta(days=days), authority.not_after)
+    if not_after <= now:
+        raise PkiCorruptError(pki.ca_cert, f"the CA expired on {authority.not_after:%Y-%m-%d}")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(authority.cert.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_LEAF_KEY_USAGE, critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(authority.aki, critical=False)
+    )
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
+    return builder.sign(authority.key, CA_HASH)
 
 
 def _record(pki: PkiDir, kind: CertKind, common_name: str, cert: x509.Certificate, path: Path) -> None:
@@ -295,9 +314,11 @@ def issue_device_cert(
     (which revokes every certificate ever issued to the id).
     """
     validate_identity(device_id)
-    if device_id == SERVER_IDENTITY:
+    if is_server_identity(device_id):
         raise InvalidIdentityError(
-            device_id, "is reserved for the fleet server's identity and would inherit its broker ACL"
+            device_id,
+            f"{SERVER_IDENTITY} and {SERVER_IDENTITY_PREFIX}* are reserved for the fleet server's "
+            "identities and would inherit their broker ACL",
         )
     load_authority(pki)  # fail on a missing CA before creating anything
     if not pki.devices_dir.is_dir():
@@ -323,10 +344,11 @@ def issue_client_cert(
     days: int = DEFAULT_LEAF_DAYS,
     overwrite: bool = False,
 ) -> tuple[Path, Path]:
-    """Issue an MQTT client certificate (clientAuth) for any ``common_name``, e.g. a server identity.
+    """Issue an MQTT client certificate (clientAuth) for any ``common_name``.
 
-    The CN becomes the broker username, so it follows the device-id rule. It is *not* checked
-    against device ids: a second server identity must be added to the broker ACL by hand.
+    The CN becomes the broker username and client id, so it follows the device-id rule. It is
+    *not* checked against device ids; for a server process use :func:`issue_server_cert`, whose
+    identities the broker ACL grants the server's topics.
     """
     validate_identity(common_name, what="common name")
     return _issue(
@@ -339,6 +361,106 @@ def issue_client_cert(
         overwrite=overwrite,
         usage=ExtendedKeyUsageOID.CLIENT_AUTH,
     )
+
+
+def issue_server_cert(
+    pki: PkiDir, name: str, *, days: int = DEFAULT_LEAF_DAYS, overwrite: bool = False
+) -> tuple[str, Path, Path]:
+    """Issue the certificate of one fleet server process: CN ``fleetcare-server-<name>``.
+
+    Returns ``(identity, cert_path, key_path)``, in ``servers/``. The broker uses the CN as the
+    client id, so every server process connected at the same time needs its own; the ACL grants
+    every issued server identity the server's topics once it is regenerated
+    (:func:`certs.refresh_acl`, ``fleetcare certs server`` does it).
+    """
+    identity = server_identity(name)
+    load_authority(pki)
+    if identity == SERVER_IDENTITY:
+        cert_path, key_path = pki.server_client_cert, pki.server_client_key
+    else:
+        if not pki.servers_dir.is_dir():
+            ensure_private_dir(pki.servers_dir)
+        cert_path, key_path = pki.server_cert(identity), pki.server_key(identity)
+    _issue(
+        pki,
+        kind="server",
+        common_name=identity,
+        cert_path=cert_path,
+        key_path=key_path,
+        days=days,
+        overwrite=overwrite,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    return identity, cert_path, key_path
+
+
+def sign_csr(
+    pki: PkiDir,
+    csr_pem: bytes,
+    *,
+    expected_identity: str | None = None,
+    days: int = DEFAULT_LEAF_DAYS,
+    cert_path: Path | None = None,
+    overwrite: bool = False,
+) -> tuple[str, x509.Certificate]:
+    """Renew a device's certificate from its certificate signing request (the key never leaves
+    the device). Returns ``(device_id, certificate)``; the certificate is recorded in
+    ``issued.jsonl``, so :func:`certs.revoke_device` revokes it too, and written (PEM) to
+    ``cert_path`` when given (refused if it exists, unless ``overwrite``). The certificates the device
+    held before stay valid until they expire or are revoked: it can switch at its next reconnect.
+
+    Refused (PkiError naming the problem): a request that is not a PEM CSR, whose signature does
+    not verify (the requester does not hold the key), whose subject is not exactly one CN, whose
+    key is not EC P-256, whose CN this CA never issued a device certificate to (renewal, not
+    enrolment), a server identity, or an identity whose every certificate is revoked.
+    """
+    # Imported here: revocation imports this module for the CA.
+    from certs.revocation import revoked_identities  # noqa: PLC0415
+
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem)
+    except ValueError as exc:
+        raise PkiError(f"certificate request: not a PEM CSR ({exc})") from exc
+    if not csr.is_signature_valid:
+        raise PkiError("certificate request: its signature does not verify (not made with its key)")
+    if len(csr.subject) != 1:
+        raise PkiError(
+            f"certificate request: subject must be exactly one CN, got {csr.subject.rfc4514_string()!r}"
+        )
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(names) != 1 or not isinstance(names[0].value, str):
+        raise PkiError(
+            f"certificate request: subject must be exactly one CN, got {csr.subject.rfc4514_string()!r}"
+        )
+    device_id = validate_identity(names[0].value)
+    if expected_identity is not None and device_id != expected_identity:
+        raise PkiError(f"certificate request: CN is {device_id!r}, expected {expected_identity!r}")
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != _LEAF_CURVE.name:
+        raise PkiError("certificate request: the key must be EC P-256 (as every fleet certificate)")
+    if is_server_identity(device_id):
+        raise InvalidIdentityError(device_id, "is a server identity: issue it with `fleetcare certs server`")
+    if not any(r.kind == "device" and r.common_name == device_id for r in read_records(pki)):
+        raise PkiError(
+            f"certificate request: no device certificate was ever issued to {device_id!r}; "
+            "provision it first (`fleetcare certs device`)"
+        )
+    if device_id in revoked_identities(pki):
+        raise PkiError(f"certificate request: device {device_id!r} is revoked; it cannot renew")
+    cert = _sign_leaf(pki, device_id, public_key, days=days, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    if cert_path is not None:
+        write_file(
+            cert_path,
+            cert.public_bytes(serialization.Encoding.PEM),
+            private=False,
+            overwrite=overwrite,
+            exists_hint="pass overwrite=True (CLI: --overwrite) to replace it",
+        )
+    _record(pki, "device", device_id, cert, cert_path or Path(f"(renewal {cert.serial_number:x})"))
+    logger.info(
+        "renewed device %s: serial %x until %s", device_id, cert.serial_number, cert.not_valid_after_utc
+    )
+    return device_id, cert
 
 
 def _general_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
@@ -401,8 +523,9 @@ def _new_signing_key(pki: PkiDir) -> None:
 
 def _clear_issued(pki: PkiDir) -> None:
     """On a forced re-init, forget everything signed by the old CA: it can no longer be verified."""
-    if pki.devices_dir.is_dir():
-        shutil.rmtree(pki.devices_dir)
+    for directory in (pki.devices_dir, pki.servers_dir):
+        if directory.is_dir():
+            shutil.rmtree(directory)
     for path in (pki.index, pki.crl):
         path.unlink(missing_ok=True)
 
@@ -434,13 +557,7 @@ def init_pki(root: Path, *, hosts: Sequence[str] = (), force: bool = False) -> P
         _new_ca(pki, now)
         ensure_private_dir(pki.devices_dir)
         issue_broker_cert(pki, hosts)
-        issue_client_cert(
-            pki,
-            SERVER_IDENTITY,
-            cert_path=pki.server_client_cert,
-            key_path=pki.server_client_key,
-            overwrite=True,
-        )
+        issue_server_cert(pki, SERVER_IDENTITY, overwrite=True)
         _new_signing_key(pki)
         write_crl(pki, {})
     logger.info("initialised fleet PKI in %s", root)

@@ -20,11 +20,20 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from certs.acl import DenyEntry
 from certs.authority import CA_HASH, load_authority, verify_issued_by_ca
 from certs.errors import PkiCorruptError, PkiMissingError
-from certs.store import PkiDir, pki_lock, read_records, validate_identity, write_file
+from certs.store import IssuedRecord, PkiDir, pki_lock, read_records, validate_identity, write_file
 
-__all__ = ["refresh_crl", "revoke_device", "revoke_serials", "revoked_serials", "write_crl"]
+__all__ = [
+    "pki_denied",
+    "refresh_crl",
+    "revoke_device",
+    "revoke_serials",
+    "revoked_identities",
+    "revoked_serials",
+    "write_crl",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +97,15 @@ def revoke_serials(pki: PkiDir, serials: Iterable[int]) -> None:
     _update(pki, list(serials))
 
 
-def revoke_device(pki: PkiDir, device_id: str) -> None:
+def revoke_device(pki: PkiDir, device_id: str) -> int:
     """Revoke every certificate ever issued to ``device_id`` and re-sign ``crl.pem``.
 
     Serials come from ``issued.jsonl`` and from the current ``devices/<id>.crt``, so a
-    certificate superseded with ``overwrite=True`` is revoked as well. Idempotent.
+    certificate superseded with ``overwrite=True`` is revoked as well. Idempotent. Returns the
+    number of certificates the CRL now lists for the device.
+
+    The CRL only stops new connections; to cut off a live one the broker's ACL must deny the
+    identity as well (:func:`pki_denied`, ``fleetcare certs revoke`` does both).
     """
     validate_identity(device_id)
     serials = {r.serial for r in read_records(pki) if r.kind == "device" and r.common_name == device_id}
@@ -110,6 +123,7 @@ def revoke_device(pki: PkiDir, device_id: str) -> None:
         raise PkiMissingError(cert_path, f"no certificate was ever issued to device {device_id!r}")
     _update(pki, serials)
     logger.info("revoked device %s (%d certificate(s))", device_id, len(serials))
+    return len(serials)
 
 
 def revoked_serials(pki: PkiDir) -> frozenset[int]:
@@ -123,3 +137,40 @@ def revoked_serials(pki: PkiDir) -> frozenset[int]:
 def refresh_crl(pki: PkiDir) -> None:
     """Re-sign ``crl.pem`` with its current entries (e.g. after the CA was renewed)."""
     _update(pki, ())
+
+
+_IDENTITY_KINDS = frozenset({"device", "client", "server"})
+
+
+def revoked_identities(pki: PkiDir) -> dict[str, datetime]:
+    """Identities with no usable certificate left: at least one revoked, none unrevoked and
+    unexpired. Maps each to its latest revocation time.
+
+    A certificate revoked on its own (an old key after a rotation) leaves its identity alone while
+    the identity holds another valid certificate; re-issuing one to a revoked identity lets it in
+    again.
+    """
+    crl = _read_crl(pki)
+    if crl is None:
+        return {}
+    revoked = {r.serial_number: r.revocation_date_utc for r in crl}
+    now = datetime.now(UTC)
+    by_identity: dict[str, list[IssuedRecord]] = {}
+    for record in read_records(pki):
+        if record.kind in _IDENTITY_KINDS:
+            by_identity.setdefault(record.common_name, []).append(record)
+    result: dict[str, datetime] = {}
+    for identity, records in by_identity.items():
+        dates = [revoked[r.serial] for r in records if r.serial in revoked]
+        live = [r for r in records if r.serial not in revoked and r.not_after > now]
+        if dates and not live:
+            result[identity] = max(dates)
+    return result
+
+
+def pki_denied(pki: PkiDir) -> list[DenyEntry]:
+    """The broker ACL's deny entries the PKI vouches for (source ``certs``): revoked identities."""
+    return [
+        DenyEntry(identity, "revoked", "certs", when.replace(microsecond=0))
+        for identity, when in sorted(revoked_identities(pki).items())
+    ]

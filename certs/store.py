@@ -4,6 +4,8 @@
         ca.crt ca.key       the fleet CA (key 0600)
         broker.crt/.key     TLS server certificate of the MQTT broker
         server.crt/.key     the fleet server's MQTT client identity (CN = SERVER_IDENTITY)
+        servers/            0700; <identity>.crt and .key of named server processes
+                            (CN = fleetcare-server-<name>, ``fleetcare certs server <name>``)
         signing.key/.pub    Ed25519 command-signing key pair (agents pin signing.pub)
         crl.pem             certificate revocation list, signed by the CA
         issued.jsonl        append-only log of every certificate issued (one JSON object a line)
@@ -33,18 +35,28 @@ from certs.errors import InvalidIdentityError, PkiCorruptError, PkiExistsError
 __all__ = [
     "IDENTITY_RULE",
     "SERVER_IDENTITY",
+    "SERVER_IDENTITY_PREFIX",
     "IssuedRecord",
     "PkiDir",
     "append_record",
     "ensure_private_dir",
+    "is_server_identity",
+    "issued_server_identities",
     "pki_lock",
     "read_records",
+    "server_identity",
     "validate_identity",
     "write_file",
 ]
 
 SERVER_IDENTITY = "fleetcare-server"
-"""CN of the fleet server's MQTT client certificate, hence its broker username."""
+"""CN of the fleet server's default MQTT client certificate, hence its broker username and,
+with ``use_username_as_clientid``, its client id."""
+
+SERVER_IDENTITY_PREFIX = f"{SERVER_IDENTITY}-"
+"""Every further server process has its own identity ``fleetcare-server-<name>``: the broker makes
+the certificate CN the client id, so two processes sharing one certificate would take turns
+knocking each other off. Device ids may not start with it (nor be SERVER_IDENTITY)."""
 
 IDENTITY_RULE = "must be 1-64 characters of A-Z a-z 0-9 . _ - (no '/', '+', '#', spaces), not '.' or '..'"
 _IDENTITY_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -53,7 +65,22 @@ PRIVATE_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
 PRIVATE_DIR_MODE = 0o700
 
-CertKind = Literal["ca", "broker", "client", "device"]
+CertKind = Literal["ca", "broker", "client", "device", "server"]
+
+
+def is_server_identity(identity: str) -> bool:
+    """True for ``fleetcare-server`` and ``fleetcare-server-<name>``: the names the broker ACL
+    grants the server's topics to, and that no device certificate may carry."""
+    return identity == SERVER_IDENTITY or (
+        identity.startswith(SERVER_IDENTITY_PREFIX) and len(identity) > len(SERVER_IDENTITY_PREFIX)
+    )
+
+
+def server_identity(name: str) -> str:
+    """The identity (certificate CN, broker username and client id) of the server process ``name``:
+    ``fleetcare-server-<name>``; a name already carrying the prefix is taken as it is."""
+    identity = name if is_server_identity(name) else f"{SERVER_IDENTITY_PREFIX}{name}"
+    return validate_identity(identity, what="server identity")
 
 
 def validate_identity(identity: str, *, what: str = "device id") -> str:
@@ -128,6 +155,27 @@ class PkiDir:
     def device_key(self, device_id: str) -> Path:
         """``root/devices/<device_id>.key``; raises InvalidIdentityError for an unsafe id."""
         return self.devices_dir / f"{validate_identity(device_id)}.key"
+
+    @property
+    def servers_dir(self) -> Path:
+        return self.root / "servers"
+
+    def server_cert(self, identity: str) -> Path:
+        """The certificate of a server identity: ``server.crt`` for SERVER_IDENTITY, else
+        ``root/servers/<identity>.crt``."""
+        if validate_identity(identity, what="server identity") == SERVER_IDENTITY:
+            return self.server_client_cert
+        return self.servers_dir / f"{identity}.crt"
+
+    def server_key(self, identity: str) -> Path:
+        if validate_identity(identity, what="server identity") == SERVER_IDENTITY:
+            return self.server_client_key
+        return self.servers_dir / f"{identity}.key"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Where ``fleetcare certs broker-config`` writes mosquitto.conf, the ACL and the pid file."""
+        return self.root / "mosquitto"
 
 
 def ensure_private_dir(path: Path) -> None:
@@ -236,3 +284,16 @@ def read_records(pki: PkiDir) -> list[IssuedRecord]:
         except (ValueError, KeyError, TypeError) as exc:
             raise PkiCorruptError(pki.index, f"line {lineno} is not a valid record ({exc})") from exc
     return records
+
+
+def issued_server_identities(pki: PkiDir) -> list[str]:
+    """Every server identity this CA issued a certificate to (SERVER_IDENTITY always first).
+
+    Records of kind ``server``, and of kind ``client`` with a server identity's name (PKIs made
+    before named server identities recorded the default one as a plain client certificate).
+    """
+    names = {SERVER_IDENTITY}
+    for record in read_records(pki):
+        if record.kind in ("server", "client") and is_server_identity(record.common_name):
+            names.add(record.common_name)
+    return [SERVER_IDENTITY, *sorted(names - {SERVER_IDENTITY})]

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from certs import PkiDir, init_pki
 from server.db import create_engine, run_migrations
 from server.db.models import Base
-from tests.support.broker import MosquittoBroker, find_mosquitto
+from tests.support.broker import MosquittoBroker, find_mosquitto, issue_spare_server_identities
 from tests.support.databases import BACKENDS, PostgresUnavailable, sqlite_url, temporary_postgres_database
 
 
@@ -20,7 +20,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PkiDir:
 
     Tests that issue or revoke device certificates use unique device ids.
     """
-    return init_pki(tmp_path_factory.mktemp("pki") / "pki")
+    pki = init_pki(tmp_path_factory.mktemp("pki") / "pki")
+    issue_spare_server_identities(pki)
+    return pki
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ amqtt gives us three things to bend:
 * topic checks happen in plugins too: :class:`FleetAclTopicPlugin` applies :class:`FleetAcl`
   on publish, subscribe *and* delivery.
 
-amqtt 0.12 also keeps the first connection's TLS object on a persistent session and copies the
-username of a new CONNECT onto it, so a client reusing another identity's client id with
-``clean_session=0`` would be judged by the *old* certificate. :class:`_FleetBroker` re-reads the
-certificate of every new connection, and a client id taken over by a different identity starts
-from a fresh session (the old one is dropped): last connection wins, as in Mosquitto, but nothing
-of another identity's session (subscriptions, queued messages, will) is inherited.
+amqtt 0.12 takes the client id from the CONNECT, so any certificate could take over another
+client's id (knocking it off, and with ``clean_session=1`` wiping its queued messages).
+:class:`_FleetBroker` makes the certificate's CN the client id, as Mosquitto's
+``use_username_as_clientid`` does. It also re-reads the certificate of every new connection
+(amqtt keeps the first connection's TLS object on a persistent session), and should a client id
+ever be held by another identity, the old session is dropped rather than inherited.
 
 Finally, amqtt acknowledges a QoS 1 PUBLISH when it queues it for routing and drops what is
 still queued when the client disconnects; :class:`_FleetBroker` routes it before the session
@@ -181,6 +181,10 @@ class _FleetBroker(Broker):  # type: ignore[misc]
         ssl_object = writer.get_ssl_info()
         session.ssl_object = ssl_object
         identity = peer_identity(ssl_object)
+        if identity:
+            # The certificate's CN is the client id, whatever the client asked for (Mosquitto:
+            # use_username_as_clientid): no certificate can take over another client's id.
+            session.client_id = identity
         existing = self._sessions.get(session.client_id) if session.client_id else None
         if existing is not None and existing[0].attributes.get(IDENTITY_ATTRIBUTE) != identity:
             logger.warning(

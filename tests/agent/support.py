@@ -136,13 +136,12 @@ class ServerSide:
 
         import aiomqtt  # noqa: PLC0415
 
-        from certs import SERVER_IDENTITY  # noqa: PLC0415
-        from tests.support.broker import tls_context  # noqa: PLC0415
+        from tests.support.broker import spare_server_identity, tls_context  # noqa: PLC0415
 
         self._client = aiomqtt.Client(
             self.broker.host,
             self.broker.port,
-            tls_context=tls_context(self.pki, SERVER_IDENTITY),
+            tls_context=tls_context(self.pki, spare_server_identity()),
             identifier=f"test-server-{uuid.uuid4().hex[:8]}",
         )
         await self._client.__aenter__()

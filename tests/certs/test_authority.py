@@ -125,7 +125,7 @@ def test_init_with_force_starts_over(tmp_path: Path) -> None:
     init_pki(pki.root, force=True)
     assert pki.ca_cert.read_bytes() != old_ca
     assert not pki.device_cert("old-device").exists()
-    assert [r.kind for r in read_records(pki)] == ["ca", "broker", "client"]
+    assert [r.kind for r in read_records(pki)] == ["ca", "broker", "server"]
 
 
 def test_init_rejects_a_bad_host_before_writing_anything(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from certs import PkiDir, PkiError, acl_text, write_mosquitto_config
+from certs import PkiDir, PkiError, acl_text, init_pki, write_mosquitto_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,8 +64,8 @@ def test_user_defaults_to_root_when_running_as_root(pki: PkiDir, tmp_path: Path)
         assert "user" not in single
 
 
-def test_acl_file_is_the_fleet_acl(pki: PkiDir, tmp_path: Path) -> None:
-    conf = write_mosquitto_config(pki, tmp_path / "m")
+def test_acl_file_is_the_fleet_acl(tmp_path: Path) -> None:
+    conf = write_mosquitto_config(init_pki(tmp_path / "pki"), tmp_path / "m")
     assert acl_rules(conf.with_name("acl").read_text()) == [
         "user fleetcare-server",
         "topic read fc/v1/d/+/up/#",
@@ -88,3 +88,22 @@ def test_paths_with_spaces_are_refused(pki: PkiDir, tmp_path: Path) -> None:
 def test_bad_port_is_refused(pki: PkiDir, tmp_path: Path) -> None:
     with pytest.raises(PkiError, match="port"):
         write_mosquitto_config(pki, tmp_path / "m", port=70000)
+
+
+SECURITY_DIRECTIVES = (
+    "allow_anonymous false",
+    "require_certificate true",
+    "use_identity_as_username true",
+    "use_username_as_clientid true",
+)
+
+
+def test_deploy_config_example_binds_identity_like_the_generated_one(pki: PkiDir, tmp_path: Path) -> None:
+    """The production example must not lag the generated config on the identity directives
+    (issue 13: without use_username_as_clientid any certificate can take over a client id)."""
+    generated = write_mosquitto_config(pki, tmp_path / "m").read_text().splitlines()
+    deployed = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text().splitlines()
+    for directive in SECURITY_DIRECTIVES:
+        assert directive in generated
+        assert directive in deployed, f"deploy/mosquitto/mosquitto.conf lacks {directive!r}"
+    assert any(line.startswith("pid_file ") for line in deployed)

@@ -294,3 +294,104 @@ async def test_restart_keeps_the_servers_persistent_session(broker: MosquittoBro
         ) as server:
             message = await anext(server.messages)
     assert message.payload == b"queued while the server was away"
+
+
+# -- identity from the certificate only (issue 13, attack 2) ------------------------------------
+
+HOLD_SECONDS = 2.0  # how long the victim must stay connected and served after the takeover attempt
+
+
+async def served_throughout(
+    sender: aiomqtt.Client, receiver: aiomqtt.Client, topic: str, seconds: float = HOLD_SECONDS
+) -> int:
+    """Send numbered messages from ``sender`` on ``topic`` for ``seconds``, each awaited on
+    ``receiver`` before the next: a receiver knocked off the broker ends its message stream
+    (aiomqtt raises MqttError) or misses one, and the test fails. Returns how many went through."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    sent = 0
+    while loop.time() < deadline:
+        payload = f"hold-{sent}".encode()
+        await sender.publish(topic, payload, qos=1)
+        message = await anext(receiver.messages)
+        assert (message.topic.value, message.payload) == (topic, payload)
+        sent += 1
+    return sent
+
+
+def connected_as(broker: MosquittoBroker, identity: str) -> int:
+    """How many connections Mosquitto logged under client id ``identity``."""
+    return broker.log_tail(10_000).count(f" as {identity} (")
+
+
+@BOTH_PROTOCOLS
+async def test_device_certificate_cannot_take_over_another_devices_client_id(
+    broker: MosquittoBroker, pki: PkiDir, protocol: aiomqtt.ProtocolVersion
+) -> None:
+    """Device B's certificate asks for device A's client id: A stays connected and served (its
+    commands keep arriving), and the impostor is connected under its own id, B."""
+    victim, impostor_id = unique_device(pki, "victim"), unique_device(pki, "impostor")
+    async with (
+        asyncio.timeout(TEST_TIMEOUT),
+        connect(broker, tls_context(pki, SERVER_IDENTITY), name="server", protocol=protocol) as server,
+        aiomqtt.Client(
+            broker.host, broker.port, identifier=victim, tls_context=tls_context(pki, victim), protocol=protocol
+        ) as device,
+    ):
+        await device.subscribe(down(victim), qos=1)
+        async with aiomqtt.Client(
+            broker.host,
+            broker.port,
+            identifier=victim,  # the attack: someone else's client id, with a clean session
+            tls_context=tls_context(pki, impostor_id),
+            protocol=protocol,
+            clean_session=True if protocol == aiomqtt.ProtocolVersion.V311 else None,
+        ) as impostor:
+            await impostor.publish(up(impostor_id), b"impostor online", qos=1)
+            started = asyncio.get_running_loop().time()
+            served = await served_throughout(server, device, down(victim))
+            held = asyncio.get_running_loop().time() - started
+    print(f"\nvictim {victim} kept its connection {held:.1f} s after the takeover attempt, {served} commands delivered")
+    assert served > 0
+    assert connected_as(broker, victim) == 1  # the victim's own connection, never the impostor's
+    assert connected_as(broker, impostor_id) == 1  # the impostor was given its certificate's name
+
+
+async def test_device_certificate_cannot_take_over_the_servers_client_id(
+    broker: MosquittoBroker, pki: PkiDir
+) -> None:
+    """A device connects with the server's client id: the server stays connected and keeps
+    receiving uplinks; the device is connected as itself and reads nothing it may not."""
+    device_id = unique_device(pki, "impostor")
+    async with (
+        asyncio.timeout(TEST_TIMEOUT),
+        aiomqtt.Client(
+            broker.host,
+            broker.port,
+            identifier=SERVER_IDENTITY,
+            tls_context=tls_context(pki, SERVER_IDENTITY),
+            clean_session=False,
+        ) as server,
+    ):
+        await server.subscribe("fc/v1/d/+/up/#", qos=1)
+        async with aiomqtt.Client(
+            broker.host,
+            broker.port,
+            identifier=SERVER_IDENTITY,  # the attack
+            tls_context=tls_context(pki, device_id),
+            clean_session=True,  # would also wipe the server's persistent session
+        ) as impostor:
+            await impostor.subscribe("fc/v1/d/+/up/#", qos=1)  # the server's rights, if it got them
+            started = asyncio.get_running_loop().time()
+            served = await served_throughout(impostor, server, up(device_id))
+            held = asyncio.get_running_loop().time() - started
+            # The impostor is device_id: its own uplinks are all it could ever publish, and it
+            # reads no uplink at all (not even its own): a sentinel on its own down topic proves it.
+            await impostor.subscribe(down(device_id), qos=1)
+            await server.publish(down(device_id), b"sentinel", qos=1)
+            seen_by_impostor = await until(impostor, down(device_id))
+    print(f"\nserver kept its connection {held:.1f} s after the takeover attempt, {served} uplinks received")
+    assert served > 0
+    assert topics(seen_by_impostor) == [down(device_id)]
+    assert connected_as(broker, SERVER_IDENTITY) == 1
+    assert connected_as(broker, device_id) == 1

@@ -280,27 +280,31 @@ async def test_revoked_certificate_is_refused(pki: PkiDir, tmp_path: Path) -> No
 async def test_client_id_takeover_by_another_identity_inherits_nothing(
     embedded: EmbeddedBroker, pki: PkiDir
 ) -> None:
-    """A device reusing the server's client id with a persistent session gets none of its rights."""
-    a = unique_device(pki, "eb-a")
-    server_id = f"srv-{uuid.uuid4().hex[:8]}"
+    """A device asking for the server's client id, with a persistent session, is connected under
+    its own certificate's name: the server stays connected and served, and the device gets none
+    of the server's rights (issue 13, attack 2; both brokers make the CN the client id)."""
+    a, intruder_id = unique_device(pki, "eb-a"), unique_device(pki, "eb-b")
     async with client(
-        embedded, tls_context(pki, SERVER_IDENTITY), identifier=server_id, clean_session=False
-    ) as s:
+        embedded, tls_context(pki, SERVER_IDENTITY), identifier=SERVER_IDENTITY, clean_session=False
+    ) as server:
         async with asyncio.timeout(TIMEOUT):
-            await s.subscribe("fc/v1/d/+/up/#", qos=1)
-    async with (
-        client(embedded, tls_context(pki, a), identifier=server_id, clean_session=False) as intruder,
-        client(embedded, tls_context(pki, a)) as dev_a,
-    ):
-        async with asyncio.timeout(TIMEOUT):
-            await intruder.subscribe(f"fc/v1/d/{a}/down/#", qos=1)
-            await dev_a.publish(f"fc/v1/d/{a}/up/event", b"uplink", qos=1)
-            await dev_a.publish(f"fc/v1/d/{a}/down/cmd", b"not-allowed", qos=1)
-        async with client(embedded, tls_context(pki, SERVER_IDENTITY)) as server:
+            await server.subscribe("fc/v1/d/+/up/#", qos=1)
+        async with (
+            client(
+                embedded, tls_context(pki, intruder_id), identifier=SERVER_IDENTITY, clean_session=False
+            ) as intruder,
+            client(embedded, tls_context(pki, a)) as dev_a,
+        ):
             async with asyncio.timeout(TIMEOUT):
-                await server.publish(f"fc/v1/d/{a}/down/cmd", b"sentinel", qos=1)
-            received = await collect_until(intruder, b"sentinel")
-    assert topics(received) == [f"fc/v1/d/{a}/down/cmd"]
+                await intruder.subscribe("fc/v1/d/+/up/#", qos=1)  # the server's rights, if it got them
+                await intruder.subscribe(f"fc/v1/d/{intruder_id}/down/#", qos=1)
+                await dev_a.publish(f"fc/v1/d/{a}/up/event", b"uplink", qos=1)
+            seen_by_server = await collect_until(server, b"uplink")
+            async with asyncio.timeout(TIMEOUT):
+                await server.publish(f"fc/v1/d/{intruder_id}/down/cmd", b"sentinel", qos=1)
+            seen_by_intruder = await collect_until(intruder, b"sentinel")
+    assert topics(seen_by_server) == [f"fc/v1/d/{a}/up/event"]
+    assert topics(seen_by_intruder) == [f"fc/v1/d/{intruder_id}/down/cmd"]
 
 
 async def test_shared_subscription_for_the_server(embedded: EmbeddedBroker, pki: PkiDir) -> None:

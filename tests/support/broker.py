@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -22,9 +23,26 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from certs import SERVER_IDENTITY, PkiDir, issue_device_cert, write_mosquitto_config
+from certs import (
+    PkiDir,
+    is_server_identity,
+    issue_device_cert,
+    issue_server_cert,
+    server_identity,
+    write_mosquitto_config,
+)
 
-__all__ = ["BrokerError", "MosquittoBroker", "find_mosquitto", "free_port", "tls_context", "unique_device"]
+__all__ = [
+    "SPARE_SERVER_NAMES",
+    "BrokerError",
+    "MosquittoBroker",
+    "find_mosquitto",
+    "free_port",
+    "issue_spare_server_identities",
+    "spare_server_identity",
+    "tls_context",
+    "unique_device",
+]
 
 _SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin"]
@@ -51,16 +69,37 @@ def free_port(host: str = "127.0.0.1") -> int:
 def tls_context(pki: PkiDir, identity: str | None) -> ssl.SSLContext:
     """Client TLS context trusting the fleet CA and presenting ``identity``'s certificate.
 
-    ``identity``: a device id (its certificate must have been issued), SERVER_IDENTITY for the
-    fleet server's certificate, or None for no client certificate at all.
+    ``identity``: a device id (its certificate must have been issued), a server identity
+    (SERVER_IDENTITY or one of :func:`spare_server_identity`'s), or None for no client
+    certificate at all.
     """
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_cert))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if identity == SERVER_IDENTITY:
-        ctx.load_cert_chain(pki.server_client_cert, pki.server_client_key)
+    if identity is not None and is_server_identity(identity):
+        ctx.load_cert_chain(pki.server_cert(identity), pki.server_key(identity))
     elif identity is not None:
         ctx.load_cert_chain(pki.device_cert(identity), pki.device_key(identity))
     return ctx
+
+
+SPARE_SERVER_NAMES = tuple(f"test-{n}" for n in range(8))
+"""Server identities a test PKI carries besides SERVER_IDENTITY (issued before any broker config
+is written, so every test broker's ACL grants them the server's topics)."""
+
+_spare_turn = itertools.count()
+
+
+def issue_spare_server_identities(pki: PkiDir) -> None:
+    for name in SPARE_SERVER_NAMES:
+        issue_server_cert(pki, name, overwrite=True)
+
+
+def spare_server_identity() -> str:
+    """A server identity for a test's own server-side client (a command injector, a stand-in
+    server): the broker makes the certificate CN the client id, so a second client under the real
+    server's identity would knock it off. Taken in turn from SPARE_SERVER_NAMES, so clients open
+    at the same time in one test get different ones."""
+    return server_identity(SPARE_SERVER_NAMES[next(_spare_turn) % len(SPARE_SERVER_NAMES)])
 
 
 def unique_device(pki: PkiDir, prefix: str = "dev") -> str:
