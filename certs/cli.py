@@ -13,9 +13,10 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
-from certs.authority import DEFAULT_LEAF_DAYS, init_pki, issue_device_cert
-from certs.broker_config import write_mosquitto_config
+from certs.authority import DEFAULT_LEAF_DAYS, init_pki, issue_device_cert, issue_server_cert, sign_csr
+from certs.broker_config import PID_FILE_NAME, refresh_acl, write_mosquitto_config
 from certs.errors import PkiError
+from certs.reload import reload_broker
 from certs.revocation import refresh_crl, revoke_device
 from certs.store import PkiDir
 
@@ -103,16 +104,113 @@ def device_command(
     typer.echo(f"key         {key}")
 
 
+AclOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--acl",
+        dir_okay=False,
+        help="The broker's ACL file to update (default: <dir>/mosquitto/acl, when it exists).",
+    ),
+]
+PidFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--broker-pid-file",
+        dir_okay=False,
+        help=f"Reload this Mosquitto (SIGHUP) afterwards (default: <dir>/mosquitto/{PID_FILE_NAME}, when it exists).",
+    ),
+]
+
+
+def _apply_to_broker(pki: PkiDir, acl: Path | None, pid_file: Path | None) -> None:
+    """Rewrite the broker's ACL from the PKI and reload the broker, saying what it did and, when
+    it could not, what the operator must do: revocation only takes hold of live connections
+    once the broker has re-read its ACL."""
+    acl = acl if acl is not None else pki.broker_dir / "acl"
+    if not acl.is_file():
+        typer.secho(
+            f"warning: no ACL file {acl}: connected clients keep their rights until the broker "
+            "restarts; pass --acl with the file your broker uses",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
+        return
+    change = refresh_acl(pki, acl)
+    if change.added:
+        typer.echo(f"{acl}: now denies {', '.join(sorted(change.added))}")
+    if change.removed:
+        typer.echo(f"{acl}: no longer denies {', '.join(sorted(change.removed))}")
+    outcome = reload_broker(pid_file if pid_file is not None else pki.broker_dir / PID_FILE_NAME)
+    if outcome.reloaded:
+        typer.echo(outcome.detail)
+    else:
+        typer.secho(f"warning: broker not reloaded: {outcome.detail}", err=True, fg=typer.colors.YELLOW)
+
+
 @app.command("revoke")
 @_friendly_errors
 def revoke_command(
     device_id: Annotated[str, typer.Argument(help="Device whose certificates to revoke.")],
     pki_dir: PkiDirOption = DEFAULT_DIR,
+    acl: AclOption = None,
+    broker_pid_file: PidFileOption = None,
 ) -> None:
-    """Revoke every certificate issued to DEVICE_ID; then reload the broker (SIGHUP)."""
+    """Revoke every certificate issued to DEVICE_ID: the CRL refuses its new connections, the
+    broker's ACL denies its live one everything, and the broker is reloaded (SIGHUP)."""
     pki = PkiDir(pki_dir)
-    revoke_device(pki, device_id)
-    typer.echo(f"revoked {device_id}; {pki.crl} updated. Reload the broker (SIGHUP) to apply it.")
+    count = revoke_device(pki, device_id)
+    typer.echo(f"revoked {count} certificate(s) of {device_id}; {pki.crl} updated")
+    _apply_to_broker(pki, acl, broker_pid_file)
+
+
+@app.command("server")
+@_friendly_errors
+def server_command(
+    name: Annotated[str, typer.Argument(help="Process name: the CN becomes fleetcare-server-NAME.")],
+    *,
+    pki_dir: PkiDirOption = DEFAULT_DIR,
+    days: Annotated[int, typer.Option("--days", min=1)] = DEFAULT_LEAF_DAYS,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing certificate.")] = False,
+    acl: AclOption = None,
+    broker_pid_file: PidFileOption = None,
+) -> None:
+    """Issue the MQTT certificate of one more fleet server process. The broker makes each
+    certificate's CN its client id, so server processes connected at the same time (API replicas,
+    ingest workers) each need their own; the ACL grants it the server's topics."""
+    pki = PkiDir(pki_dir)
+    identity, cert, key = issue_server_cert(pki, name, days=days, overwrite=overwrite)
+    typer.echo(f"identity    {identity}")
+    typer.echo(f"certificate {cert}")
+    typer.echo(f"key         {key}")
+    _apply_to_broker(pki, acl, broker_pid_file)
+
+
+@app.command("renew")
+@_friendly_errors
+def renew_command(
+    csr: Annotated[Path, typer.Argument(dir_okay=False, exists=True, help="The device's CSR (PEM).")],
+    *,
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="Where to write the new certificate.")],
+    pki_dir: PkiDirOption = DEFAULT_DIR,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Refuse the request unless its CN is this device id.")
+    ] = None,
+    days: Annotated[int, typer.Option("--days", min=1)] = DEFAULT_LEAF_DAYS,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
+) -> None:
+    """Renew a device's certificate from its certificate signing request: the private key never
+    leaves the device, and its current certificate stays valid until it switches."""
+    device_id, cert = sign_csr(
+        PkiDir(pki_dir),
+        csr.read_bytes(),
+        expected_identity=device,
+        days=days,
+        cert_path=out,
+        overwrite=overwrite,
+    )
+    typer.echo(
+        f"renewed {device_id}: {out} (serial {cert.serial_number:x}, until {cert.not_valid_after_utc:%Y-%m-%d})"
+    )
 
 
 @app.command("crl")

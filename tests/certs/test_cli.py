@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from certs import PkiDir, revoked_serials
+from certs import PkiDir, read_denied, revoked_serials
 from certs.cli import app
 
 runner = CliRunner()
@@ -85,3 +85,60 @@ def test_file_system_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> Non
     assert result.exit_code == 2
     assert result.output.startswith("error: ")
     assert "Traceback" not in result.output
+
+
+def test_revoke_denies_the_identity_in_the_broker_acl_and_says_the_broker_was_not_reloaded(
+    tmp_path: Path,
+) -> None:
+    pki_dir = str(tmp_path / "pki")
+    for args in (["init"], ["device", "printer-7"], ["device", "printer-8"], ["broker-config"]):
+        assert runner.invoke(app, [*args, "--dir", pki_dir]).exit_code == 0
+    result = runner.invoke(app, ["revoke", "printer-7", "--dir", pki_dir])
+    assert result.exit_code == 0, result.output
+    assert "now denies printer-7" in result.output
+    assert "broker not reloaded" in result.output  # no broker running: said, with what to do
+    assert "reload the broker yourself" in result.output
+    assert [e.identity for e in read_denied(PkiDir(Path(pki_dir)).broker_dir / "acl")] == ["printer-7"]
+
+
+def test_revoke_without_an_acl_warns_that_live_connections_stay(tmp_path: Path) -> None:
+    pki_dir = str(tmp_path / "pki")
+    for args in (["init"], ["device", "printer-7"]):
+        assert runner.invoke(app, [*args, "--dir", pki_dir]).exit_code == 0
+    result = runner.invoke(app, ["revoke", "printer-7", "--dir", pki_dir])
+    assert result.exit_code == 0
+    assert "keep their rights until the broker restarts" in result.output
+
+
+def test_server_issues_a_named_identity_granted_in_the_acl(tmp_path: Path) -> None:
+    pki_dir = str(tmp_path / "pki")
+    for args in (["init"], ["broker-config"]):
+        assert runner.invoke(app, [*args, "--dir", pki_dir]).exit_code == 0
+    result = runner.invoke(app, ["server", "ingest-2", "--dir", pki_dir])
+    assert result.exit_code == 0, result.output
+    assert "identity    fleetcare-server-ingest-2" in result.output
+    acl = (PkiDir(Path(pki_dir)).broker_dir / "acl").read_text()
+    assert "user fleetcare-server-ingest-2\ntopic read fc/v1/d/+/up/#" in acl
+    refused = runner.invoke(app, ["device", "fleetcare-server-x", "--dir", pki_dir])
+    assert refused.exit_code == 2
+    assert "reserved" in refused.output
+
+
+def test_renew_signs_a_csr_into_the_out_file(tmp_path: Path) -> None:
+    from tests.certs.test_renewal import csr_for  # noqa: PLC0415
+
+    pki_dir = str(tmp_path / "pki")
+    for args in (["init"], ["device", "printer-7"]):
+        assert runner.invoke(app, [*args, "--dir", pki_dir]).exit_code == 0
+    csr = tmp_path / "printer-7.csr"
+    csr.write_bytes(csr_for("printer-7"))
+    out = tmp_path / "printer-7.new.crt"
+    result = runner.invoke(
+        app, ["renew", str(csr), "--out", str(out), "--device", "printer-7", "--dir", pki_dir]
+    )
+    assert result.exit_code == 0, result.output
+    assert "renewed printer-7" in result.output
+    assert out.exists()
+    again = runner.invoke(app, ["renew", str(csr), "--out", str(out), "--dir", pki_dir])
+    assert again.exit_code == 2
+    assert "--overwrite" in again.output
