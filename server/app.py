@@ -21,6 +21,7 @@ from fleetcare import __version__
 from server import clock as server_clock
 from server.api import api_router
 from server.api.errors import install_error_handlers
+from server.broker_access import AccessSync
 from server.db import create_engine, create_sessionmaker, run_migrations
 from server.errors import ConfigError
 from server.incidents import IncidentTracker
@@ -77,6 +78,18 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
             audit_sealer = tg.create_task(
                 run_sealer(sessions, settings.auth.audit_seal_interval), name="server.audit.sealer"
             )
+            # revoked and retired devices denied on the broker (server/broker_access.py)
+            access_sync = None
+            if settings.mqtt.enabled and settings.mqtt.broker_acl_file is not None:
+                access_sync = tg.create_task(
+                    AccessSync(
+                        sessions,
+                        settings.mqtt.broker_acl_file,
+                        settings.mqtt.broker_pid_file,
+                        interval=settings.mqtt.access_sync_interval,
+                    ).run(),
+                    name="server.broker_access",
+                )
             # preventive maintenance: threshold rules over new telemetry (server/services/rules.py)
             rule_evaluator = None
             if settings.maintenance.rule_interval > 0:
@@ -113,6 +126,8 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
                 sweeper.cancel()
                 session_sweeper.cancel()
                 audit_sealer.cancel()
+                if access_sync is not None:
+                    access_sync.cancel()
                 if incident_sweeper is not None:
                     incident_sweeper.cancel()
                 if rule_evaluator is not None:

@@ -69,6 +69,9 @@ class MqttSettings(_Section):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    # What the server asks for; the fleet's brokers make the certificate's CN the client id (so
+    # its persistent session is the CN's): each server process needs its own certificate
+    # (`fleetcare certs server NAME`), not only its own client_id.
     client_id: str = "fleetcare-server-1"
     # None or "": plain subscription, the default, because Mosquitto 2.0 does not persist $share
     # subscriptions across its own restart (messages published meanwhile would be dropped);
@@ -78,6 +81,11 @@ class MqttSettings(_Section):
     reconnect_min: float = Field(default=0.5, gt=0)
     reconnect_max: float = Field(default=30.0, gt=0)
     publish_timeout: float = Field(default=10.0, gt=0)
+    # The broker's ACL file and pid file, when the server runs beside Mosquitto: revoked and
+    # retired devices are denied there every access_sync_interval s (server/broker_access.py).
+    broker_acl_file: Path | None = None
+    broker_pid_file: Path | None = None
+    access_sync_interval: float = Field(default=2.0, gt=0, le=3600)
 
     @field_validator("client_id")
     @classmethod

@@ -2,7 +2,20 @@
 
 from fastapi import APIRouter
 
-from server.api import audit, auth, commands, devices, forecast, guides, health, ingest, kpis, rules, sessions
+from server.api import (
+    audit,
+    auth,
+    commands,
+    device_access,
+    devices,
+    forecast,
+    guides,
+    health,
+    ingest,
+    kpis,
+    rules,
+    sessions,
+)
 from server.api import customers as customers_api
 from server.api import incidents as incidents_api
 from server.api import knowledge as knowledge_api
@@ -15,7 +28,7 @@ API_PREFIX = "/api/v1"
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
-    for module in (health, devices, commands, audit, ingest, rules, forecast, kpis):
+    for module in (health, devices, device_access, commands, audit, ingest, rules, forecast, kpis):
         router.include_router(module.router)
     for module in (incidents_api, customers_api):  # incidents, customers and sites
         router.include_router(module.router)

@@ -13,10 +13,13 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
+import protocol
 from certs import (
     PID_FILE_NAME,
     PkiDir,
@@ -36,8 +40,13 @@ from certs import (
 )
 from certs.cli import app
 from certs.revocation import revoke_serials
+from server.db.models import Device as DeviceRow
+from server.db.models import Role
+from server.runtime import Runtime
 from tests.support import MosquittoBroker, tls_context, unique_device
 from tests.support.broker import spare_server_identity
+from tests.support.server import V1, bearer, connected_server, create_token, server_settings
+from tests.support.waiting import eventually
 
 TIMEOUT = 20.0
 CUTOFF_LIMIT = 10.0  # the issue's bound
@@ -242,3 +251,160 @@ async def test_a_device_rotates_its_certificate_from_a_csr_without_a_gap_or_a_lo
     duplicates = len(received) - len(set(received))
     print(f"\nrotation: sent {sent}, received {len(received)}, lost {lost}, duplicates {duplicates}")
     assert received == [str(n).encode() for n in range(sent)]
+
+
+# -- the fleet server keeps the broker's deny list (server/broker_access.py) ---------------------
+
+
+@contextlib.asynccontextmanager
+async def server_beside_the_broker(
+    db_url: str, pki: PkiDir, broker: MosquittoBroker
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime, dict[str, str]]]:
+    settings = server_settings(
+        db_url,
+        pki=pki,
+        broker=broker,
+        mqtt={
+            "broker_acl_file": broker.conf_path.with_name("acl"),
+            "broker_pid_file": broker.conf_path.with_name(PID_FILE_NAME),
+            "access_sync_interval": 0.5,
+        },
+    )
+    async with connected_server(settings) as (client, runtime):
+        token = await create_token(runtime, f"admin-{uuid.uuid4().hex[:6]}", Role.ADMIN)
+        yield client, runtime, bearer(token)
+
+
+async def cut_off_after(
+    broker: MosquittoBroker, pki: PkiDir, device: str, action: Callable[[], Awaitable[None]]
+) -> tuple[float, int]:
+    """Publish the device's telemetry, watched by a server-side client; run ``action``; return
+    how long after it the broker delivered the device's last uplink, and how many it dropped.
+    Checks that nothing is delivered to the device afterwards either."""
+    topic = f"fc/v1/d/{device}/up/telemetry"
+    async with mqtt(broker, pki, device) as dev, mqtt(broker, pki, spare_server_identity()) as watcher:
+        await dev.subscribe(f"fc/v1/d/{device}/down/#", qos=1)
+        await watcher.subscribe(topic, qos=1)
+        sent: list[float] = []
+        seq = 0
+
+        async def publish() -> None:
+            nonlocal seq
+            while True:
+                seq += 1
+                now = datetime.now(UTC)
+                message = protocol.Telemetry(
+                    device_id=device,
+                    seq=seq,
+                    ts=now,
+                    samples=[protocol.Sample(metric="system.cpu.percent", value=1.0, ts=now)],
+                )
+                await dev.publish(topic, protocol.encode(message), qos=1)
+                sent.append(time.monotonic())
+                await asyncio.sleep(0.05)
+
+        publisher = asyncio.create_task(publish())
+        try:
+            await wait_for_messages(watcher, 3)
+            started = time.monotonic()
+            await action()
+            last = await last_arrival(watcher, limit=CUTOFF_LIMIT + 5)
+        finally:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+        await watcher.publish(f"fc/v1/d/{device}/down/cmd", b"after the cut-off", qos=1)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(QUIET):
+                await anext(dev.messages)
+    return (last - started if last is not None else 0.0), sum(t > (last or started) for t in sent)
+
+
+async def test_revoking_in_the_registry_denies_the_live_device_on_the_broker_within_10_s(
+    db_url: str, pki: PkiDir, broker: MosquittoBroker
+) -> None:
+    device = unique_device(pki, "api-rev")
+    async with server_beside_the_broker(db_url, pki, broker) as (client, runtime, auth):
+
+        async def revoke() -> None:
+            await eventually(lambda: _device_known(runtime, device), what="the device registered")
+            response = await client.post(
+                f"{V1}/devices/{device}/revoke", json={"reason": "stolen"}, headers=auth
+            )
+            assert response.status_code == 200, response.text
+            assert "denied in" in response.json()["broker"]
+
+        took, dropped = await cut_off_after(broker, pki, device, revoke)
+        audit = await client.get(f"{V1}/audit", params={"action": "device.revoked"}, headers=auth)
+        assert [e["target"] for e in audit.json()["items"]] == [f"device:{device}"]
+    print(
+        f"\nAPI revoke: broker delivered the live device's last uplink {took * 1000:.0f} ms later; {dropped} dropped"
+    )
+    assert took < CUTOFF_LIMIT
+    assert dropped > 0
+    denied = {e.identity: e for e in read_denied(broker.conf_path.with_name("acl"))}
+    assert (denied[device].reason, denied[device].source) == ("revoked", "server")
+
+
+async def test_retiring_a_device_denies_it_on_the_broker_within_10_s(
+    db_url: str, pki: PkiDir, broker: MosquittoBroker
+) -> None:
+    device = unique_device(pki, "retire")
+    async with server_beside_the_broker(db_url, pki, broker) as (client, runtime, auth):
+
+        async def retire() -> None:
+            await eventually(lambda: _device_known(runtime, device), what="the device registered")
+            response = await client.patch(
+                f"{V1}/devices/{device}",
+                json={"decommissioned_at": datetime.now(UTC).isoformat()},
+                headers=auth,
+            )
+            assert response.status_code == 200, response.text
+
+        took, dropped = await cut_off_after(broker, pki, device, retire)
+        # Un-retiring lets it in again: the server's entry goes at the next sync.
+        response = await client.patch(
+            f"{V1}/devices/{device}", json={"decommissioned_at": None}, headers=auth
+        )
+        assert response.status_code == 200, response.text
+        acl = broker.conf_path.with_name("acl")
+        await eventually(lambda: device not in {e.identity for e in read_denied(acl)}, what="let in again")
+    print(
+        f"\nretire: broker delivered the live device's last uplink {took * 1000:.0f} ms later; {dropped} dropped"
+    )
+    assert took < CUTOFF_LIMIT
+
+
+async def test_a_pki_revocation_reaches_the_registry(
+    db_url: str, pki: PkiDir, broker: MosquittoBroker
+) -> None:
+    device = unique_device(pki, "pki-rev")
+    async with server_beside_the_broker(db_url, pki, broker) as (_client, runtime, _auth):
+        async with mqtt(broker, pki, device) as dev:
+            await dev.publish(*_telemetry(device), qos=1)
+            await eventually(lambda: _device_known(runtime, device), what="the device registered")
+        revoke_device(pki, device)
+        refresh_acl(pki, broker.conf_path.with_name("acl"))
+
+        async def revoked_in_registry() -> bool:
+            async with runtime.sessions() as session:
+                row = await session.get(DeviceRow, device)
+                return row is not None and row.revoked_at is not None
+
+        await eventually(revoked_in_registry, timeout=10, what="revoked_at set from the PKI's deny entry")
+
+
+def _telemetry(device: str) -> tuple[str, bytes]:
+    now = datetime.now(UTC)
+    message = protocol.Telemetry(
+        device_id=device,
+        seq=1,
+        ts=now,
+        samples=[protocol.Sample(metric="system.cpu.percent", value=1.0, ts=now)],
+    )
+    return f"fc/v1/d/{device}/up/telemetry", protocol.encode(message)
+
+
+async def _device_known(runtime: Runtime, device: str) -> bool:
+    async with runtime.sessions() as session:
+        return await session.get(DeviceRow, device) is not None

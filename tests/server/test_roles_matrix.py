@@ -68,6 +68,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/devices/{device_id}/states"): row(A, T, O, C),
     ("GET", "/devices/{device_id}/transient-faults"): row(A, T, O, C),
     ("PATCH", "/devices/{device_id}"): row(A, T),
+    ("POST", "/devices/{device_id}/revoke"): row(A),
     # commands
     ("POST", "/devices/{device_id}/commands"): row(A, T),
     ("GET", "/devices/{device_id}/commands"): row(A, T, O, P),
