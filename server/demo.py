@@ -229,6 +229,12 @@ async def running_demo(config: DemoConfig) -> AsyncIterator[Demo]:
                     "key_file": pki.server_client_key,
                     "client_id": "fleetcare-demo-server",
                     "shared_group": "fleetcare" if broker.supports_shared_subscriptions else None,
+                    # revoked and retired devices denied on the broker, live (docs/pki.md)
+                    **(
+                        {"broker_acl_file": files[0], "broker_pid_file": files[1]}
+                        if (files := broker.access_files) is not None
+                        else {}
+                    ),
                 },
                 # Device time is mapped onto the server's clock, so an equipment clock running
                 # `speed` times faster shows its faults in real seconds: scale the windows too.

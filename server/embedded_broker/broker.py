@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
-from certs import SERVER_IDENTITY, PkiDir
+from certs import PID_FILE_NAME, SERVER_IDENTITY, PkiDir
 from server.embedded_broker.amqtt_broker import AmqttBroker
 from server.embedded_broker.errors import EmbeddedBrokerError
 from server.embedded_broker.mosquitto import MosquittoBroker
@@ -71,6 +71,14 @@ class EmbeddedBroker:
     @property
     def supports_mqtt5(self) -> bool:
         return self.kind == "mosquitto"
+
+    @property
+    def access_files(self) -> tuple[Path, Path] | None:
+        """Mosquitto's ACL file and pid file, for the fleet server's access sync
+        (server/broker_access.py); None for amqtt, whose ACL lives in the process."""
+        if isinstance(self._impl, MosquittoBroker):
+            return self._workdir / "acl", self._workdir / PID_FILE_NAME
+        return None
 
     @property
     def log_path(self) -> Path | None:
