@@ -53,3 +53,30 @@ def test_tokens_are_prefixed_and_never_look_like_an_option(tmp_path: Path) -> No
         created = fleetcare(tmp_path, "create-user", name, "--role", "ops")
         assert created.returncode == 0, created.stderr
         assert created.stdout.strip().startswith("fct_")
+
+
+def test_revoke_device_marks_it_revoked_once_and_names_an_unknown_device(tmp_path: Path) -> None:
+    import asyncio  # noqa: PLC0415
+
+    from server.db import create_engine, create_sessionmaker, run_migrations  # noqa: PLC0415
+    from server.db.models import Device  # noqa: PLC0415
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    run_migrations(url)
+
+    async def add_device() -> None:
+        engine = create_engine(url)
+        async with create_sessionmaker(engine)() as session:
+            session.add(Device(id="printer-9"))
+            await session.commit()
+        await engine.dispose()
+
+    asyncio.run(add_device())
+    first = fleetcare(tmp_path, "revoke-device", "printer-9", "--reason", "stolen")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("printer-9\trevoked_at=")
+    again = fleetcare(tmp_path, "revoke-device", "printer-9")
+    assert again.stdout == first.stdout  # idempotent: the first time stays
+    unknown = fleetcare(tmp_path, "revoke-device", "ghost")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "error: device 'ghost' not found"
