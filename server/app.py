@@ -15,6 +15,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
 from fleetcare import __version__
@@ -29,6 +30,7 @@ from server.ingest import BatchWriter, Consumer, IngestStats
 from server.mqtt import MqttLink
 from server.runtime import Runtime
 from server.services.audit import run_sealer
+from server.services.audit_anchor import AuditAnchorer
 from server.services.commands import CommandService
 from server.services.rules import run_rule_evaluator
 from server.sessions.service import SessionService
@@ -53,6 +55,21 @@ def load_signer(path: Path | None) -> protocol.CommandSigner | None:
         raise ConfigError("signing_key_file", exc.problem) from exc
 
 
+def _start_audit(
+    tg: asyncio.TaskGroup, settings: ServerSettings, sessions: async_sessionmaker[AsyncSession]
+) -> list[asyncio.Task[None]]:
+    """The audit log's tasks: seal new entries into the hash chain (server/services/audit.py)
+    and anchor the sealed head outside the database (server/services/audit_anchor.py)."""
+    anchorer = AuditAnchorer.from_settings(settings, sessions)
+    sealer = run_sealer(
+        sessions, settings.auth.audit_seal_interval, on_sealed=anchorer.notify if anchorer else None
+    )
+    tasks = [tg.create_task(sealer, name="server.audit.sealer")]
+    if anchorer is not None:
+        tasks.append(tg.create_task(anchorer.run(), name="server.audit.anchorer"))
+    return tasks
+
+
 @asynccontextmanager
 async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> AsyncIterator[Runtime]:
     """Everything the server runs, started; stopped in order on exit."""
@@ -74,10 +91,8 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
                 SessionService(sessions, commands, settings.sessions).run_sweeper(),
                 name="server.sessions.sweeper",
             )
-            # the audit log's hash chain: seal new entries (server/services/audit.py)
-            audit_sealer = tg.create_task(
-                run_sealer(sessions, settings.auth.audit_seal_interval), name="server.audit.sealer"
-            )
+            # the audit log: seal the hash chain, anchor its head (server/services/audit*.py)
+            audit_tasks = _start_audit(tg, settings, sessions)
             # revoked and retired devices denied on the broker (server/broker_access.py)
             access_sync = None
             if settings.mqtt.enabled and settings.mqtt.broker_acl_file is not None:
@@ -125,7 +140,8 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
             finally:
                 sweeper.cancel()
                 session_sweeper.cancel()
-                audit_sealer.cancel()
+                for task in audit_tasks:
+                    task.cancel()
                 if access_sync is not None:
                     access_sync.cancel()
                 if incident_sweeper is not None:

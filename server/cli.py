@@ -274,17 +274,54 @@ app.add_typer(audit_app, name="audit")
 
 
 @audit_app.command("verify")
-def audit_verify(config: ConfigOption = None) -> None:
-    """Seal pending entries and check the whole chain: exit 0 if intact, 1 naming the first bad
-    entry. Keep the printed head hash: a later chain must pass through it."""
-    from server.services import audit  # noqa: PLC0415
+def audit_verify(
+    config: ConfigOption = None,
+    anchors: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchors",
+            help="Anchors file, or a server log holding fleetcare-audit-anchor lines "
+            "(default: auth.audit_anchor_file, beside a SQLite database when unset).",
+        ),
+    ] = None,
+    public_keys: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--public-key",
+            help="Anchor public key (PEM, e.g. pki/signing.pub); repeat for older keys "
+            "(default: the public half of the anchor key in the settings).",
+        ),
+    ] = None,
+) -> None:
+    """Seal pending entries, check the whole chain and compare it with the signed anchors of its
+    head: exit 0 if intact, 1 naming the first bad entry, the anchor the chain no longer holds
+    (truncated, rewritten) or a forged anchor."""
+    import protocol  # noqa: PLC0415
+    from server.services import audit_anchor  # noqa: PLC0415
 
-    report = _with_session(_settings(config), audit.verify)
-    if report.ok:
-        typer.echo(report.summary())
-        return
-    typer.echo(report.summary(), err=True)
-    raise typer.Exit(1)
+    settings = _settings(config)
+    source = anchors or audit_anchor.anchor_file(settings)
+    try:
+        if public_keys:
+            keys = audit_anchor.load_public_keys(public_keys)
+        else:
+            key = audit_anchor.load_anchor_key(settings)
+            keys = {protocol.key_id(key.public_key()): key.public_key()} if key is not None else {}
+    except OSError as exc:
+        raise _fail(f"--public-key: cannot read {exc.filename}: {exc.strerror}") from exc
+    except (protocol.InvalidKey, ServerError) as exc:
+        raise _fail(str(exc)) from exc
+
+    async def work(session: AsyncSession) -> audit_anchor.AuditCheck:
+        return await audit_anchor.verify_anchored(session, anchors=source, keys=keys)
+
+    check = _with_session(settings, work)
+    summary, *rest = check.lines()
+    typer.echo(summary, err=not check.ok)
+    for line in rest:
+        typer.echo(line, err=True)
+    if not check.ok:
+        raise typer.Exit(1)
 
 
 @app.command("revoke-token")

@@ -195,6 +195,20 @@ class AuthSettings(_Section):
     login_token_ttl: float = Field(default=12 * 3600.0, gt=0, le=90 * 86400)  # s a sign-in token lives
     api_token_ttl_days: float | None = Field(default=None, gt=0)  # default expiry of CLI-issued tokens
     audit_seal_interval: float = Field(default=1.0, gt=0, le=3600)  # s between audit chain seals
+    # signed anchors of the chain head, outside the database (server/services/audit_anchor.py)
+    # None: <name>-audit-anchors.jsonl beside a SQLite database file; PostgreSQL needs it set
+    audit_anchor_file: Path | None = None
+    audit_anchor_key_file: Path | None = None  # Ed25519 PKCS8 PEM; None: the command key signing_key_file
+    audit_anchor_interval: float = Field(default=60.0, gt=0, le=86400)  # s: the head is checked this often
+    audit_anchor_min_gap: float = Field(default=10.0, ge=0, le=3600)  # s at least between two anchors
+    audit_anchor_timeout: float = Field(default=10.0, gt=0, le=600)  # s one anchor round may take
+
+    @field_validator("audit_anchor_key_file")
+    @classmethod
+    def _anchor_key(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a readable file")
+        return value
 
 
 class SessionSettings(_Section):

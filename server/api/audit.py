@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from server.api.deps import SessionDep, require_role
+import protocol
+from server.api.deps import RuntimeDep, SessionDep, require_role
 from server.api.schemas import AuditEntryPublic, Page
 from server.db.models import Role
 from server.kpi.export import parse_time
-from server.services import audit
+from server.services import audit, audit_anchor
 from server.services.users import Principal
 
 __all__ = ["router"]
@@ -26,26 +28,58 @@ class ChainProblemPublic(BaseModel):
     message: str
 
 
+class AnchorPublic(BaseModel):
+    chain_seq: int
+    hash: str
+    at: datetime
+    server: str
+
+
+class AnchorProblemPublic(BaseModel):
+    kind: str  # truncated | rewritten | forged
+    line: int  # of the anchors file
+    chain_seq: int | None  # the anchored entry (None: a forged line)
+    hash: str | None  # the hash the anchor recorded
+    found: str | None  # the chain's hash at chain_seq now (None: no such entry)
+    message: str
+
+
+class AnchorsPublic(BaseModel):
+    file: str | None  # None: anchoring is not configured
+    anchors: int  # anchors whose signature verified
+    checked: int  # of those, compared with the chain
+    newest: AnchorPublic | None
+    problems: list[AnchorProblemPublic]
+    warnings: list[str]
+
+
 class AuditVerifyPublic(BaseModel):
-    ok: bool
+    ok: bool  # the chain is intact and holds every anchored head
     entries: int
     head_seq: int
-    head_hash: str  # keep a copy outside the database: a later chain must pass through it
+    head_hash: str
     sealed_now: int
-    problem: ChainProblemPublic | None
+    problem: ChainProblemPublic | None  # the chain's own first problem
     message: str
+    anchors: AnchorsPublic  # the chain against the signed anchors kept outside the database
 
 
 @router.get("/audit/verify", response_model=AuditVerifyPublic)
 async def verify_audit(
-    session: SessionDep, _admin: Annotated[Principal, require_role()]
+    session: SessionDep, runtime: RuntimeDep, _admin: Annotated[Principal, require_role()]
 ) -> AuditVerifyPublic:
-    """Seal pending entries, then recompute the whole hash chain. ``ok: false`` names the first
-    bad entry (altered, missing or taken out of the chain). Reads every entry: not for polling."""
-    report = await audit.verify(session)
-    problem = report.problem
+    """Seal pending entries, recompute the whole hash chain and compare it with the signed anchors
+    of its head (server/services/audit_anchor.py). ``ok: false`` names the first bad entry
+    (altered, missing or taken out of the chain) in ``problem``, or the anchor the chain no
+    longer holds (truncated, rewritten) or a forged anchor in ``anchors.problems``. Reads every
+    entry: not for polling."""
+    settings = runtime.settings
+    key = audit_anchor.load_anchor_key(settings)
+    keys = {protocol.key_id(key.public_key()): key.public_key()} if key is not None else {}
+    check = await audit_anchor.verify_anchored(session, anchors=audit_anchor.anchor_file(settings), keys=keys)
+    report, problem, found = check.chain, check.chain.problem, check.anchors
     return AuditVerifyPublic(
-        ok=report.ok,
+        ok=check.ok,
         entries=report.entries,
         head_seq=report.head_seq,
         head_hash=report.head_hash,
@@ -55,7 +89,32 @@ async def verify_audit(
         )
         if problem
         else None,
-        message=report.summary(),
+        message=check.summary(),
+        anchors=AnchorsPublic(
+            file=str(found.source) if found.source is not None else None,
+            anchors=found.anchors,
+            checked=found.checked,
+            newest=AnchorPublic(
+                chain_seq=found.newest.chain_seq,
+                hash=found.newest.hash,
+                at=found.newest.at,
+                server=found.newest.server,
+            )
+            if found.newest
+            else None,
+            problems=[
+                AnchorProblemPublic(
+                    kind=p.kind,
+                    line=p.line,
+                    chain_seq=p.chain_seq,
+                    hash=p.hash,
+                    found=p.found,
+                    message=p.message,
+                )
+                for p in found.problems
+            ],
+            warnings=list(found.warnings),
+        ),
     )
 
 

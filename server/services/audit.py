@@ -11,9 +11,9 @@ committed together with the change it describes, or not at all. Rows are inserte
 with ``prev_hash`` = 64 zeros for entry 1. :func:`verify` recomputes the chain: an altered row
 breaks its own hash, a removed row leaves a gap in ``chain_seq``, a re-numbered or re-ordered
 row breaks the hash (``chain_seq`` is hashed). Anyone who can write the database can rebuild the
-whole chain, so the head hash that ``verify`` prints is worth recording outside the database:
-a later verify whose chain does not pass through that head means history was rewritten, and
-the head also detects entries removed from the end.
+whole chain, and removing the newest entries leaves no gap: both are caught only against a
+record of the head kept outside the database — the signed anchors of
+:mod:`server.services.audit_anchor`, which ``verify`` checks through ``watch`` and ``last_seq``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import asyncio
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -37,9 +38,12 @@ from server.db.types import utcnow
 __all__ = [
     "GENESIS",
     "AuditFilter",
+    "ChainHead",
     "ChainProblem",
     "VerifyReport",
     "entry_hash",
+    "hash_at",
+    "head",
     "query",
     "record",
     "run_sealer",
@@ -145,13 +149,16 @@ async def _lock(session: AsyncSession) -> None:
         await session.execute(update(AuditEntry).where(AuditEntry.id == -1).values(hash=None))
 
 
-async def seal(session: AsyncSession, *, batch_size: int = _BATCH) -> int:
-    """Chain every unsealed entry, in id order, and commit; returns how many were sealed."""
-    if await session.scalar(select(AuditEntry.id).where(AuditEntry.chain_seq.is_(None)).limit(1)) is None:
-        await session.rollback()
-        return 0  # nothing to do: do not take the lock (SQLite: the database's write lock)
-    await _lock(session)
-    head = (
+class ChainHead(NamedTuple):
+    """The newest sealed entry's number and hash (``0`` and :data:`GENESIS` for an empty chain)."""
+
+    chain_seq: int
+    hash: str
+
+
+async def head(session: AsyncSession) -> ChainHead:
+    """The stored head of the chain, as it is (not verified: :func:`verify` does that)."""
+    row = (
         await session.execute(
             select(AuditEntry.chain_seq, AuditEntry.hash)
             .where(AuditEntry.chain_seq.is_not(None))
@@ -159,7 +166,23 @@ async def seal(session: AsyncSession, *, batch_size: int = _BATCH) -> int:
             .limit(1)
         )
     ).first()
-    seq, prev = (head[0] or 0, head[1] or GENESIS) if head is not None else (0, GENESIS)
+    if row is None:
+        return ChainHead(0, GENESIS)
+    return ChainHead(row[0] or 0, row[1] or GENESIS)
+
+
+async def hash_at(session: AsyncSession, chain_seq: int) -> str | None:
+    """The stored hash of entry ``chain_seq``; None when there is no such entry."""
+    return await session.scalar(select(AuditEntry.hash).where(AuditEntry.chain_seq == chain_seq))
+
+
+async def seal(session: AsyncSession, *, batch_size: int = _BATCH) -> int:
+    """Chain every unsealed entry, in id order, and commit; returns how many were sealed."""
+    if await session.scalar(select(AuditEntry.id).where(AuditEntry.chain_seq.is_(None)).limit(1)) is None:
+        await session.rollback()
+        return 0  # nothing to do: do not take the lock (SQLite: the database's write lock)
+    await _lock(session)
+    seq, prev = await head(session)
     sealed = 0
     while True:
         rows = (
@@ -200,6 +223,10 @@ class VerifyReport:
     head_hash: str  # record it elsewhere: a later chain must pass through it
     sealed_now: int  # entries the seal before the walk added
     problem: ChainProblem | None
+    # the highest chain_seq stored, whatever the walk found (an anchor above it: entries removed)
+    last_seq: int = 0
+    # the verified hash at each ``watch``ed chain_seq the walk reached (checked against anchors)
+    watched: dict[int, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -211,22 +238,29 @@ class VerifyReport:
         return f"audit log TAMPERED: {self.problem.message}"
 
 
-async def verify(session: AsyncSession, *, batch_size: int = _BATCH) -> VerifyReport:
-    """Seal what is unsealed, then walk the chain from entry 1 and report the first problem."""
+async def verify(
+    session: AsyncSession, *, batch_size: int = _BATCH, watch: Collection[int] = ()
+) -> VerifyReport:
+    """Seal what is unsealed, then walk the chain from entry 1 and report the first problem.
+    The verified hashes at the ``watch`` numbers (anchored heads) come back in ``watched``."""
     sealed_now = await seal(session, batch_size=batch_size)
     if _postgres(session):
         await _lock(session)  # no seal extends the chain during the walk (SQLite: WAL snapshot)
     try:
-        return await _walk(session, batch_size, sealed_now)
+        return await _walk(session, batch_size, sealed_now, frozenset(watch))
     finally:
         await session.rollback()
 
 
-async def _walk(session: AsyncSession, batch_size: int, sealed_now: int) -> VerifyReport:
+async def _walk(
+    session: AsyncSession, batch_size: int, sealed_now: int, watch: frozenset[int] = frozenset()
+) -> VerifyReport:
     expected, prev = 1, GENESIS
+    watched: dict[int, str] = {}
+    last_seq = await session.scalar(select(func.max(AuditEntry.chain_seq))) or 0
 
     def report(problem: ChainProblem | None) -> VerifyReport:
-        return VerifyReport(expected - 1, expected - 1, prev, sealed_now, problem)
+        return VerifyReport(expected - 1, expected - 1, prev, sealed_now, problem, last_seq, watched)
 
     stray = await session.scalar(
         select(func.min(AuditEntry.id)).where(AuditEntry.chain_seq.is_(None), AuditEntry.hash.is_not(None))
@@ -265,6 +299,8 @@ async def _walk(session: AsyncSession, batch_size: int, sealed_now: int) -> Veri
                     )
                 )
             prev = row.hash
+            if expected in watch:
+                watched[expected] = prev
             expected += 1
         last = rows[-1].chain_seq
     if stray is not None:
@@ -279,15 +315,23 @@ async def _walk(session: AsyncSession, batch_size: int, sealed_now: int) -> Veri
     return report(None)
 
 
-async def run_sealer(sessions: async_sessionmaker[AsyncSession], interval: float) -> None:
+async def run_sealer(
+    sessions: async_sessionmaker[AsyncSession],
+    interval: float,
+    *,
+    on_sealed: Callable[[], None] | None = None,
+) -> None:
     """Seal new entries every ``interval`` seconds until cancelled; a failed round is logged
-    and retried at the next one (unsealed entries simply wait)."""
+    and retried at the next one (unsealed entries simply wait). ``on_sealed`` is called after
+    every round that advanced the head (the anchorer anchors it soon after)."""
     while True:
         try:
             async with sessions() as session:
                 count = await seal(session)
             if count:
                 logger.debug("audit: sealed %d entries", count)
+                if on_sealed is not None:
+                    on_sealed()
         except (SQLAlchemyError, OSError) as exc:
             logger.warning("audit: sealing failed, retrying in %.1fs: %s", interval, exc)
         await asyncio.sleep(interval)
