@@ -22,7 +22,6 @@ from certs.authority import (
     issue_client_cert,
     issue_device_cert,
     issue_server_cert,
-    sign_csr,
 )
 from certs.broker_config import PID_FILE_NAME, refresh_acl, write_mosquitto_config
 from certs.errors import (
@@ -33,6 +32,7 @@ from certs.errors import (
     PkiMissingError,
 )
 from certs.reload import ReloadOutcome, reload_broker
+from certs.renewal import sign_csr
 from certs.revocation import pki_denied, refresh_crl, revoke_device, revoked_identities, revoked_serials
 from certs.store import (
     SERVER_IDENTITY,

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,7 +48,6 @@ from certs.store import (
     ensure_private_dir,
     is_server_identity,
     pki_lock,
-    read_records,
     server_identity,
     validate_identity,
     write_file,
@@ -66,8 +65,10 @@ __all__ = [
     "issue_device_cert",
     "issue_server_cert",
     "load_authority",
-    "sign_csr",
+    "record_issued",
+    "sign_leaf",
     "verify_issued_by_ca",
+    "write_crl",
 ]
 
 logger = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ BACKDATE = timedelta(hours=1)
 
 _CA_CURVE = ec.SECP256R1()
 CA_HASH = hashes.SHA256()
-_LEAF_CURVE = ec.SECP256R1()
+LEAF_CURVE = ec.SECP256R1()
 _DNS_NAME = re.compile(r"(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
 
 
@@ -199,7 +200,7 @@ def _new_ca(pki: PkiDir, now: datetime) -> None:
     )
     write_file(pki.ca_key, _key_pem(key), private=True, overwrite=True)
     write_file(pki.ca_cert, cert.public_bytes(serialization.Encoding.PEM), private=False, overwrite=True)
-    _record(pki, "ca", CA_COMMON_NAME, cert, pki.ca_cert)
+    record_issued(pki, "ca", CA_COMMON_NAME, cert, pki.ca_cert)
 
 
 _LEAF_KEY_USAGE = x509.KeyUsage(
@@ -231,8 +232,8 @@ def _issue(
         for path in (cert_path, key_path):
             if path.exists():
                 raise PkiExistsError(path, "pass overwrite=True (CLI: --overwrite) to issue a new one")
-    key = ec.generate_private_key(_LEAF_CURVE)
-    cert = _sign_leaf(pki, common_name, key.public_key(), days=days, usage=usage, san=san)
+    key = ec.generate_private_key(LEAF_CURVE)
+    cert = sign_leaf(pki, common_name, key.public_key(), days=days, usage=usage, san=san)
     hint = "pass overwrite=True (CLI: --overwrite) to issue a new one"
     write_file(key_path, _key_pem(key), private=True, overwrite=overwrite, exists_hint=hint)
     try:
@@ -246,11 +247,11 @@ def _issue(
     except PkiExistsError:
         key_path.unlink()  # lost a race for the same name: do not leave our key behind
         raise
-    _record(pki, kind, common_name, cert, cert_path)
+    record_issued(pki, kind, common_name, cert, cert_path)
     return cert_path, key_path
 
 
-def _sign_leaf(
+def sign_leaf(
     pki: PkiDir,
     common_name: str,
     public_key: ec.EllipticCurvePublicKey,
@@ -286,7 +287,7 @@ def _sign_leaf(
     return builder.sign(authority.key, CA_HASH)
 
 
-def _record(pki: PkiDir, kind: CertKind, common_name: str, cert: x509.Certificate, path: Path) -> None:
+def record_issued(pki: PkiDir, kind: CertKind, common_name: str, cert: x509.Certificate, path: Path) -> None:
     try:
         relative = str(path.relative_to(pki.root))
     except ValueError:
@@ -394,75 +395,6 @@ def issue_server_cert(
     return identity, cert_path, key_path
 
 
-def sign_csr(
-    pki: PkiDir,
-    csr_pem: bytes,
-    *,
-    expected_identity: str | None = None,
-    days: int = DEFAULT_LEAF_DAYS,
-    cert_path: Path | None = None,
-    overwrite: bool = False,
-) -> tuple[str, x509.Certificate]:
-    """Renew a device's certificate from its certificate signing request (the key never leaves
-    the device). Returns ``(device_id, certificate)``; the certificate is recorded in
-    ``issued.jsonl``, so :func:`certs.revoke_device` revokes it too, and written (PEM) to
-    ``cert_path`` when given (refused if it exists, unless ``overwrite``). The certificates the device
-    held before stay valid until they expire or are revoked: it can switch at its next reconnect.
-
-    Refused (PkiError naming the problem): a request that is not a PEM CSR, whose signature does
-    not verify (the requester does not hold the key), whose subject is not exactly one CN, whose
-    key is not EC P-256, whose CN this CA never issued a device certificate to (renewal, not
-    enrolment), a server identity, or an identity whose every certificate is revoked.
-    """
-    # Imported here: revocation imports this module for the CA.
-    from certs.revocation import revoked_identities  # noqa: PLC0415
-
-    try:
-        csr = x509.load_pem_x509_csr(csr_pem)
-    except ValueError as exc:
-        raise PkiError(f"certificate request: not a PEM CSR ({exc})") from exc
-    if not csr.is_signature_valid:
-        raise PkiError("certificate request: its signature does not verify (not made with its key)")
-    if len(csr.subject) != 1:
-        raise PkiError(
-            f"certificate request: subject must be exactly one CN, got {csr.subject.rfc4514_string()!r}"
-        )
-    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if len(names) != 1 or not isinstance(names[0].value, str):
-        raise PkiError(
-            f"certificate request: subject must be exactly one CN, got {csr.subject.rfc4514_string()!r}"
-        )
-    device_id = validate_identity(names[0].value)
-    if expected_identity is not None and device_id != expected_identity:
-        raise PkiError(f"certificate request: CN is {device_id!r}, expected {expected_identity!r}")
-    public_key = csr.public_key()
-    if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != _LEAF_CURVE.name:
-        raise PkiError("certificate request: the key must be EC P-256 (as every fleet certificate)")
-    if is_server_identity(device_id):
-        raise InvalidIdentityError(device_id, "is a server identity: issue it with `fleetcare certs server`")
-    if not any(r.kind == "device" and r.common_name == device_id for r in read_records(pki)):
-        raise PkiError(
-            f"certificate request: no device certificate was ever issued to {device_id!r}; "
-            "provision it first (`fleetcare certs device`)"
-        )
-    if device_id in revoked_identities(pki):
-        raise PkiError(f"certificate request: device {device_id!r} is revoked; it cannot renew")
-    cert = _sign_leaf(pki, device_id, public_key, days=days, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    if cert_path is not None:
-        write_file(
-            cert_path,
-            cert.public_bytes(serialization.Encoding.PEM),
-            private=False,
-            overwrite=overwrite,
-            exists_hint="pass overwrite=True (CLI: --overwrite) to replace it",
-        )
-    _record(pki, "device", device_id, cert, cert_path or Path(f"(renewal {cert.serial_number:x})"))
-    logger.info(
-        "renewed device %s: serial %x until %s", device_id, cert.serial_number, cert.not_valid_after_utc
-    )
-    return device_id, cert
-
-
 def _general_names(hosts: Sequence[str]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = []
     seen: set[str] = set()
@@ -530,15 +462,36 @@ def _clear_issued(pki: PkiDir) -> None:
         path.unlink(missing_ok=True)
 
 
+CRL_BACKDATE = timedelta(minutes=5)
+"""A CRL's thisUpdate lies this far back, as a leaf's notBefore does: clocks differ."""
+
+
+def write_crl(pki: PkiDir, entries: Mapping[int, datetime], *, number: int = 1) -> None:
+    """Sign and write ``crl.pem`` listing ``entries`` (serial -> revocation time)."""
+    authority = load_authority(pki)
+    now = datetime.now(UTC).replace(microsecond=0)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(authority.cert.subject)
+        .last_update(now - CRL_BACKDATE)
+        .next_update(authority.not_after)
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(authority.aki, critical=False)
+    )
+    for serial, when in sorted(entries.items()):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    crl = builder.sign(authority.key, CA_HASH)
+    write_file(pki.crl, crl.public_bytes(serialization.Encoding.PEM), private=False, overwrite=True)
+
+
 def init_pki(root: Path, *, hosts: Sequence[str] = (), force: bool = False) -> PkiDir:
     """Create a fleet PKI in ``root``: CA, broker cert, server client cert, signing key, empty CRL.
 
     Refuses if a CA already exists there unless ``force``, which starts over: the old CA,
     every device certificate, the index and the CRL are replaced or removed.
     """
-    # Imported here: revocation imports this module for the CA.
-    from certs.revocation import write_crl  # noqa: PLC0415
-
     pki = PkiDir(Path(root))
     _general_names(hosts)  # validate before touching anything
     ensure_private_dir(pki.root)

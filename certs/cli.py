@@ -13,10 +13,11 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
-from certs.authority import DEFAULT_LEAF_DAYS, init_pki, issue_device_cert, issue_server_cert, sign_csr
+from certs.authority import DEFAULT_LEAF_DAYS, init_pki, issue_device_cert, issue_server_cert
 from certs.broker_config import PID_FILE_NAME, refresh_acl, write_mosquitto_config
 from certs.errors import PkiError
 from certs.reload import reload_broker
+from certs.renewal import sign_csr
 from certs.revocation import refresh_crl, revoke_device
 from certs.store import PkiDir
 

@@ -14,16 +14,15 @@ disconnect a session that is already open.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from certs.acl import DenyEntry
-from certs.authority import CA_HASH, load_authority, verify_issued_by_ca
+from certs.authority import load_authority, verify_issued_by_ca, write_crl
 from certs.errors import PkiCorruptError, PkiMissingError
-from certs.store import IssuedRecord, PkiDir, pki_lock, read_records, validate_identity, write_file
+from certs.store import IssuedRecord, PkiDir, pki_lock, read_records, validate_identity
 
 __all__ = [
     "pki_denied",
@@ -32,12 +31,9 @@ __all__ = [
     "revoke_serials",
     "revoked_identities",
     "revoked_serials",
-    "write_crl",
 ]
 
 logger = logging.getLogger(__name__)
-
-_CRL_BACKDATE = timedelta(minutes=5)
 
 
 def _read_crl(pki: PkiDir) -> x509.CertificateRevocationList | None:
@@ -60,26 +56,6 @@ def _crl_number(crl: x509.CertificateRevocationList) -> int:
         return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     except x509.ExtensionNotFound:
         return 0
-
-
-def write_crl(pki: PkiDir, entries: Mapping[int, datetime], *, number: int = 1) -> None:
-    """Sign and write ``crl.pem`` listing ``entries`` (serial -> revocation time)."""
-    authority = load_authority(pki)
-    now = datetime.now(UTC).replace(microsecond=0)
-    builder = (
-        x509.CertificateRevocationListBuilder()
-        .issuer_name(authority.cert.subject)
-        .last_update(now - _CRL_BACKDATE)
-        .next_update(authority.not_after)
-        .add_extension(x509.CRLNumber(number), critical=False)
-        .add_extension(authority.aki, critical=False)
-    )
-    for serial, when in sorted(entries.items()):
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
-        )
-    crl = builder.sign(authority.key, CA_HASH)
-    write_file(pki.crl, crl.public_bytes(serialization.Encoding.PEM), private=False, overwrite=True)
 
 
 def _update(pki: PkiDir, add: Iterable[int]) -> None:

@@ -30,7 +30,6 @@ GRAPH = tool.build()
 
 KNOWN_CIRCLES = {
     ("agent.consent", "agent.outbox", "agent.replay", "agent.storage"),
-    ("certs.authority", "certs.revocation"),
     ("server.demo", "simulators.cli", "simulators.compare", "simulators.run"),
     ("server.incidents", "server.knowledge", "server.services", "server.sessions"),
 }
