@@ -21,6 +21,7 @@ import protocol
 from fleetcare import __version__
 from server import clock as server_clock
 from server.api import api_router
+from server.api.body_limit import BodyLimit
 from server.api.errors import install_error_handlers
 from server.broker_access import AccessSync
 from server.db import create_engine, create_sessionmaker, run_migrations
@@ -182,4 +183,5 @@ def create_app(settings: ServerSettings, *, migrate: bool = True) -> FastAPI:
     app.include_router(api_router())
     install_web(app)  # the web console at / and its /static files (server/web, docs/web.md)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.api.max_body_bytes)  # 413 above api.max_body_bytes
     return app

@@ -124,6 +124,8 @@ class MqttSettings(_Section):
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: Port = 8080
+    # a larger request body is refused with 413 before it is read (server/api/body_limit.py)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=1024**3)
 
 
 class IngestSettings(_Section):

@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from server.api.deps import RuntimeDep, SessionDep, require_role
 from server.api.devices import DeviceIdPath
 from server.api.download import content_disposition
+from server.api.params import Count, Seq
 from server.api.schemas import CommandCreate, CommandDetailPublic, CommandPublic, CommandReplyPublic, Page
 from server.db.models import Command, Role
 from server.db.types import utcnow
@@ -78,7 +79,7 @@ async def list_device_commands(
     session: SessionDep,
     user: Reader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Count, Query()] = 0,
 ) -> Page[CommandPublic]:
     await access.check_device(session, user, device_id)
     rows, total = await commands.list_device_commands(session, device_id, limit=limit, offset=offset)
@@ -117,7 +118,7 @@ async def stream_command(
     command_id: _CommandIdPath,
     runtime: RuntimeDep,
     user: _Operator,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    last_event_id: Annotated[Seq | None, Header()] = None,
 ) -> StreamingResponse:
     """The command's replies as Server-Sent Events in device order (``event`` = reply type:
     accepted, progress, output, result, error…; ``id`` = device_seq; ``data`` = the reply),

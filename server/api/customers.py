@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.api.deps import SessionDep, require_role
 from server.api.devices import DeviceIdPath
+from server.api.params import Count, Id
 from server.api.schemas import Page
 from server.api.service_schemas import (
     CustomerCreate,
@@ -39,10 +40,10 @@ router = APIRouter(tags=["customers"])
 
 Reader = Annotated[Principal, require_role(Role.TECHNICIAN, Role.OPS)]
 Writer = Annotated[Principal, require_role(Role.TECHNICIAN)]
-CustomerId = Annotated[int, Path(ge=1, description="Customer id")]
-SiteId = Annotated[int, Path(ge=1, description="Site id")]
+CustomerId = Annotated[Id, Path(description="Customer id")]
+SiteId = Annotated[Id, Path(description="Site id")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[Count, Query()]
 
 
 def _changes(body: CustomerUpdate | SiteUpdate, nullable: frozenset[str] = frozenset()) -> dict[str, Any]:

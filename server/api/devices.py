@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from server.api.deps import CurrentUser, SessionDep
+from server.api.params import Count
 from server.api.schemas import DeviceDetailPublic, DevicePublic, EventPublic, Page, TelemetryPublic
 from server.services import access, fleet
 
@@ -16,9 +17,9 @@ __all__ = ["DeviceIdPath", "router"]
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
-DeviceIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Device id")]
+DeviceIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$", max_length=64, description="Device id")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[Count, Query()]
 
 
 @router.get("", response_model=Page[DevicePublic])
@@ -27,8 +28,8 @@ async def list_devices(
     session: SessionDep,
     user: CurrentUser,
     online: bool | None = None,
-    model: str | None = None,
-    site: str | None = None,
+    model: Annotated[str | None, Query(max_length=256)] = None,
+    site: Annotated[str | None, Query(max_length=256)] = None,
     q: Annotated[
         str | None, Query(max_length=128, description="Substring of id, serial, model or site")
     ] = None,

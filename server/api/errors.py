@@ -56,9 +56,13 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
-        exc.status_code, "http_error"
-    )
+    code = {
+        404: "not_found",
+        405: "method_not_allowed",
+        401: "unauthorized",
+        403: "forbidden",
+        413: "body_too_large",  # server/api/body_limit.py
+    }.get(exc.status_code, "http_error")
     return error_response(
         exc.status_code, code, str(exc.detail), headers=dict(exc.headers) if exc.headers else None
     )

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from server.api.deps import SessionDep, require_role
+from server.api.params import Count, Id
 from server.api.schemas import ActionName
 from server.db.models import Role
 from server.guides import service
@@ -23,8 +24,8 @@ router = APIRouter(tags=["guides"])
 Author = Annotated[Principal, require_role(Role.TECHNICIAN)]
 Reader = Annotated[Principal, require_role(Role.TECHNICIAN, Role.OPS)]
 Runner = Annotated[Principal, require_role(Role.TECHNICIAN, Role.CUSTOMER)]
-IncidentId = Annotated[int, Path(ge=1)]
-RunId = Annotated[int, Path(ge=1)]
+IncidentId = Annotated[Id, Path()]
+RunId = Annotated[Id, Path()]
 Code = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
@@ -63,13 +64,13 @@ class GuidePublic(BaseModel):
 class GuideRunCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    guide_id: int = Field(ge=1)
+    guide_id: Id
 
 
 class GuideStepResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    step: int = Field(ge=0, description="0-based index of the guide's step")
+    step: Count = Field(description="0-based index of the guide's step")
     result: Literal["done", "failed", "skipped"]
     note: Annotated[str, StringConstraints(max_length=2000)] = ""
 

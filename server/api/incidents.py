@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from server.api.deps import SessionDep, require_role
 from server.api.devices import DeviceIdPath
+from server.api.params import Count, Id
 from server.api.schemas import Page
 from server.api.service_schemas import (
     IncidentAck,
@@ -47,9 +48,9 @@ router = APIRouter(tags=["incidents"])
 
 Reader = Annotated[Principal, require_role(Role.TECHNICIAN, Role.OPS, Role.CUSTOMER)]
 Writer = Annotated[Principal, require_role(Role.TECHNICIAN)]
-IncidentId = Annotated[int, Path(ge=1, description="Incident id")]
+IncidentId = Annotated[Id, Path(description="Incident id")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[Count, Query()]
 
 
 def _public(incident: Incident, device: Device | None) -> IncidentPublic:
@@ -83,8 +84,8 @@ async def list_incidents(
     user: Reader,
     status: IncidentStatus | None = None,
     device: Annotated[str | None, Query(max_length=64)] = None,
-    customer: Annotated[int | None, Query(ge=1)] = None,
-    site: Annotated[int | None, Query(ge=1)] = None,
+    customer: Annotated[Id | None, Query()] = None,
+    site: Annotated[Id | None, Query()] = None,
     model: Annotated[str | None, Query(max_length=256)] = None,
     fault_code: Annotated[str | None, Query(max_length=256)] = None,
     priority: Annotated[int | None, Query(ge=1, le=4)] = None,

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from server.api.deps import RuntimeDep, SessionDep, require_role
+from server.api.params import Count
 from server.api.schemas import IngestStatsPublic, Page
 from server.db.models import QuarantinedMessage, Role
 from server.services.users import Principal
@@ -21,7 +22,7 @@ router = APIRouter(tags=["ingest"])
 
 Operator = Annotated[Principal, require_role(Role.OPS)]
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
+Offset = Annotated[Count, Query()]
 
 SHOWN_PAYLOAD_BYTES = 4096
 """Of a quarantined payload (up to the protocol's 256 KiB); ``payload_size`` gives the whole."""

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from server.api.deps import RuntimeDep, SessionDep, require_role
+from server.api.params import Count, Id
 from server.api.schemas import ActionName, CommandDetailPublic, Page
 from server.api.sessions import service as session_service
 from server.db.models import ArticleState, ArticleType, Role
@@ -25,8 +26,8 @@ router = APIRouter(tags=["knowledge"])
 Author = Annotated[Principal, require_role(Role.TECHNICIAN)]
 Reader = Annotated[Principal, require_role(Role.TECHNICIAN, Role.OPS, Role.CUSTOMER)]
 Staff = Annotated[Principal, require_role(Role.TECHNICIAN, Role.OPS)]
-ArticleId = Annotated[int, Path(ge=1, description="Article id")]
-IncidentId = Annotated[int, Path(ge=1, description="Incident id")]
+ArticleId = Annotated[Id, Path(description="Article id")]
+IncidentId = Annotated[Id, Path(description="Incident id")]
 Code = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 Long = Annotated[str, StringConstraints(max_length=8192)]
 Version = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -146,7 +147,7 @@ class ApplySuggestion(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     session_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    action_index: int = Field(default=0, ge=0, description="Which of the article's actions (0: the first)")
+    action_index: Count = Field(default=0, description="Which of the article's actions (0: the first)")
     timeout_s: float | None = Field(default=None, gt=0, le=86400)
 
 
@@ -169,7 +170,7 @@ async def list_articles(
     fault_code: Annotated[str | None, Query(max_length=256)] = None,
     model: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Count, Query()] = 0,
 ) -> Page[ArticlePublic]:
     """Articles, most successful first (customers: published customer-safe ones only)."""
     where = service.ArticleFilter(

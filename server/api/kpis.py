@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from server.api.deps import CurrentUser, RuntimeDep, SessionDep, require_role
 from server.api.download import content_disposition
+from server.api.params import Id
 from server.db.models import Role
 from server.errors import Forbidden, InvalidInput, NotFound
 from server.kpi import GroupBy, ReportSpec, compute_report
@@ -117,21 +118,25 @@ async def get_kpis(
     session: SessionDep,
     runtime: RuntimeDep,
     user: Reader,
-    from_: Annotated[str, Query(alias="from", description="Period start, e.g. 2026-01-01 (UTC) — inclusive")],
-    to: Annotated[str, Query(description="Period end — exclusive: [from, to)")],
-    group_by: Annotated[str | None, Query(description=f"One of {_GROUPS}")] = None,
-    customer: Annotated[int | None, Query(description="Only this customer id")] = None,
-    site: Annotated[int | None, Query(description="Only this site id")] = None,
+    from_: Annotated[
+        str, Query(alias="from", max_length=64, description="Period start, e.g. 2026-01-01 (UTC) — inclusive")
+    ],
+    to: Annotated[str, Query(max_length=64, description="Period end — exclusive: [from, to)")],
+    group_by: Annotated[str | None, Query(max_length=64, description=f"One of {_GROUPS}")] = None,
+    customer: Annotated[Id | None, Query(description="Only this customer id")] = None,
+    site: Annotated[Id | None, Query(description="Only this site id")] = None,
     model: Annotated[str | None, Query(max_length=256)] = None,
     fault_code: Annotated[str | None, Query(max_length=256)] = None,
-    as_of: Annotated[str | None, Query(description="Cut the period here (default: now)")] = None,
+    as_of: Annotated[
+        str | None, Query(max_length=64, description="Cut the period here (default: now)")
+    ] = None,
     baseline_restore_hours: Annotated[
         float | None,
         Query(
             ge=0, le=24 * 30, description="Baseline restore time for 'downtime avoided' (default: settings)"
         ),
     ] = None,
-    format: Annotated[str, Query(description="json or csv")] = "json",
+    format: Annotated[str, Query(max_length=16, description="json or csv")] = "json",
     definitions: Annotated[bool, Query(description="Include every KPI's definition (json)")] = True,
 ) -> Any:
     """Every KPI of shared/KPIS.md over the half-open period [from, to), by group."""

@@ -16,6 +16,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 import protocol
 from server.api.deps import SessionDep, require_role
+from server.api.params import Count, Id
 from server.api.schemas import Page
 from server.db.models import Role
 from server.services import access, rules
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/rules", tags=["rules"])
 
 Reader = Annotated[Principal, require_role(Role.TECHNICIAN, Role.OPS)]
 Writer = Annotated[Principal, require_role(Role.TECHNICIAN)]
-RuleIdPath = Annotated[int, Path(ge=1, description="Rule id")]
+RuleIdPath = Annotated[Id, Path(description="Rule id")]
 
 RuleName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)]
 MetricName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[a-z0-9_-]+)*$", max_length=128)]
@@ -112,12 +113,12 @@ async def list_alerts(
     session: SessionDep,
     user: Reader,
     device: Annotated[str | None, Query(max_length=64, description="Device id")] = None,
-    rule: Annotated[int | None, Query(ge=1, description="Rule id")] = None,
+    rule: Annotated[Id | None, Query(description="Rule id")] = None,
     active: bool | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Count, Query()] = 0,
 ) -> Page[RuleAlertPublic]:
     """Alerts raised in [since, until) on devices in the caller's scope, newest first."""
     rows, total = await rules.list_alerts(
@@ -156,7 +157,7 @@ async def list_rules(
     metric: Annotated[str | None, Query(max_length=128)] = None,
     model: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Count, Query()] = 0,
 ) -> Page[RulePublic]:
     """The rules that judge a device in the caller's scope (everyone's: every rule)."""
     rows, total = await rules.list_rules(

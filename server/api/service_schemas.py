@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from server.api.params import Id
 from server.db.models import Channel
 
 __all__ = [
@@ -58,9 +59,9 @@ class ContractHours(_In):
     days: list[Annotated[int, Field(ge=0, le=6)]] = Field(
         default_factory=lambda: [0, 1, 2, 3, 4], min_length=1
     )
-    start: str = "08:00"
-    end: str = "18:00"
-    tz: str = "UTC"
+    start: Annotated[str, StringConstraints(max_length=5)] = "08:00"
+    end: Annotated[str, StringConstraints(max_length=5)] = "18:00"
+    tz: Annotated[str, StringConstraints(max_length=64)] = "UTC"
 
     @field_validator("start", "end")
     @classmethod
@@ -127,8 +128,8 @@ class SitePublic(_Out):
 class DeviceUpdate(_In):
     """Only the fields given change; ``null`` clears one."""
 
-    customer_id: int | None = None
-    site_id: int | None = None
+    customer_id: Id | None = None
+    site_id: Id | None = None
     criticality: Criticality | None = None
     decommissioned_at: AwareDatetime | None = None
 
@@ -222,7 +223,7 @@ class IncidentResolve(_In):
     visits: int | None = Field(default=None, ge=0, le=1000)
     external: bool | None = Field(default=None, description="Caused outside the equipment (power, network)")
     # knowledge capture (docs/knowledge.md): link an article, or draft one from this resolution
-    article_id: int | None = Field(default=None, ge=1, description="The knowledge article used")
+    article_id: Id | None = Field(default=None, description="The knowledge article used")
     draft_article: bool = Field(default=False, description="Draft an article from this resolution")
     article_fixed: bool = Field(default=True, description="The linked article's fix worked")
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from server.api.commands import MAX_WAIT_S
 from server.api.deps import RuntimeDep, SessionDep, require_role
 from server.api.download import content_disposition
+from server.api.params import Count, Id
 from server.api.schemas import ActionName, CommandDetailPublic, CommandReplyPublic, Page
 from server.db.models import RemoteSession, Role, SessionState
 from server.db.types import utcnow
@@ -45,7 +46,7 @@ class SessionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    incident_id: int | None = Field(default=None, ge=1, description="The incident this session works on")
+    incident_id: Id | None = Field(default=None, description="The incident this session works on")
     reason: Annotated[str, StringConstraints(max_length=2000)] = ""
     time_limit_s: float | None = Field(
         default=None,
@@ -124,9 +125,9 @@ async def get_sessions(
     device: Annotated[str | None, Query(max_length=64)] = None,
     state: SessionState | None = None,
     owner: Annotated[str | None, Query(max_length=128)] = None,
-    incident: Annotated[int | None, Query(ge=1)] = None,
+    incident: Annotated[Id | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Count, Query()] = 0,
 ) -> Page[SessionPublic]:
     where = SessionFilter(
         device_id=device, state=state.value if state else None, owner=owner, incident_id=incident

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.auth import UserPublic, user_public
 from server.api.deps import SessionDep, require_role
+from server.api.params import Count, Id
 from server.api.schemas import Page
 from server.db.models import Role, User
 from server.services import users
@@ -21,16 +22,18 @@ router = APIRouter(prefix="/users", tags=["users"])
 
 Admin = Annotated[Principal, require_role()]
 UserName = Annotated[str, Path(min_length=1, max_length=128, description="User name")]
-CustomerId = Annotated[int, Path(ge=1, description="Customer id")]
+CustomerId = Annotated[Id, Path(description="Customer id")]
 Password = Annotated[str, Field(min_length=users.MIN_PASSWORD_LENGTH, max_length=users.MAX_PASSWORD_LENGTH)]
 
 
 class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,128}$")]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._@-]{1,128}$", max_length=128)]
     role: Role
-    customer: int | str | None = Field(default=None, description="Customer id or name (customer role only)")
+    customer: Id | Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None, description="Customer id or name (customer role only)"
+    )
     password: Password | None = Field(
         default=None, description="None: the user signs in with API tokens only"
     )
@@ -53,7 +56,7 @@ async def list_users(
     _admin: Admin,
     role: Role | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Count, Query()] = 0,
 ) -> Page[UserPublic]:
     rows, total = await users.list_users(session, role=role, limit=limit, offset=offset)
     mine = await users.assignments(session, [row.id for row in rows])

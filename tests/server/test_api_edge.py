@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote
 
+import httpx
 import pytest
 
 from server.api.download import MAX_FILENAME_CHARS, content_disposition
+from server.db.models import Device, Role
+from server.db.types import utcnow
 from tests.server import factory as f
 from tests.server.test_sessions_api import app, open_and_run, write  # noqa: F401 - the fixture
+from tests.support.server import V1, api_client, bearer, create_token, server_settings
 
 HOSTILE = [
     'a"b.log',
@@ -105,3 +111,120 @@ async def test_a_five_megabyte_command_is_a_422_naming_args(app: Any) -> None:  
     assert sent.status_code == 422, sent.text
     assert "args" in sent.text
     assert "limit" in sent.text
+
+
+# -- integers and numbers out of range (issue 13: OverflowError and PostgreSQL int4 as 500s) -------
+
+BIG = 2**64  # past SQLite's and psycopg's signed 64-bit integers: OverflowError
+INT4 = 2**31  # past PostgreSQL INTEGER, the type of the id columns: "integer out of range"
+
+
+@pytest.fixture
+async def admin_api(db_url: str) -> Any:
+    async with api_client(server_settings(db_url)) as (client, runtime):
+        async with runtime.sessions() as session:
+            session.add(Device(id="edge-1", first_seen=utcnow(), model="LX-9"))
+            await session.commit()
+        yield client, bearer(await create_token(runtime, "root", Role.ADMIN))
+
+
+OUT_OF_RANGE: list[Any] = [
+    # (method, url, request keywords, the field the 422 names)
+    ("GET", f"{V1}/incidents/{BIG}", {}, "incident_id"),
+    ("GET", f"{V1}/incidents/{INT4}", {}, "incident_id"),
+    ("GET", f"{V1}/customers/{INT4}", {}, "customer_id"),
+    ("GET", f"{V1}/knowledge/articles/{BIG}", {}, "article_id"),
+    ("GET", f"{V1}/rules/{BIG}", {}, "rule_id"),
+    ("GET", f"{V1}/devices", {"params": {"offset": BIG}}, "offset"),
+    ("GET", f"{V1}/devices", {"params": {"offset": INT4}}, "offset"),
+    ("GET", f"{V1}/incidents", {"params": {"customer": BIG}}, "customer"),
+    ("GET", f"{V1}/rules/alerts", {"params": {"rule": BIG}}, "rule"),
+    ("GET", f"{V1}/sessions", {"params": {"incident": BIG}}, "incident"),
+    (
+        "GET",
+        f"{V1}/kpis",
+        {"params": {"from": "2026-01-01", "to": "2026-02-01", "customer": BIG}},
+        "customer",
+    ),
+    ("GET", f"{V1}/kpis", {"params": {"from": "2026-01-01", "to": "2026-02-01", "site": INT4}}, "site"),
+    ("PATCH", f"{V1}/devices/edge-1", {"json": {"customer_id": BIG}}, "customer_id"),
+    ("PATCH", f"{V1}/devices/edge-1", {"json": {"site_id": INT4}}, "site_id"),
+    ("POST", f"{V1}/sessions", {"json": {"device_id": "edge-1", "incident_id": BIG}}, "incident_id"),
+    ("POST", f"{V1}/users", {"json": {"name": "c1", "role": "customer", "customer": BIG}}, "customer"),
+    ("GET", f"{V1}/commands/c1/stream", {"headers": {"Last-Event-ID": str(2**63)}}, "last-event-id"),
+    pytest.param(
+        *("GET", f"{V1}/audit", {"params": {"offset": BIG}}, "offset"),
+        marks=pytest.mark.xfail(
+            strict=True, reason="server/api/audit.py: offset still unbounded (another task)"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "kwargs", "field"), OUT_OF_RANGE)
+async def test_an_out_of_range_integer_is_a_422_naming_the_field(
+    admin_api: Any, method: str, url: str, kwargs: dict[str, Any], field: str
+) -> None:
+    client, auth = admin_api
+    extra = {name: value for name, value in kwargs.items() if name != "headers"}
+    headers = {**auth, **kwargs.get("headers", {})}
+    response = await client.request(method, url, headers=headers, **extra)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert error["field"].split(".")[0] == field, error
+
+
+# -- request body size (issue 13: every limit enforced at the edge that receives it) ---------------
+
+MIB = 1024 * 1024
+
+
+def assert_body_too_large(response: httpx.Response) -> None:
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["code"] == "body_too_large"
+    assert "api.max_body_bytes" in error["message"]
+
+
+async def test_a_declared_oversized_body_is_refused_before_authentication(admin_api: Any) -> None:
+    client, _ = admin_api
+    body = json.dumps({"name": "x" * (2 * MIB)})
+    response = await client.post(
+        f"{V1}/customers", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert_body_too_large(response)  # not 401: the app never ran
+
+
+async def test_a_chunked_oversized_body_is_counted_and_refused(admin_api: Any) -> None:
+    client, auth = admin_api
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(40):
+            yield b"x" * 64 * 1024  # 2.5 MiB in all, no Content-Length
+        yield b'"}'
+
+    response = await client.post(
+        f"{V1}/customers", content=chunks(), headers={**auth, "Content-Type": "application/json"}
+    )
+    assert "content-length" not in response.request.headers
+    assert_body_too_large(response)
+
+
+async def test_a_body_under_the_limit_is_served(admin_api: Any) -> None:
+    client, auth = admin_api
+    big_but_allowed = {"name": "acme", "padding": "x" * (MIB // 2)}
+    response = await client.post(f"{V1}/customers", json=big_but_allowed, headers=auth)
+    assert response.status_code == 422, response.text  # read and validated: extra field
+    assert response.json()["error"]["field"] == "padding"
+    created = await client.post(f"{V1}/customers", json={"name": "acme"}, headers=auth)
+    assert created.status_code == 201, created.text
+
+
+async def test_the_limit_is_a_setting(db_url: str) -> None:
+    async with api_client(server_settings(db_url, api={"max_body_bytes": 64 * 1024})) as (client, runtime):
+        auth = bearer(await create_token(runtime, "root", Role.ADMIN))
+        response = await client.post(f"{V1}/customers", json={"name": "x" * 70_000}, headers=auth)
+        assert_body_too_large(response)
+        assert "65536 bytes" in response.json()["error"]["message"]
