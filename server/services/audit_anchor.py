@@ -544,7 +544,7 @@ class AuditAnchorer:
             async with asyncio.timeout(self._timeout):
                 self.stats.last = await _in_daemon_thread(lambda: last_anchor(self.path, self._keys))
         except (OSError, TimeoutError) as exc:
-            logger.warning("audit: cannot read the last anchor of %s: %s", self.path, exc or "timed out")
+            logger.warning("audit: cannot read the last anchor of %s: %s", self.path, str(exc) or "timed out")
         if self.stats.last is not None:
             logger.info("audit: continuing %s after anchor #%d", self.path, self.stats.last.chain_seq)
 
