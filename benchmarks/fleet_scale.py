@@ -52,8 +52,8 @@ import psutil
 from benchmarks.command_latency import create_admin
 from benchmarks.results import record
 from certs import PkiDir, init_pki, issue_device_cert
-from simulators.cli import stop_on_signals
 from simulators.fleet import SimulatedFleet, device_ids
+from simulators.signals import stop_on_signals
 from tests.support.broker import MosquittoBroker
 from tests.support.databases import sqlite_url, temporary_postgres_database
 from tests.support.server import ServerProcess, server_settings

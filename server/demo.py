@@ -19,38 +19,33 @@ import contextlib
 import logging
 import os
 import shlex
-import socket
 import sys
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import uvicorn
 from fastapi import FastAPI
 
-from certs import PkiDir, init_pki
 from server.app import create_app
-from server.db.models import Role
 from server.embedded_broker import EmbeddedBroker, EmbeddedBrokerError, Preference
-from server.errors import Conflict, ServerError
-from server.services import users
+from server.errors import ServerError
+from server.local_stack import LocalStackError, admin_token, ensure_pki, serve_api
 from server.settings import load_settings
-from simulators.cli import stop_on_signals
 from simulators.clock import ScaledClock
 from simulators.fleet import SimulatedFleet
+from simulators.signals import stop_on_signals
 
 __all__ = ["Demo", "DemoConfig", "DemoError", "app", "running_demo"]
 
 logger = logging.getLogger(__name__)
 
 ADMIN_USER = "admin"
-_API_START_TIMEOUT = 60.0
 _CONNECT_TIMEOUT = 60.0
 
 
-class DemoError(Exception):
+class DemoError(LocalStackError):
     """The demo could not start."""
 
 
@@ -130,77 +125,6 @@ class Demo:
         )
 
 
-def _ensure_pki(root: Path) -> PkiDir:
-    pki = PkiDir(root)
-    if pki.ca_cert.exists() and pki.ca_key.exists():
-        return pki
-    logger.info("creating the demo PKI in %s", root)
-    return init_pki(root)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the demo stops the parts in its own order."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        # uvicorn calls sys.exit() when the app's lifespan fails to start; in a task that would
-        # escape the event loop and skip every teardown. ``started`` stays False instead.
-        try:
-            await super().startup(sockets=sockets)
-        except SystemExit:
-            self.should_exit = True
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise DemoError(f"cannot listen on {host}:{port} for the API: {exc.strerror}") from exc
-    return sock
-
-
-@contextlib.asynccontextmanager
-async def _serve(app: FastAPI, host: str, port: int) -> AsyncIterator[int]:
-    """uvicorn in this event loop on a socket we bound (so a busy port is a clear error)."""
-    sock = _bind(host, port)
-    bound_port = int(sock.getsockname()[1])
-    server = _Server(
-        uvicorn.Config(app, log_config=None, lifespan="on", access_log=False, timeout_graceful_shutdown=5)
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="demo.api")
-    try:
-        async with asyncio.timeout(_API_START_TIMEOUT):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise DemoError("the fleet server did not start (see the log above)")
-                await asyncio.sleep(0.02)
-        yield bound_port
-    finally:
-        server.should_exit = True
-        try:
-            await task
-        finally:
-            sock.close()
-
-
-async def _admin_token(app: FastAPI) -> str:
-    runtime = app.state.runtime
-    async with runtime.sessions() as session:
-        with contextlib.suppress(Conflict):
-            await users.create_user(session, ADMIN_USER, Role.ADMIN, actor="demo")
-    async with runtime.sessions() as session:
-        issued = await users.issue_token(session, ADMIN_USER, actor="demo")
-    return issued.token
-
-
 def _url_host(host: str) -> str:
     if host in ("0.0.0.0", "::"):  # noqa: S104 - only for the printed URL
         return "127.0.0.1"
@@ -212,7 +136,7 @@ async def running_demo(config: DemoConfig) -> AsyncIterator[Demo]:
     """Broker, server and fleet running; torn down in reverse order on exit."""
     workdir = config.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    pki = await asyncio.to_thread(_ensure_pki, workdir / "pki")
+    pki = await asyncio.to_thread(ensure_pki, workdir / "pki")
     async with EmbeddedBroker(
         pki, workdir / "broker", prefer=config.broker, port=config.broker_port
     ) as broker:
@@ -248,8 +172,8 @@ async def running_demo(config: DemoConfig) -> AsyncIterator[Demo]:
         except ServerError as exc:
             raise DemoError(f"server settings: {exc}") from exc
         app = create_app(settings)
-        async with _serve(app, config.api_host, config.api_port) as api_port:
-            token = await _admin_token(app)
+        async with serve_api(app, config.api_host, config.api_port) as api_port:
+            token = await admin_token(app, ADMIN_USER, actor="demo")
             (workdir / "admin.token").write_text(token + "\n", encoding="utf-8")
             os.chmod(workdir / "admin.token", 0o600)
             fleet = SimulatedFleet(

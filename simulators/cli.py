@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,12 +22,13 @@ from certs import PkiDir
 from simulators.clock import ScaledClock
 from simulators.fleet import SimulatedFleet
 from simulators.scenario import ScenarioError, load_scenario
+from simulators.signals import stop_on_signals
 
 if TYPE_CHECKING:  # simulators.run imports server.demo, which imports this module
     from simulators.run import Progress
     from simulators.scenario import Scenario
 
-__all__ = ["app", "parse_broker", "stop_on_signals"]
+__all__ = ["app", "parse_broker"]
 
 app = typer.Typer(
     help="Simulated equipment fleets.",
@@ -66,28 +66,6 @@ def _port(text: str, value: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise typer.BadParameter(f"{value!r}: port must be 1-65535")
     return int(text)
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[asyncio.Event]:
-    """An event set by the first SIGINT/SIGTERM; a second one cancels the current task (no more
-    waiting for a graceful stop). Handlers are removed on exit."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-
-    def on_signal() -> None:
-        if stop.is_set() and task is not None:
-            task.cancel()
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        yield stop
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 async def _run(fleet: SimulatedFleet, every: float) -> None:
@@ -242,7 +220,7 @@ def _show(prefix: str) -> Callable[[Progress], None]:
 
 
 async def _run_scenario(scenario: Scenario, workdir: Path) -> None:
-    from simulators.run import run_scenario  # noqa: PLC0415 - simulators.run imports server.demo, which imports this module
+    from simulators.run import run_scenario  # noqa: PLC0415 - lazy: only this command needs the server
 
     pace = "stepped clock" if scenario.clock == "stepped" else f"{scenario.speed:g}x"
     typer.echo(f"running {scenario.name}: {scenario.days:g} simulated days, {pace} …", err=True)
@@ -254,7 +232,7 @@ async def _run_scenario(scenario: Scenario, workdir: Path) -> None:
 
 
 async def _compare(scenario: Scenario, workdir: Path) -> None:
-    from simulators.compare import compare_scenario  # noqa: PLC0415 - simulators.run imports server.demo, which imports this module
+    from simulators.compare import compare_scenario  # noqa: PLC0415 - lazy: only this command needs the server
 
     shows = {"remote": _show("remote    "), "baseline": _show("baseline  ")}
     comparison = await compare_scenario(
@@ -268,8 +246,8 @@ async def _compare(scenario: Scenario, workdir: Path) -> None:
 
 
 def _scenario_main(main: Coroutine[Any, Any, None]) -> None:
-    from server.embedded_broker import EmbeddedBrokerError  # noqa: PLC0415 - simulators.run imports server.demo, which imports this module
-    from simulators.run import RunError  # noqa: PLC0415 - simulators.run imports server.demo, which imports this module
+    from server.embedded_broker import EmbeddedBrokerError  # noqa: PLC0415 - lazy: only this command needs the server
+    from simulators.run import RunError  # noqa: PLC0415 - lazy: only this command needs the server
 
     try:
         asyncio.run(main)

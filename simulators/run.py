@@ -50,9 +50,10 @@ from certs import PkiDir
 from server import clock as server_clock
 from server.app import create_app
 from server.db.models import Message, Role, StateTracker
-from server.demo import _admin_token, _ensure_pki, _serve
 from server.embedded_broker import EmbeddedBroker
 from server.incidents import IncidentTracker
+from server.local_stack import admin_token as issue_admin_token
+from server.local_stack import ensure_pki, serve_api
 from server.services import users
 from server.services.customers import SITE_SEPARATOR
 from server.sessions.service import SessionService
@@ -402,7 +403,7 @@ async def run_scenario(
     server settings (e.g. ``{"incidents": {"reopen_window_days": 0}}``: every fault its own
     incident)."""
     workdir = await asyncio.to_thread(_fresh, workdir)
-    pki = await asyncio.to_thread(_ensure_pki, workdir / "pki")
+    pki = await asyncio.to_thread(ensure_pki, workdir / "pki")
     epoch = scenario.start_at()
     stepped = scenario.clock == "stepped"
     # anchored: real speed while setting up, accelerated from the run's start; stepped: frozen
@@ -417,8 +418,8 @@ async def run_scenario(
         if isinstance(clock, SteppedClock):
             server_clock.configure(clock)  # the server's "now" is the step being simulated
         try:
-            async with _serve(app, "127.0.0.1", 0) as port:
-                admin_token = await _admin_token(app)
+            async with serve_api(app, "127.0.0.1", 0, name="sim.api") as port:
+                admin_token = await issue_admin_token(app, actor="sim")
                 # stepped: people call the app in-process (no socket, no HTTP parsing), the same
                 # routes, dependencies and database; anchored: over HTTP like any client
                 transport = httpx.ASGITransport(app=app) if stepped else None

@@ -30,15 +30,11 @@ GRAPH = tool.build()
 
 KNOWN_CIRCLES = {
     ("agent.consent", "agent.outbox", "agent.replay", "agent.storage"),
-    ("server.demo", "simulators.cli", "simulators.compare", "simulators.run"),
     ("server.incidents", "server.knowledge", "server.services", "server.sessions"),
 }
 KNOWN_PRIVATE = {
     ("server.web.queries", "_conditions"),
     ("server.web.queries", "_escape_like"),
-    ("simulators.run", "_admin_token"),
-    ("simulators.run", "_ensure_pki"),
-    ("simulators.run", "_serve"),
 }
 KNOWN_LARGE = {
     "server.kpi.query",
