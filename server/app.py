@@ -31,7 +31,7 @@ from server.ingest import BatchWriter, Consumer, IngestStats
 from server.mqtt import MqttLink
 from server.runtime import Runtime
 from server.services.audit import run_sealer
-from server.services.audit_anchor import AuditAnchorer
+from server.services.audit_anchorer import AuditAnchorer
 from server.services.commands import CommandService
 from server.services.rules import run_rule_evaluator
 from server.sessions.service import SessionService

@@ -25,8 +25,9 @@ import protocol
 from certs import PkiDir
 from server.db import create_engine, create_sessionmaker, run_migrations
 from server.db.models import Role
-from server.services import audit, audit_anchor
-from server.services.audit_anchor import Anchor, AuditAnchorer, AuditCheck
+from server.services import audit, audit_anchor, audit_anchorer
+from server.services.audit_anchor import Anchor, AuditCheck
+from server.services.audit_anchorer import AuditAnchorer
 from server.settings import load_settings
 from tests.server.test_audit_chain import add_entries, tamper, verify
 from tests.support.cli import fleetcare_server
@@ -233,7 +234,7 @@ async def test_the_anchorer_anchors_after_a_seal_and_survives_a_broken_file(
     task = anchorer(sessions, blocker / "anchors.jsonl", interval=0.1)  # mkdir fails: NotADirectoryError
     tasks.append(asyncio.create_task(audit.run_sealer(sessions, 0.05, on_sealed=task.notify)))
     tasks.append(asyncio.create_task(task.run()))
-    caplog.set_level(logging.INFO, logger="server.services.audit_anchor")
+    caplog.set_level(logging.INFO, logger="server.services.audit_anchorer")
 
     await add_entries(sessions, 4)
     await eventually(lambda: task.stats.failed >= 2, timeout=10)
@@ -269,7 +270,7 @@ async def test_a_stalled_write_times_out_and_the_task_goes_on(
         release.wait(10)
         real_append(path, anchor)
 
-    monkeypatch.setattr(audit_anchor, "append_anchor", stalled)
+    monkeypatch.setattr(audit_anchorer, "append_anchor", stalled)
     await add_entries(sessions, 2)
     await verify(sessions)
     task = anchorer(sessions, tmp_path / "anchors.jsonl", timeout=0.2)
@@ -294,7 +295,7 @@ async def test_the_anchorer_resumes_its_file_and_raises_the_alarm_on_truncation(
     restarted = anchorer(sessions, path)
     await restarted._resume()
     assert restarted.stats.last == anchor
-    caplog.set_level(logging.ERROR, logger="server.services.audit_anchor")
+    caplog.set_level(logging.ERROR, logger="server.services.audit_anchorer")
     again = await restarted.anchor_once()  # the shorter head is anchored too; verify keeps both
     assert again is not None
     assert again.chain_seq == 2
