@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -29,16 +29,17 @@ from server.errors import ConfigError
 from server.incidents import IncidentTracker
 from server.ingest import BatchWriter, Consumer, IngestStats
 from server.mqtt import MqttLink
+from server.periodic import Periodic
 from server.runtime import Runtime
-from server.services.audit import run_sealer
+from server.services.audit import sealer_job
 from server.services.audit_anchorer import AuditAnchorer
 from server.services.commands import CommandService
-from server.services.rules import run_rule_evaluator
+from server.services.rules import rule_job
 from server.sessions.service import SessionService
 from server.settings import ServerSettings
 from server.web import install_web
 
-__all__ = ["create_app", "load_signer", "start_runtime"]
+__all__ = ["build_jobs", "create_app", "load_signer", "start_runtime"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,19 +57,53 @@ def load_signer(path: Path | None) -> protocol.CommandSigner | None:
         raise ConfigError("signing_key_file", exc.problem) from exc
 
 
-def _start_audit(
-    tg: asyncio.TaskGroup, settings: ServerSettings, sessions: async_sessionmaker[AsyncSession]
-) -> list[asyncio.Task[None]]:
-    """The audit log's tasks: seal new entries into the hash chain (server/services/audit.py)
-    and anchor the sealed head outside the database (server/services/audit_anchor.py)."""
-    anchorer = AuditAnchorer.from_settings(settings, sessions)
-    sealer = run_sealer(
-        sessions, settings.auth.audit_seal_interval, on_sealed=anchorer.notify if anchorer else None
+def build_jobs(
+    settings: ServerSettings,
+    sessions: async_sessionmaker[AsyncSession],
+    commands: CommandService,
+    remote_sessions: SessionService,
+    incidents: IncidentTracker | None,
+    *,
+    on_sealed: Callable[[], None] | None = None,
+) -> list[Periodic]:
+    """Every periodic job of the server, clocked ones first in the order a sweep runs them:
+    incidents (states, evidence, KPI rollups), remote sessions (time limits, consent, queue),
+    commands (timeouts, re-publishing); then the audit sealer, threshold rules and the broker's
+    deny list."""
+    jobs: list[Periodic] = []
+    if incidents is not None:
+        jobs.append(
+            Periodic(
+                "server.incidents.sweeper",
+                settings.incidents.sweep_interval,
+                lambda now: incidents.sweep_round(sessions, now),
+                clocked=True,
+            )
+        )
+    jobs.append(
+        Periodic(
+            "server.sessions.sweeper", settings.sessions.sweep_interval, remote_sessions.sweep, clocked=True
+        )
     )
-    tasks = [tg.create_task(sealer, name="server.audit.sealer")]
-    if anchorer is not None:
-        tasks.append(tg.create_task(anchorer.run(), name="server.audit.anchorer"))
-    return tasks
+    jobs.append(
+        Periodic("server.commands.sweeper", settings.command_sweep_interval, commands.sweep, clocked=True)
+    )
+    jobs.append(sealer_job(sessions, settings.auth.audit_seal_interval, on_sealed=on_sealed))
+    if settings.maintenance.rule_interval > 0:
+        jobs.append(
+            rule_job(
+                sessions, settings.maintenance.rule_interval, batch_size=settings.maintenance.rule_batch_size
+            )
+        )
+    if settings.mqtt.enabled and settings.mqtt.broker_acl_file is not None:
+        sync = AccessSync(
+            sessions,
+            settings.mqtt.broker_acl_file,
+            settings.mqtt.broker_pid_file,
+            interval=settings.mqtt.access_sync_interval,
+        )
+        jobs.append(sync.job())
+    return jobs
 
 
 @asynccontextmanager
@@ -82,48 +117,31 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
         sessions = create_sessionmaker(engine)
         link = MqttLink(settings.mqtt) if settings.mqtt.enabled else None
         commands = CommandService(sessions, link, signer, default_timeout=settings.command_default_timeout)
-        runtime = Runtime(settings, engine, sessions, commands, IngestStats(), link)
+        remote_sessions = SessionService(sessions, commands, settings.sessions)
+        # incidents and state intervals: at ingest, plus a sweep (server/incidents)
+        incidents = IncidentTracker(settings.incidents) if settings.incidents.enabled else None
+        # the audit log: the sealer's job chains new entries, the anchorer signs the sealed head
+        # outside the database (server/services/audit*.py)
+        anchorer = AuditAnchorer.from_settings(settings, sessions)
+        jobs = build_jobs(
+            settings,
+            sessions,
+            commands,
+            remote_sessions,
+            incidents,
+            on_sealed=anchorer.notify if anchorer else None,
+        )
+        runtime = Runtime(
+            settings, engine, sessions, commands, IngestStats(), link, remote_sessions, incidents, jobs
+        )
         async with asyncio.TaskGroup() as tg:
-            sweeper = tg.create_task(
-                commands.run_sweeper(settings.command_sweep_interval), name="server.commands.sweeper"
-            )
-            # remote sessions: time limits, unanswered consent requests, the queue (server/sessions)
-            session_sweeper = tg.create_task(
-                SessionService(sessions, commands, settings.sessions).run_sweeper(),
-                name="server.sessions.sweeper",
-            )
-            # the audit log: seal the hash chain, anchor its head (server/services/audit*.py)
-            audit_tasks = _start_audit(tg, settings, sessions)
-            # revoked and retired devices denied on the broker (server/broker_access.py)
-            access_sync = None
-            if settings.mqtt.enabled and settings.mqtt.broker_acl_file is not None:
-                access_sync = tg.create_task(
-                    AccessSync(
-                        sessions,
-                        settings.mqtt.broker_acl_file,
-                        settings.mqtt.broker_pid_file,
-                        interval=settings.mqtt.access_sync_interval,
-                    ).run(),
-                    name="server.broker_access",
-                )
-            # preventive maintenance: threshold rules over new telemetry (server/services/rules.py)
-            rule_evaluator = None
-            if settings.maintenance.rule_interval > 0:
-                rule_evaluator = tg.create_task(
-                    run_rule_evaluator(
-                        sessions,
-                        settings.maintenance.rule_interval,
-                        batch_size=settings.maintenance.rule_batch_size,
-                    ),
-                    name="server.rules.evaluator",
-                )
-            # incidents and state intervals: at ingest, plus a sweeper (server/incidents)
-            incidents = IncidentTracker(settings.incidents) if settings.incidents.enabled else None
-            incident_sweeper = None
-            if incidents is not None:
-                incident_sweeper = tg.create_task(
-                    incidents.run_sweeper(sessions), name="server.incidents.sweeper"
-                )
+            tasks = [
+                tg.create_task(job.run(), name=job.name)
+                for job in jobs
+                if settings.jobs_in_real_time or not job.clocked
+            ]
+            if anchorer is not None:
+                tasks.append(tg.create_task(anchorer.run(), name="server.audit.anchorer"))
             consumer: Consumer | None = None
             if link is not None:
                 consumer = Consumer(
@@ -139,16 +157,8 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
             try:
                 yield runtime
             finally:
-                sweeper.cancel()
-                session_sweeper.cancel()
-                for task in audit_tasks:
+                for task in tasks:
                     task.cancel()
-                if access_sync is not None:
-                    access_sync.cancel()
-                if incident_sweeper is not None:
-                    incident_sweeper.cancel()
-                if rule_evaluator is not None:
-                    rule_evaluator.cancel()
                 if link is not None and consumer is not None:
                     consumer.stop()
                     await consumer_task  # the last batch is committed and acknowledged

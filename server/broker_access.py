@@ -24,12 +24,12 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from certs import AclChange, DenyEntry, PkiError, read_denied, reload_broker, update_acl
+from certs import AclChange, DenyEntry, read_denied, reload_broker, update_acl
 from server.db.models import Device
 from server.db.types import utcnow
+from server.periodic import Periodic
 from server.services import audit
 from server.services.fleet import get_device
 
@@ -102,7 +102,6 @@ class AccessSync:
         self.acl_file = acl_file
         self.pid_file = pid_file
         self.interval = interval
-        self.failures = 0
 
     async def sync_once(self) -> SyncOutcome:
         async with self.sessions() as session:
@@ -145,13 +144,10 @@ class AccessSync:
             logger.info("marked revoked from the PKI's revocation list: %s", ", ".join(sorted(adopted)))
         return tuple(sorted(adopted))
 
-    async def run(self) -> None:
-        """Sync every ``interval`` s until cancelled; a failed round is logged and retried."""
-        while True:
-            try:
-                async with asyncio.timeout(max(self.interval, 10.0)):
-                    await self.sync_once()
-            except (PkiError, OSError, SQLAlchemyError, TimeoutError) as exc:
-                self.failures += 1
-                logger.warning("broker access sync failed (retrying in %.1fs): %s", self.interval, exc)
-            await asyncio.sleep(self.interval)
+    def job(self) -> Periodic:
+        """Sync every ``interval`` s; a failed round is logged and retried at the next one."""
+
+        async def sync_round(_now: datetime | None) -> SyncOutcome:
+            return await self.sync_once()
+
+        return Periodic("server.broker_access", self.interval, sync_round, timeout=max(self.interval, 10.0))

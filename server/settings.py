@@ -264,6 +264,9 @@ class ServerSettings(BaseSettings):
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     command_default_timeout: float = Field(default=60.0, gt=0, le=86400)
     command_sweep_interval: float = Field(default=1.0, gt=0, le=60)
+    # False: the clocked jobs (incident, session and command sweeps) are not run on a timer;
+    # whoever drives the server's clock calls Runtime.sweep_all(now) (the stepped simulator).
+    jobs_in_real_time: bool = True
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     sessions: SessionSettings = Field(default_factory=SessionSettings)

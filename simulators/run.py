@@ -56,7 +56,6 @@ from server.local_stack import admin_token as issue_admin_token
 from server.local_stack import ensure_pki, serve_api
 from server.services import users
 from server.services.customers import SITE_SEPARATOR
-from server.sessions.service import SessionService
 from server.settings import ServerSettings, load_settings
 from simulators.behaviours import Person, World, fault_models
 from simulators.behaviours.customer import Customers
@@ -76,7 +75,6 @@ _CONNECT_TIMEOUT = 60.0
 _BARRIER_TIMEOUT = 60.0  # real seconds for a step's messages to reach the server
 _SWITCH_INTERVAL = 0.0005  # s: sys.setswitchinterval during a stepped run
 _HOUSEKEEPING_S = 3600.0  # simulated s between session/command sweeps (their windows are hours long)
-_SERVER_SWEEPERS = ("server.incidents.sweeper", "server.sessions.sweeper", "server.commands.sweeper")
 _KINDS: dict[str, type[Any]] = {"printer": PrinterPlugin, "imaging": ImagingPlugin, "chiller": ChillerPlugin}
 
 
@@ -346,8 +344,8 @@ def _server_settings(
 ) -> ServerSettings:
     """The in-process server's settings for a run: SQLite in ``workdir``, the embedded broker,
     and timing for the clock (anchored: the ``[simulation]`` section and sweeps every 0.2 real
-    seconds; stepped: no ``[simulation]`` — the clock object is handed over — and the sweepers
-    idle, the runner sweeps)."""
+    seconds; stepped: no ``[simulation]`` — the clock object is handed over — and no clocked job
+    on a timer: the runner sweeps)."""
     if isinstance(clock, SteppedClock):
         timing: dict[str, Any] = {
             "simulation": {"enabled": False},
@@ -355,6 +353,9 @@ def _server_settings(
             "sessions": {"sweep_interval": 60.0, "max_time_limit": 7 * 86400.0, "consent_wait": 7 * 86400.0},
             "command_sweep_interval": 60.0,
             "ingest": {"batch_linger": 0.0005, "batch_interval": 0.005},  # each instant waits for its batch
+            # a real-time sweep would land on whatever instant happens to be simulated when it
+            # fires: the runner sweeps at chosen instants instead (Runtime.sweep_all)
+            "jobs_in_real_time": False,
         }
     else:
         timing = {
@@ -576,8 +577,9 @@ class _Stepper:
         self.clock, self.fleet, self.world = clock, fleet, world
         self.customers, self.service_desk = customers, service_desk
         self.runtime = app.state.runtime
-        self.tracker = IncidentTracker(settings.incidents)
-        self.session_service = SessionService(self.runtime.sessions, self.runtime.commands, settings.sessions)
+        if self.runtime.incidents is None:
+            raise RunError("a simulated run needs incidents enabled (incidents.enabled = true)")
+        self.tracker: IncidentTracker = self.runtime.incidents
         self._seen = {d: agent.outbox.next_seq() for d, agent in fleet.agents.items()}
         self._spawned: list[tuple[Coroutine[Any, Any, None], str]] = []
         self._tasks: set[asyncio.Task[None]] = set()  # the people's tasks still running
@@ -585,13 +587,6 @@ class _Stepper:
         self._tracker_due: float | None = None  # the earliest debounce/grace window (Unix s)
         self._grid = -1
         world.settle = self.settle
-
-    def _stop_server_sweepers(self) -> None:
-        """The runner sweeps at chosen instants instead: a real-time sweep would land on whatever
-        instant happens to be simulated when it fires."""
-        for task in asyncio.all_tasks():
-            if task.get_name() in _SERVER_SWEEPERS:
-                task.cancel()
 
     async def barrier(self) -> bool:
         """Until every message the agents queued so far is stored by the server: each agent's
@@ -653,14 +648,15 @@ class _Stepper:
         hourly = grid != self._grid
         if notable and not force:
             await self._read_windows()
-        advanced = 0
-        if force or hourly or (self._tracker_due is not None and self._tracker_due <= at):
-            advanced = await self.tracker.sweep(self.runtime.sessions, now)
-            await self._read_windows()
+        advanced: object = 0
         if hourly:
             self._grid = grid
-            await self.session_service.sweep(now)
-            await self.runtime.commands.sweep(now)
+            # incidents (with their KPI rollups), then remote sessions, then commands
+            advanced = (await self.runtime.sweep_all(now)).get("server.incidents.sweeper", 0)
+            await self._read_windows()
+        elif force or (self._tracker_due is not None and self._tracker_due <= at):
+            advanced = await self.tracker.sweep(self.runtime.sessions, now)
+            await self._read_windows()
         return bool(advanced)
 
     async def _read_windows(self) -> None:
@@ -711,7 +707,6 @@ class _Stepper:
 
     async def run(self, end: datetime, report: _Reporter) -> None:
         """From now to ``end``, instant by instant; then the people's pending tasks are cancelled."""
-        self._stop_server_sweepers()
         # Every instant waits on the database thread (aiosqlite) a few times; with the default
         # 5 ms GIL switch interval each wait can cost that much while this thread is busy.
         switch = sys.getswitchinterval()

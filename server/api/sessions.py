@@ -33,8 +33,8 @@ SessionIdPath = Annotated[str, Path(max_length=64, description="Session id (ses_
 
 
 def service(runtime: Runtime) -> SessionService:
-    """The session service is stateless: one per request over the runtime's pieces."""
-    return SessionService(runtime.sessions, runtime.commands, runtime.settings.sessions)
+    """The runtime's session service (the composition root builds it once)."""
+    return runtime.session_service
 
 
 def report_filename(session_id: str) -> str:

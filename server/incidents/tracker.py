@@ -12,7 +12,6 @@ next sweep. Incident work never costs a batch its messages.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -279,19 +278,17 @@ class IncidentTracker:
             await session.commit()
         return len(device_ids)
 
-    async def run_sweeper(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        interval = self.settings.sweep_interval
-        while True:
-            try:
-                await self.sweep(sessions)
-                # KPI state rollups of devices changed outside the writer (or all of them after
-                # migration 0008), a batch per sweep; reports read such devices raw meanwhile
-                async with sessions() as session:
-                    rebuilt = await refresh_rollups(session, limit=ROLLUP_BATCH)
-                    # incident rollups of devices changed by acknowledge/resolve/reopen too
-                    rebuilt += await refresh_incident_rollups(session, limit=ROLLUP_BATCH)
-                    if rebuilt:
-                        await session.commit()
-            except Exception:  # a database hiccup must not end the sweeper
-                logger.exception("incident sweep failed; retrying in %.1fs", interval)
-            await asyncio.sleep(interval)
+    async def sweep_round(
+        self, sessions: async_sessionmaker[AsyncSession], now: datetime | None = None
+    ) -> int:
+        """The periodic job's round (server/periodic.py): :meth:`sweep`, then a batch of the KPI
+        state rollups of devices changed outside the writer (or all of them after migration
+        0008) and the incident rollups of devices changed by acknowledge/resolve/reopen; reports
+        read such devices raw meanwhile. Returns the devices advanced."""
+        advanced = await self.sweep(sessions, now)
+        async with sessions() as session:
+            rebuilt = await refresh_rollups(session, limit=ROLLUP_BATCH)
+            rebuilt += await refresh_incident_rollups(session, limit=ROLLUP_BATCH)
+            if rebuilt:
+                await session.commit()
+        return advanced

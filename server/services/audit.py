@@ -18,7 +18,6 @@ record of the head kept outside the database — the signed anchors of
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -28,12 +27,12 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.db.models import AuditEntry
 from server.db.types import utcnow
+from server.periodic import Periodic
 
 __all__ = [
     "GENESIS",
@@ -48,6 +47,7 @@ __all__ = [
     "record",
     "run_sealer",
     "seal",
+    "sealer_job",
     "verify",
 ]
 
@@ -315,26 +315,36 @@ async def _walk(
     return report(None)
 
 
+def sealer_job(
+    sessions: async_sessionmaker[AsyncSession],
+    interval: float,
+    *,
+    on_sealed: Callable[[], None] | None = None,
+) -> Periodic:
+    """Seal new entries every ``interval`` seconds; a failed round is logged and retried at the
+    next one (unsealed entries simply wait). ``on_sealed`` is called after every round that
+    advanced the head (the anchorer anchors it soon after)."""
+
+    async def seal_round(_now: datetime | None) -> int:
+        async with sessions() as session:
+            count = await seal(session)
+        if count:
+            logger.debug("audit: sealed %d entries", count)
+            if on_sealed is not None:
+                on_sealed()
+        return count
+
+    return Periodic("server.audit.sealer", interval, seal_round)
+
+
 async def run_sealer(
     sessions: async_sessionmaker[AsyncSession],
     interval: float,
     *,
     on_sealed: Callable[[], None] | None = None,
 ) -> None:
-    """Seal new entries every ``interval`` seconds until cancelled; a failed round is logged
-    and retried at the next one (unsealed entries simply wait). ``on_sealed`` is called after
-    every round that advanced the head (the anchorer anchors it soon after)."""
-    while True:
-        try:
-            async with sessions() as session:
-                count = await seal(session)
-            if count:
-                logger.debug("audit: sealed %d entries", count)
-                if on_sealed is not None:
-                    on_sealed()
-        except (SQLAlchemyError, OSError) as exc:
-            logger.warning("audit: sealing failed, retrying in %.1fs: %s", interval, exc)
-        await asyncio.sleep(interval)
+    """:func:`sealer_job`, run until cancelled."""
+    await sealer_job(sessions, interval, on_sealed=on_sealed).run()
 
 
 # --- reading -----------------------------------------------------------------------------------

@@ -574,14 +574,6 @@ class CommandService:
                 await self._publish(command_id, device_id, signed)
         return changed
 
-    async def run_sweeper(self, interval: float) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:  # a database hiccup must not end the sweeper
-                logger.exception("command sweep failed; retrying in %.1fs", interval)
-            await asyncio.sleep(interval)
-
 
 FILE_FETCH = "file.fetch"
 

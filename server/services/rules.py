@@ -13,7 +13,7 @@ rule, never apply the same rows twice: the loser rolls back and the next pass st
 A new rule — and one re-enabled or whose condition changed — starts at the newest stored
 sample: it judges telemetry stored from then on, it does not look back. Samples older (device
 time) than the newest one already evaluated for that rule and device arrive late and are
-skipped. Functions here commit; the periodic task is :func:`run_rule_evaluator`.
+skipped. Functions here commit; the periodic job is :func:`rule_job`.
 
 Scope (``scope``: the caller's device condition, ``server.services.access.device_condition``;
 None: the whole fleet). A rule has no customer: it judges every device of its model (or every
@@ -25,7 +25,6 @@ and after the change, is in their scope, so nobody changes another customer's al
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import operator
 from collections import defaultdict
@@ -35,13 +34,14 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import delete, func, or_, select, true, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.db.models import Device, Rule, RuleAlert, RuleState, TelemetrySample
 from server.db.types import utcnow
 from server.errors import Conflict, Forbidden, NotFound
+from server.periodic import Periodic
 from server.services import audit
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "list_alerts",
     "list_rules",
     "rule_condition",
+    "rule_job",
     "run_rule_evaluator",
     "update_rule",
 ]
@@ -520,6 +521,33 @@ async def _step(
     state.since = None
 
 
+def rule_job(
+    sessions: async_sessionmaker[AsyncSession],
+    interval: float,
+    *,
+    batch_size: int = 10000,
+    on_pass: Callable[[EvaluationReport], None] | None = None,
+) -> Periodic:
+    """A pass every ``interval`` seconds. A failed pass (the database is down) is logged and
+    retried at the next tick; its batch was rolled back."""
+
+    async def rule_round(_now: datetime | None) -> EvaluationReport:
+        report = await evaluate_rules(sessions, batch_size=batch_size)
+        if report.raised or report.ended or report.late:
+            logger.info(
+                "rules: %d samples, %d raised, %d ended, %d late",
+                report.samples,
+                report.raised,
+                report.ended,
+                report.late,
+            )
+        if on_pass is not None:
+            on_pass(report)
+        return report
+
+    return Periodic("server.rules.evaluator", interval, rule_round)
+
+
 async def run_rule_evaluator(
     sessions: async_sessionmaker[AsyncSession],
     interval: float,
@@ -527,22 +555,5 @@ async def run_rule_evaluator(
     batch_size: int = 10000,
     on_pass: Callable[[EvaluationReport], None] | None = None,
 ) -> None:
-    """The periodic task: a pass every ``interval`` seconds until cancelled. A failed pass (the
-    database is down) is logged and retried at the next tick; its batch was rolled back."""
-    while True:
-        try:
-            report = await evaluate_rules(sessions, batch_size=batch_size)
-        except SQLAlchemyError:
-            logger.exception("rule evaluation failed; retrying in %.1fs", interval)
-        else:
-            if report.raised or report.ended or report.late:
-                logger.info(
-                    "rules: %d samples, %d raised, %d ended, %d late",
-                    report.samples,
-                    report.raised,
-                    report.ended,
-                    report.late,
-                )
-            if on_pass is not None:
-                on_pass(report)
-        await asyncio.sleep(interval)
+    """:func:`rule_job`, run until cancelled."""
+    await rule_job(sessions, interval, batch_size=batch_size, on_pass=on_pass).run()

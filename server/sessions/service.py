@@ -19,7 +19,6 @@ session ends.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -581,11 +580,3 @@ class SessionService:
         except ServerError as exc:
             logger.warning("next session on %s not started: %s", device_id, exc.message)
             return None
-
-    async def run_sweeper(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:  # a database hiccup must not end the sweeper
-                logger.exception("session sweep failed; retrying in %.1fs", self.settings.sweep_interval)
-            await asyncio.sleep(self.settings.sweep_interval)
