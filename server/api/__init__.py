@@ -1,6 +1,6 @@
 """The HTTP API under ``/api/v1``: one router per resource."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from server.api import (
     audit,
@@ -20,6 +20,7 @@ from server.api import customers as customers_api
 from server.api import incidents as incidents_api
 from server.api import knowledge as knowledge_api
 from server.api import users as users_api
+from server.api.text_guard import refuse_nul
 
 __all__ = ["API_PREFIX", "api_router"]
 
@@ -27,7 +28,7 @@ API_PREFIX = "/api/v1"
 
 
 def api_router() -> APIRouter:
-    router = APIRouter(prefix=API_PREFIX)
+    router = APIRouter(prefix=API_PREFIX, dependencies=[Depends(refuse_nul)])  # server/api/text_guard.py
     for module in (health, devices, device_access, commands, audit, ingest, rules, forecast, kpis):
         router.include_router(module.router)
     for module in (incidents_api, customers_api):  # incidents, customers and sites

@@ -10,9 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.api.schemas import ErrorPublic
 from server.errors import ServerError, Unauthorized
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = ["document_errors", "error_response", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,3 +73,37 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServerError, _server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    document_errors(app)
+
+
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorPublic"}
+_FASTAPI_422 = ("HTTPValidationError", "ValidationError")
+
+
+def document_errors(app: FastAPI) -> None:
+    """Make the OpenAPI document say what the handlers above send: FastAPI documents every 422
+    as its own ``{"detail": [...]}``, which this API never returns, and no other error at all.
+    Every operation's 422 becomes :class:`ErrorPublic`, and a ``4XX`` response documents the
+    rest (401, 403, 404, 409, 413 …), so a client generated from the document parses errors."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = generate()  # FastAPI caches it in app.openapi_schema: edited in place, once
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        model = ErrorPublic.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(model.pop("$defs", {}))
+        schemas["ErrorPublic"] = model
+        error = {"description": "Error", "content": {"application/json": {"schema": _ERROR_REF}}}
+        for operations in spec.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if "422" in responses:
+                    responses["422"] = {**error, "description": "Invalid input (names the field)"}
+                responses.setdefault("4XX", error)
+        for name in _FASTAPI_422:
+            schemas.pop(name, None)
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

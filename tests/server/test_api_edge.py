@@ -228,3 +228,42 @@ async def test_the_limit_is_a_setting(db_url: str) -> None:
         response = await client.post(f"{V1}/customers", json={"name": "x" * 70_000}, headers=auth)
         assert_body_too_large(response)
         assert "65536 bytes" in response.json()["error"]["message"]
+
+
+# -- NUL characters (issue 13: PostgreSQL text cannot hold them — DataError, a 500) ----------------
+
+NUL_CASES: list[tuple[str, str, dict[str, Any], str]] = [
+    ("POST", f"{V1}/customers", {"json": {"name": "a\x00b"}}, "name"),
+    ("POST", f"{V1}/knowledge/articles", {"json": {"title": "t", "symptom": "s\x00"}}, "symptom"),
+    ("POST", f"{V1}/sessions", {"json": {"device_id": "edge-1", "reason": "x\x00"}}, "reason"),
+    ("GET", f"{V1}/devices", {"params": {"q": "a\x00b"}}, "q"),
+    ("GET", f"{V1}/devices", {"params": {"model": "\x00"}}, "model"),
+    ("GET", f"{V1}/users/a%00b", {}, "name"),
+    ("GET", f"{V1}/sessions/ses_%00", {}, "session_id"),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "kwargs", "field"), NUL_CASES)
+async def test_a_nul_character_is_a_422_naming_the_field(
+    admin_api: Any, method: str, url: str, kwargs: dict[str, Any], field: str
+) -> None:
+    client, auth = admin_api
+    response = await client.request(method, url, headers=auth, **kwargs)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert error["field"] == field, error
+    assert "NUL" in error["message"]
+
+
+async def test_a_nul_inside_free_json_is_refused_and_an_escaped_backslash_is_not(admin_api: Any) -> None:
+    """Keys and values at any depth (a command's args, an article's actions) are checked; the
+    text ``\\u0000`` (an escaped backslash before ``u0000``) is only text."""
+    client, auth = admin_api
+    nested = {"title": "t", "symptom": "s", "actions": [{"action": "x", "args": {"k\x00": 1}}]}
+    response = await client.post(f"{V1}/knowledge/articles", json=nested, headers=auth)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "actions.0.args"
+    literal = await client.post(f"{V1}/customers", json={"name": "back\\u0000slash"}, headers=auth)
+    assert literal.status_code == 201, literal.text
+    assert literal.json()["name"] == "back\\u0000slash"
