@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agent.actions.args import check_args
 from agent.actions.registry import ActionRegistry, RegisteredAction
 from agent.consent import ConsentStatus, ConsentStore
 from agent.errors import AgentError
@@ -50,6 +49,7 @@ from protocol import (
     ReplayCache,
     decode_command,
 )
+from protocol.args import check_args
 
 __all__ = ["Accepted", "CommandGuard", "Rejection"]
 

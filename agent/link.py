@@ -13,7 +13,7 @@ One :class:`MqttLink` runs for the agent's lifetime (:meth:`MqttLink.run`). Each
 
 State is one :class:`LinkState`, awaitable through :meth:`wait_connected` / :meth:`wait_for`.
 
-Reconnect: full-jitter exponential backoff (:mod:`agent.backoff`), capped; reset only after a
+Reconnect: full-jitter exponential backoff (:mod:`transport.backoff`), capped; reset only after a
 connection that stayed up ``reconnect.stable_after`` seconds, so a flapping link keeps backing
 off. Non-retryable refusals — the broker rejects this certificate (bad, revoked, expired,
 unknown CA), we reject the broker's certificate, or CONNACK says not authorised / bad identity
@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 import time
 import weakref
@@ -43,15 +42,12 @@ import paho.mqtt.client as mqtt
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.backoff import Backoff
 from agent.config import AgentSettings
 from agent.errors import FatalLinkError, LinkDown, LinkError
 from agent.tls import LinkSSLContext, is_identity_refusal, make_ssl_context
 from protocol import UpKind, command_topic, up_topic
-
-NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-"""paho leaves Nagle's algorithm on: a command's reply and the PUBACKs would each wait ~40 ms for
-the peer's delayed ACK (benchmarks/command_latency.py measured ~90 ms per round trip with it)."""
+from transport.backoff import Backoff
+from transport.sockets import NO_DELAY
 
 __all__ = ["PUBLISH_WINDOW", "LinkState", "MqttLink"]
 

@@ -32,13 +32,13 @@ from pathlib import Path
 import aiomqtt
 import httpx
 
-from agent.link import NO_DELAY  # as the agent and the server set it
 from benchmarks.results import record
 from certs import SERVER_IDENTITY, PkiDir, init_pki, issue_device_cert
 from protocol import command_topic
 from tests.support.broker import MosquittoBroker, tls_context
 from tests.support.databases import sqlite_url, temporary_postgres_database
 from tests.support.server import ServerProcess, server_settings
+from transport.sockets import NO_DELAY  # as the agent and the server set it
 
 PREFIX = "lat"
 ECHO_DEVICE = "lat-echo"

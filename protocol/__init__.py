@@ -3,6 +3,7 @@
 Pure code: no sockets, no files, no asyncio.
 """
 
+from protocol.args import check_args
 from protocol.codec import MAX_PAYLOAD_BYTES, decode, decode_command, decode_uplink, encode
 from protocol.errors import (
     CommandRejected,
@@ -108,6 +109,7 @@ __all__ = [
     "UpKind",
     "UpMessage",
     "canonical_bytes",
+    "check_args",
     "command_topic",
     "decode",
     "decode_command",

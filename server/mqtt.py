@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,10 +25,11 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 import protocol
-from agent.link import NO_DELAY
 from server.db.types import utcnow
 from server.errors import Unavailable
 from server.settings import MqttSettings
+from transport.backoff import backoff_delay
+from transport.sockets import NO_DELAY
 
 __all__ = ["InboundMessage", "MqttLink", "backoff_delay"]
 
@@ -44,11 +44,6 @@ class InboundMessage:
     mid: int
     epoch: int  # which connection delivered it: acks only go back on that one
     received_at: datetime
-
-
-def backoff_delay(attempt: int, low: float, high: float) -> float:
-    """Full jitter: uniform in [0, min(high, low * 2**attempt)]."""
-    return random.uniform(0, min(high, low * 2 ** min(attempt, 30)))  # noqa: S311 - not crypto
 
 
 class MqttLink:

@@ -76,3 +76,14 @@ def test_no_new_module_over_the_size_limit() -> None:
 def test_the_tool_sees_a_circle_it_is_shown() -> None:
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert tool.cycles(edges) == [["a", "b", "c"]]
+
+
+def test_the_server_never_imports_the_agent() -> None:
+    """Code in the wrong deployable (issue 14, item 6): what both need lives in protocol/ (the
+    contract) or transport/ (link helpers)."""
+    wrong = sorted(
+        f"{imp.source}:{imp.line} → {imp.target}"
+        for imp in GRAPH.imports
+        if imp.source.startswith("server") and imp.target.startswith("agent")
+    )
+    assert not wrong, wrong

@@ -2,7 +2,7 @@
 
 # ruff: noqa: I001 - import order is load order: builtins pulls in every action module
 
-from agent.actions.args import check_args
+from protocol.args import check_args
 from agent.actions.builtins import BUILTIN_ACTION_NAMES, builtin_actions, device_actions
 from agent.actions.executor import CHUNK_CHARS, ActionExecutor, ReplySender
 from agent.actions.logs import AllowedPaths, LogAccess, LogTail

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import protocol
-from agent.actions.args import check_args
+from protocol.args import check_args
 from server.db.models import Device, RemoteSession, Role, SessionState, Site
 from server.errors import Conflict, Forbidden, InvalidInput
 from server.services.users import Principal

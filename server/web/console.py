@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import protocol
-from agent.actions.args import check_args
+from protocol.args import check_args
 from server.db.models import CommandState
 from server.errors import Conflict, InvalidInput
 from server.services.commands import FILE_FETCH

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from agent.backoff import Backoff
+from transport.backoff import Backoff
 
 
 def test_backoff_is_full_jitter_under_a_doubling_ceiling() -> None:
@@ -45,3 +45,16 @@ def test_backoff_reset_starts_over() -> None:
 def test_backoff_refuses_nonsense_bounds() -> None:
     with pytest.raises(ValueError, match="initial"):
         Backoff(10.0, 1.0)
+
+
+def test_backoff_delay_is_full_jitter_under_the_capped_ceiling() -> None:
+    import random  # noqa: PLC0415
+
+    from transport.backoff import backoff_delay  # noqa: PLC0415
+
+    rng = random.Random(7)
+    delays = [backoff_delay(3, 0.05, 10.0, rng=rng) for _ in range(1000)]
+    assert min(delays) >= 0
+    assert max(delays) <= 0.4
+    assert max(delays) > 0.3  # uniform over the whole range, not clustered at the bottom
+    assert backoff_delay(10_000, 0.05, 2.0, rng=rng) <= 2.0  # no overflow for huge attempts

@@ -8,10 +8,24 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "backoff_delay"]
+
+
+def backoff_delay(attempt: int, initial: float, cap: float, *, rng: random.Random | None = None) -> float:
+    """The delay before retry number ``attempt`` (0 first): uniform in
+    ``[0, min(cap, initial * 2**attempt)]``."""
+    # min() before the power would overflow for large attempt counts
+    ceiling = cap if attempt >= 64 else min(cap, initial * 2.0**attempt)
+    return (rng or _RNG).uniform(0, ceiling)
+
+
+_RNG = random.Random()  # noqa: S311 - jitter, not cryptography
 
 
 class Backoff:
+    """:func:`backoff_delay` with its attempt counter: ``next_delay`` after each failure,
+    ``reset`` after a success."""
+
     def __init__(self, initial: float, cap: float, *, rng: random.Random | None = None) -> None:
         if initial <= 0 or cap < initial:
             raise ValueError(f"need 0 < initial <= cap, got initial={initial} cap={cap}")

@@ -1,4 +1,5 @@
-"""Checking a command's ``args`` against an action's ``args_schema`` before it is accepted.
+"""Checking a command's ``args`` against an action's ``args_schema`` (contract: the agent checks it
+before it runs anything, the server before it signs).
 
 A deliberately small subset of JSON Schema, enough for diagnostics actions: a top-level
 object with ``properties`` (each with ``type`` and optional ``minimum``/``maximum``/
