@@ -24,7 +24,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agent.actions.registry import RegisteredAction
-from agent.crashpoints import crash_point
 from agent.errors import MessageTooLarge
 from agent.plugin import ActionResult
 from protocol import CONTROL_ACTIONS, Command, ReplyType
@@ -192,7 +191,6 @@ class ActionExecutor:
             logger.warning("command %s (%s) failed: %r", command.id, spec.name, exc, exc_info=True)
             self._error(command.id, type(exc).__name__, str(exc) or type(exc).__name__)
         else:
-            crash_point("after_execute_before_reply")
             self._result(command.id, result, ctx)
 
     def _error(self, command_id: str, reason: str, message: str) -> None:
