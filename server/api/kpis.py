@@ -119,16 +119,27 @@ async def get_kpis(
     runtime: RuntimeDep,
     user: Reader,
     from_: Annotated[
-        str, Query(alias="from", max_length=64, description="Period start, e.g. 2026-01-01 (UTC) — inclusive")
+        str,
+        Query(
+            alias="from",
+            max_length=64,
+            examples=["2026-01-01"],
+            description="Period start, e.g. 2026-01-01 (UTC) — inclusive",
+        ),
     ],
-    to: Annotated[str, Query(max_length=64, description="Period end — exclusive: [from, to)")],
-    group_by: Annotated[str | None, Query(max_length=64, description=f"One of {_GROUPS}")] = None,
+    to: Annotated[
+        str, Query(max_length=64, examples=["2026-02-01"], description="Period end — exclusive: [from, to)")
+    ],
+    group_by: Annotated[
+        str | None, Query(max_length=64, examples=["month"], description=f"One of {_GROUPS}")
+    ] = None,
     customer: Annotated[Id | None, Query(description="Only this customer id")] = None,
     site: Annotated[Id | None, Query(description="Only this site id")] = None,
     model: Annotated[str | None, Query(max_length=256)] = None,
     fault_code: Annotated[str | None, Query(max_length=256)] = None,
     as_of: Annotated[
-        str | None, Query(max_length=64, description="Cut the period here (default: now)")
+        str | None,
+        Query(max_length=64, examples=["2026-01-15"], description="Cut the period here (default: now)"),
     ] = None,
     baseline_restore_hours: Annotated[
         float | None,
@@ -136,7 +147,7 @@ async def get_kpis(
             ge=0, le=24 * 30, description="Baseline restore time for 'downtime avoided' (default: settings)"
         ),
     ] = None,
-    format: Annotated[str, Query(max_length=16, description="json or csv")] = "json",
+    format: Annotated[str, Query(max_length=16, examples=["json"], description="json or csv")] = "json",
     definitions: Annotated[bool, Query(description="Include every KPI's definition (json)")] = True,
 ) -> Any:
     """Every KPI of shared/KPIS.md over the half-open period [from, to), by group."""

@@ -105,3 +105,12 @@ def test_no_500_and_every_response_as_documented(
         headers={"Authorization": f"Bearer {token}"},
         checks=[not_a_server_error, response_schema_conformance],
     )
+
+
+def test_every_exclusion_names_an_operation() -> None:
+    """An exclusion outliving its route would hide nothing and mislead the reader."""
+    document = _document()
+    missing = {
+        (method, path) for method, path in EXCLUDED if method.lower() not in document["paths"].get(path, {})
+    }
+    assert not missing, f"EXCLUDED names operations that no longer exist: {sorted(missing)}"
