@@ -173,9 +173,10 @@ async def row_counts(db_url: str, device_id: str) -> RowCounts:
     engine = create_engine(db_url)
     try:
         async with engine.connect() as conn:
-            messages = dict(
-                await conn.execute(select(Message.seq, Message.kind).where(Message.device_id == device_id))
+            result = await conn.execute(
+                select(Message.seq, Message.kind).where(Message.device_id == device_id)
             )
+            messages: dict[int, str] = {int(seq): str(kind) for seq, kind in result}
             event_rows, event_seqs = (
                 await conn.execute(
                     select(func.count(), func.count(func.distinct(Event.seq))).where(
