@@ -6,8 +6,8 @@
   disconnects without touching the broker or the server.
 - :class:`OffsetClock`: the wall clock shifted by a fixed offset, as a device whose clock is
   set wrong.
-- :func:`stored_messages`, :func:`row_counts`, :func:`negative_durations`: what reached the
-  server's database, read directly, so the ledger counts rows and not what an API shows.
+- :func:`row_counts`, :func:`negative_durations`: what reached the server's database, read
+  directly, so the ledger counts rows and not what an API shows.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ __all__ = [
     "RowCounts",
     "negative_durations",
     "row_counts",
-    "stored_messages",
     "through",
 ]
 
@@ -162,11 +161,6 @@ class RowCounts:
     telemetry_rows: int
     status_rows: int  # status_history
     distinct_status_seqs: int
-
-
-async def stored_messages(db_url: str, device_id: str) -> dict[int, str]:
-    """``seq -> kind`` of every message of the device the server stored."""
-    return (await row_counts(db_url, device_id)).messages
 
 
 async def row_counts(db_url: str, device_id: str) -> RowCounts:
