@@ -38,7 +38,6 @@ KNOWN_PRIVATE = {
 }
 KNOWN_LARGE = {
     "server.kpi.query",
-    "server.db.models",
     "server.web.routes",
     "simulators.run",
     "agent.runtime",
