@@ -34,6 +34,7 @@ from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, Operationa
 
 import protocol
 from server.db.types import utcnow
+from server.ingest.log_throttle import LogThrottle
 from server.ingest.refusals import RefusedDevices
 from server.ingest.stats import IngestStats
 from server.ingest.writer import BatchOutcome, BatchWriter, Decoded, Quarantined
@@ -50,6 +51,14 @@ MAX_REASON_CHARS = 2000  # of an exception's text kept with a quarantined messag
 
 Decoder = Callable[[str, bytes], protocol.UpMessage]
 TRANSIENT = (OperationalError, InterfaceError, OSError)  # the database went away: wait for it
+
+
+def _log_key(topic: str) -> str:
+    """The device a malformed message claims to come from (its topic), for the log throttle."""
+    try:
+        return protocol.parse_topic(topic).device_id
+    except protocol.TopicError:
+        return topic[:128]
 
 
 def _truncated(payload: bytes) -> str:
@@ -82,6 +91,8 @@ class Consumer:
         self._stopping = False
         self._last_log = time.monotonic()
         self._quarantine: list[Quarantined] = []  # of the batch in hand
+        # one line a minute per device: a device sending garbage must not bury the log
+        self._malformed_log = LogThrottle(settings.stats_log_interval)
 
     def stop(self) -> None:
         """Finish the current batch (commit + ack) and return from :meth:`run`."""
@@ -130,13 +141,16 @@ class Consumer:
             except (protocol.DecodeError, protocol.TopicError) as exc:
                 reason = exc.reason if isinstance(exc, protocol.DecodeError) else "bad_topic"
                 self.stats.malformed[reason] += 1
-                logger.warning(
-                    "dropped malformed message on %s (%s): %s; payload %s",
-                    inbound.topic,
-                    reason,
-                    exc,
-                    _truncated(inbound.payload),
-                )
+                held = self._malformed_log.allow(_log_key(inbound.topic))
+                if held is not None:
+                    logger.warning(
+                        "dropped malformed message on %s (%s): %s; payload %s%s",
+                        inbound.topic,
+                        reason,
+                        exc,
+                        _truncated(inbound.payload),
+                        f" ({held} more from this device not logged since its last line)" if held else "",
+                    )
                 continue
             except Exception as exc:  # the decoder's own bug: this message only, never ingestion
                 self.stats.malformed["decode_crash"] += 1

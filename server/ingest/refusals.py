@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from server.ingest.log_throttle import LogThrottle
+
 __all__ = ["DEFAULT_MAX_AGE", "RefusedDevices"]
 
 DEFAULT_MAX_AGE = 1.0
@@ -38,7 +40,7 @@ class RefusedDevices:
         self.log_interval = log_interval
         self._refused: dict[str, str] = {}
         self._loaded_at: float | None = None
-        self._logged: dict[str, float] = {}
+        self._log = LogThrottle(log_interval)
 
     async def current(self) -> Mapping[str, str]:
         """The refused devices, re-read when the cached list is older than ``max_age``. If the
@@ -56,11 +58,4 @@ class RefusedDevices:
     def should_log(self, device_id: str) -> bool:
         """True at most once per ``log_interval`` per device: a refused device that keeps
         publishing must not flood the log."""
-        now = time.monotonic()
-        last = self._logged.get(device_id)
-        if last is not None and now - last < self.log_interval:
-            return False
-        if len(self._logged) > 10_000:  # forget devices not logged for a while
-            self._logged = {d: t for d, t in self._logged.items() if now - t < self.log_interval}
-        self._logged[device_id] = now
-        return True
+        return self._log.allow(device_id) is not None
