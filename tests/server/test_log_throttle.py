@@ -30,7 +30,7 @@ def test_the_key_table_is_bounded() -> None:
         throttle.allow(f"d{n}")
     now[0] = 5.0
     throttle.allow("new")
-    assert len(throttle._last) == 1  # noqa: SLF001 - the bound is the point of this test
+    assert len(throttle._last) == 1  # the bound is the point of this test
 
 
 async def test_a_malformed_flood_is_counted_exactly_and_logged_once_per_device(
