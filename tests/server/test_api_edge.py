@@ -98,16 +98,18 @@ async def test_a_device_supplied_path_downloads_with_a_safe_header(app: Any, pat
     assert (star or params["filename"]) == expected
 
 
-async def test_a_five_megabyte_command_is_a_422_naming_args(app: Any) -> None:  # noqa: F811
-    """Issue 13, attack 3, over HTTP: refused before signing, with the field and the limit."""
+async def test_an_oversized_command_is_refused_at_each_edge(app: Any) -> None:  # noqa: F811
+    """Issue 13, attack 3, over HTTP: five megabytes stop at the body limit (413, unread);
+    100 KB of args pass it and are refused before signing (422 naming args, with the limit)."""
     client, _, auth = app
     opened = await client.post("/api/v1/sessions", json={"device_id": "api-ses", "reason": "x"}, headers=auth)
     assert opened.status_code == 201, opened.text
-    sent = await client.post(
-        f"/api/v1/sessions/{opened.json()['id']}/commands",
-        json={"action": "selftest", "args": {"blob": "x" * 5_000_000}},
-        headers=auth,
+    url = f"/api/v1/sessions/{opened.json()['id']}/commands"
+    huge = await client.post(
+        url, json={"action": "selftest", "args": {"blob": "x" * 5_000_000}}, headers=auth
     )
+    assert_body_too_large(huge)
+    sent = await client.post(url, json={"action": "selftest", "args": {"blob": "x" * 100_000}}, headers=auth)
     assert sent.status_code == 422, sent.text
     assert "args" in sent.text
     assert "limit" in sent.text
