@@ -35,6 +35,7 @@ __all__ = [
     "ConsentError",
     "DataDirInUse",
     "FatalLinkError",
+    "InboxError",
     "LinkDown",
     "LinkError",
     "MessageTooLarge",
@@ -87,6 +88,11 @@ class MessageTooLarge(OutboxError):
         self.size = size
         self.limit = limit
         super().__init__(f"{kind} message of {size} bytes exceeds the protocol limit of {limit} bytes")
+
+
+class InboxError(AgentError):
+    """The command inbox cannot be opened or written: a command that cannot be stored is not
+    acknowledged to the broker (it is redelivered after a reconnect)."""
 
 
 class PluginError(AgentError):

@@ -18,7 +18,9 @@ Checks, in order (cheapest and least trusting first):
 6. replay cache  id not seen before (persistent)          → ``replayed``
 
 The replay cache is consulted last, so junk and refused commands never fill it; an id is
-remembered before its command runs (at-most-once execution). A rejected command is never
+remembered before its command runs (at-most-once execution). A command the agent replays from
+its inbox after a restart (agent/inbox.py) is checked through the inbox's claim: the id its own
+row recorded is not a replay, any other delivery of that id still is. A rejected command is never
 executed: :meth:`CommandGuard.inspect` returns a :class:`Rejection`, not the command.
 Control actions (``session.consent``, ``command.cancel``) skip steps 3-4's policy and consent.
 """
@@ -115,8 +117,13 @@ class CommandGuard:
         self.consent = consent
         self._now = now
 
-    def inspect(self, payload: bytes) -> Accepted | Rejection:  # noqa: PLR0911 - one exit per check
-        """Decide on one raw command payload. Never raises for bad input."""
+    def inspect(  # noqa: PLR0911 - one exit per check
+        self, payload: bytes, *, replay_cache: ReplayCache | None = None
+    ) -> Accepted | Rejection:
+        """Decide on one raw command payload. Never raises for bad input.
+
+        ``replay_cache`` replaces the guard's for this one call: the inbox's claim for the row
+        holding ``payload`` (agent/inbox.py), which records the id with the row's state."""
         try:
             command = decode_command(payload)
         except DecodeError as exc:
@@ -159,7 +166,7 @@ class CommandGuard:
             return reject(RejectReason.BAD_ARGS, "; ".join(problems)[:1024])
 
         try:
-            self.verifier.check_replay(command, self.replay_cache)
+            self.verifier.check_replay(command, self.replay_cache if replay_cache is None else replay_cache)
         except CommandRejected as exc:
             return reject(exc.reason, exc.detail)
         except AgentError as exc:

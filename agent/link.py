@@ -9,7 +9,14 @@ One :class:`MqttLink` runs for the agent's lifetime (:meth:`MqttLink.run`). Each
   from the outbox counter and ``ts`` = connect time (the ``will`` factory builds it);
 * after CONNACK: subscribe to ``.../down/cmd`` (QoS 1) — on *every* connection, the wanted
   subscription lives here, not in the broker's memory — then ``on_connected()`` (the runtime
-  queues its birth Status), then received commands go to :attr:`MqttLink.incoming`.
+  queues its birth Status), then received commands go to the ``keep`` callback (or, without
+  one, to :attr:`MqttLink.incoming`).
+
+Acknowledgements are manual (paho's ``manual_ack``): a command's PUBACK is sent only once
+``keep(payload, redelivered)`` returned — the runtime commits it to its inbox there
+(agent/inbox.py) — so a command is never acknowledged and then lost with the process. If
+``keep`` raises, the command is not acknowledged and the connection is dropped: the broker
+redelivers it (DUP set, ``redelivered=True``) after the reconnect.
 
 State is one :class:`LinkState`, awaitable through :meth:`wait_connected` / :meth:`wait_for`.
 
@@ -36,6 +43,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as mqtt
@@ -43,7 +51,8 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import AgentSettings
-from agent.errors import FatalLinkError, LinkDown, LinkError
+from agent.crashpoints import crash_point
+from agent.errors import AgentError, FatalLinkError, LinkDown, LinkError
 from agent.tls import LinkSSLContext, is_identity_refusal, make_ssl_context
 from protocol import UpKind, command_topic, up_topic
 from transport.backoff import Backoff
@@ -127,7 +136,8 @@ def housekeeping() -> _Housekeeping:
 
 class _Client(aiomqtt.Client):
     """aiomqtt's client, cheaper per connection and per message, for processes that hold
-    thousands (two of aiomqtt's private hooks, 2.x; tests/agent/test_link.py checks they exist):
+    thousands, and acknowledging commands only once they are stored (aiomqtt's private hooks,
+    2.x; tests/agent/test_link.py and tests/agent/test_inbox_link.py check they exist):
 
     - ``_misc_loop``: the per-connection housekeeping task is replaced by the shared timer;
     - ``_on_socket_register_write``: paho asks for "tell me when the socket is writable" for
@@ -135,8 +145,28 @@ class _Client(aiomqtt.Client):
       self-pipe write, two epoll_ctl calls and an extra loop iteration per publish. On the
       loop's own thread the packet is written at once instead (the socket is almost always
       writable); only what does not fit waits for writability as before. paho's connect, in an
-      executor thread, still goes through aiomqtt's path.
+      executor thread, still goes through aiomqtt's path;
+    - ``_client`` (the paho client): ``manual_ack_set(True)`` so paho sends no PUBACK on its
+      own, and :meth:`ack` sends it (aiomqtt 2.x has no manual acknowledgement of its own);
+    - ``_on_message``: notes the DUP flag, which aiomqtt's Message does not carry, in
+      :attr:`redelivered` (message ids, until acknowledged).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client.manual_ack_set(True)
+        self.redelivered: set[int] = set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.dup:
+            self.redelivered.add(message.mid)
+        super()._on_message(client, userdata, message)
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        """Send the PUBACK of ``message`` (nothing for QoS 0). In order: MQTT 3.1.1 wants
+        PUBACKs in the order the PUBLISHes came, and the pump handles them one by one."""
+        self.redelivered.discard(message.mid)
+        self._client.ack(message.mid, message.qos)
 
     async def _misc_loop(self) -> None:
         await housekeeping().serve(self._client)
@@ -179,7 +209,7 @@ class LinkState(StrEnum):
 
 @dataclass(eq=False)
 class _Connection:
-    client: aiomqtt.Client
+    client: _Client
     since: float = field(default_factory=time.monotonic)
     closed: asyncio.Event = field(default_factory=asyncio.Event)  # the session is over
     lost: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
@@ -196,16 +226,22 @@ class MqttLink:
         will: Callable[[], bytes],
         on_connected: Callable[[], None],
         name: str | None = None,
+        keep: Callable[[bytes, bool], None] | None = None,
     ) -> None:
+        """``keep(payload, redelivered)`` takes charge of each received command before its
+        PUBACK (stores and queues it; raises :class:`AgentError` if it cannot). Without it,
+        commands are acknowledged on receipt and queued in :attr:`incoming`."""
         self.settings = settings
         self.device_id = settings.device_id
         self.name = name or f"agent[{settings.device_id}].link"
         self.incoming: asyncio.Queue[bytes] = asyncio.Queue()
+        """Received commands, when there is no ``keep`` callback (and for tests to inject)."""
         self.status_topic = up_topic(settings.device_id, UpKind.STATUS)
         self.command_topic = command_topic(settings.device_id)
         self.connections = 0  # successful connections so far
         self._will = will
         self._on_connected = on_connected
+        self._keep = keep
         self._state = LinkState.IDLE
         self._changed = asyncio.Event()
         self._failure: FatalLinkError | None = None
@@ -366,12 +402,31 @@ class MqttLink:
     async def _serve(self, conn: _Connection) -> None:
         """Pump commands into :attr:`incoming` until the connection is lost or aborted."""
 
+        client = conn.client
+
         async def pump() -> None:
-            async for message in conn.client.messages:
-                if message.topic.value != self.command_topic or not isinstance(message.payload, bytes):
+            async for message in client.messages:
+                payload = message.payload
+                if message.topic.value != self.command_topic or not isinstance(payload, bytes):
                     logger.warning("%s: ignoring a message on %s", self.name, message.topic.value)
+                    client.ack(message)
                     continue
-                await self.incoming.put(message.payload)
+                if self._keep is None:
+                    client.ack(message)
+                    self.incoming.put_nowait(payload)
+                    continue
+                try:
+                    self._keep(payload, message.mid in client.redelivered)
+                except AgentError as exc:
+                    logger.error(
+                        "%s: cannot store a received command, not acknowledging it; reconnecting "
+                        "so the broker delivers it again: %s",
+                        self.name,
+                        exc,
+                    )
+                    return
+                crash_point("before_ack")
+                client.ack(message)
 
         reader = asyncio.create_task(pump(), name=f"{self.name}.reader")
         aborted = asyncio.create_task(conn.abort.wait(), name=f"{self.name}.abort")

@@ -109,14 +109,23 @@ class Outbox:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def append(self, kind: UpKind, build: Callable[[int], UpMessage], *, retain: bool = False) -> OutboxEntry:
+    def append(
+        self,
+        kind: UpKind,
+        build: Callable[[int], UpMessage],
+        *,
+        retain: bool = False,
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> OutboxEntry:
         """Assign the next seq, build the message with it, store it; all in one transaction.
 
         ``build(seq)`` must return the message of ``kind`` carrying that ``seq``. Raises
         :class:`MessageTooLarge` (nothing stored, seq not consumed) for a message the broker and
-        server would refuse: a poison message must never block the queue.
+        server would refuse: a poison message must never block the queue. ``also`` runs in the
+        same transaction (a store sharing the connection: the inbox marks a command done with
+        its terminal reply, agent/inbox.py); nothing of it stays if the append fails.
         """
-        entry = self._append(kind, build, retain=retain, once=None)
+        entry = self._append(kind, build, retain=retain, once=None, also=also)
         assert entry is not None
         return entry
 
@@ -125,14 +134,20 @@ class Outbox:
     ) -> OutboxEntry | None:
         """Like :meth:`append`, but at most once per ``key`` for the life of this outbox: the key
         is stored in the same transaction as the message. None if ``key`` was queued before."""
-        return self._append(kind, build, retain=retain, once=key)
+        return self._append(kind, build, retain=retain, once=key, also=None)
 
     def has_once(self, key: str) -> bool:
         row = self._db.execute("SELECT 1 FROM once_keys WHERE key = ?", (key,)).fetchone()
         return row is not None
 
     def _append(
-        self, kind: UpKind, build: Callable[[int], UpMessage], *, retain: bool, once: str | None
+        self,
+        kind: UpKind,
+        build: Callable[[int], UpMessage],
+        *,
+        retain: bool,
+        once: str | None,
+        also: Callable[[sqlite3.Connection], None] | None,
     ) -> OutboxEntry | None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -156,6 +171,8 @@ class Outbox:
                 self._db.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (seq + 1,))
                 if once is not None:
                     self._db.execute("INSERT INTO once_keys (key, seq) VALUES (?, ?)", (once, seq))
+                if also is not None:
+                    also(self._db)
                 depth = self._depth - superseded + 1
                 dropped = self._enforce_bound(depth)
                 self._db.execute("COMMIT")

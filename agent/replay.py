@@ -47,8 +47,18 @@ class SqliteReplayCache:
         except sqlite3.Error as exc:
             raise AgentError(f"cannot open the replay cache {path}: {exc}") from exc
 
-    def remember(self, command_id: str, expires_at: datetime) -> bool:
-        """Record ``command_id``; False if it is already there (a replay)."""
+    def remember(
+        self,
+        command_id: str,
+        expires_at: datetime,
+        *,
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> bool:
+        """Record ``command_id``; False if it is already there (a replay).
+
+        ``also`` runs in the same transaction when the id is new: the inbox marks its row
+        accepted with it (agent/inbox.py), so no crash can leave the id recorded and the row
+        not knowing it owns it."""
         horizon = (self._now() - self._skew).timestamp()
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -58,6 +68,8 @@ class SqliteReplayCache:
                     "INSERT OR IGNORE INTO seen (command_id, expires_at) VALUES (?, ?)",
                     (command_id, expires_at.timestamp()),
                 ).rowcount
+                if inserted == 1 and also is not None:
+                    also(self._db)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

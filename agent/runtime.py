@@ -12,6 +12,9 @@ One :class:`asyncio.TaskGroup` of named tasks per runtime — ``agent[<id>].link
 lock. If a task fails (e.g. :class:`FatalLinkError`), the others are cancelled and its exception
 is raised from the ``async with`` (unwrapped when it is the only one).
 
+Every received command goes through the inbox (agent/inbox.py): committed before its PUBACK,
+replayed at start-up if the agent died before answering it, never run twice.
+
 Every up-message goes through the outbox (``seq`` assigned and stored before publishing); the
 publisher drains it in seq order whenever the link is connected, woken by new messages and by
 reconnections, never by polling.
@@ -39,8 +42,10 @@ from agent.clock import Clock, SystemClock
 from agent.collectors import PluginCollector, SystemCollector, clean_metrics, system_info
 from agent.config import AgentSettings
 from agent.consent import ConsentRecord, ConsentState, ConsentStore
+from agent.crashpoints import crash_point
 from agent.errors import AgentConfigError, AgentError, DataDirInUse, PluginError
 from agent.guard import CommandGuard, Rejection
+from agent.inbox import INTERRUPTED_REASON, Inbox, InboxEntry, InboxState
 from agent.link import LinkState, MqttLink
 from agent.outbox import Outbox
 from agent.plugin import EquipmentPlugin, fault_catalogue
@@ -70,6 +75,8 @@ __all__ = ["AgentRuntime", "run_agent"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+_TERMINAL = frozenset({ReplyType.RESULT, ReplyType.ERROR, ReplyType.REJECTED})
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -153,6 +160,7 @@ class AgentRuntime:
             now=self.clock.now,
             max_concurrent=policy.max_concurrent_actions,
             room=self._room,
+            on_start=self._command_started,
         )
         # Streamed output waits while this many messages are queued: far below the outbox
         # bound, so a long stream neither swells the disk queue nor pushes out telemetry.
@@ -160,7 +168,11 @@ class AgentRuntime:
         self._consent: ConsentStore | None = None
         self._system = SystemCollector() if settings.collect_system_metrics else None
         self._collectors = [PluginCollector(p) for p in self.plugins]
-        self._link = MqttLink(settings, will=self._will, on_connected=self._birth, name=f"{self.name}.link")
+        self._link = MqttLink(
+            settings, will=self._will, on_connected=self._birth, name=f"{self.name}.link", keep=self._keep
+        )
+        self._inbound: asyncio.Queue[InboxEntry] = asyncio.Queue()  # kept in the inbox, to handle
+        self._accepted: dict[str, int] = {}  # command id -> inbox row, until its terminal reply
         self._guard: CommandGuard | None = None
         self._entered = False
         self._stop = asyncio.Event()
@@ -171,6 +183,7 @@ class AgentRuntime:
         self._db: sqlite3.Connection | None = None
         self._outbox: Outbox | None = None
         self._replay: SqliteReplayCache | None = None
+        self._inbox: Inbox | None = None
         self._uplink: Uplink | None = None
         self._publisher: Publisher | None = None
         self._started_monotonic = time.monotonic()
@@ -224,6 +237,10 @@ class AgentRuntime:
     @property
     def outbox(self) -> Outbox:
         return self._running(self._outbox)
+
+    @property
+    def inbox(self) -> Inbox:
+        return self._running(self._inbox)
 
     @property
     def consent(self) -> ConsentStore:
@@ -349,6 +366,12 @@ class AgentRuntime:
         self._replay = SqliteReplayCache(
             path, now=self.command_clock.now, skew=self._verifier.clock_skew, db=db
         )
+        self._inbox = Inbox(
+            path,
+            now=lambda: self.clock.now().timestamp(),
+            durable=settings.storage_sync != "off",
+            db=db,
+        )
         self._consent = ConsentStore(
             path,
             now=self.command_clock.now,
@@ -369,10 +392,10 @@ class AgentRuntime:
         self._started_monotonic = time.monotonic()
 
     def _close(self) -> None:
-        for store in (self._outbox, self._replay, self._consent):
+        for store in (self._outbox, self._replay, self._inbox, self._consent):
             if store is not None:
                 store.close()
-        self._outbox = self._replay = None
+        self._outbox = self._replay = self._inbox = None
         self._consent = None
         if self._db is not None:
             self._db.close()
@@ -403,7 +426,13 @@ class AgentRuntime:
         self.uplink.status(online=True, state=self.state, reason="connected")
 
     def _reply(self, command_id: str, type: ReplyType, **fields: Any) -> None:
-        self.uplink.reply(command_id, type, **fields)
+        """The executor's replies; an accepted command's terminal one marks its inbox row done
+        in the same transaction."""
+        entry_id = self._accepted.get(command_id) if type in _TERMINAL else None
+        also = None if entry_id is None else self.inbox.finisher(entry_id)
+        self.uplink.reply(command_id, type, also=also, **fields)
+        if entry_id is not None:
+            del self._accepted[command_id]
 
     def _queue_start_messages(self) -> None:
         names = [p.name for p in self.plugins]
@@ -618,27 +647,91 @@ class AgentRuntime:
                 async with asyncio.timeout(interval):  # no task per wait, unlike wait_for in 3.11
                     await self._consent_decided.wait()
 
+    def _keep(self, payload: bytes, redelivered: bool) -> None:
+        """The link's hook, before the PUBACK: commit the command, then queue it (a redelivery
+        of bytes already kept is dropped). InboxError: the link does not acknowledge it."""
+        entry = self.inbox.keep(payload, redelivered=redelivered)
+        if entry is None:
+            logger.info("%s: a redelivered command is already in the inbox: acknowledged only", self.name)
+            return
+        self._inbound.put_nowait(entry)
+
+    async def _injected(self) -> None:
+        """Payloads put straight into ``link.incoming`` (tests, a link without the hook) go
+        through the inbox like the link's own."""
+        while True:
+            payload = await self._link.incoming.get()
+            try:
+                self._keep(payload, False)
+            except AgentError:
+                logger.exception("%s: cannot store an injected command: dropped", self.name)
+
     async def _commands(self) -> None:
         async with asyncio.TaskGroup() as running:
+            self._resume(running)
+            running.create_task(self._injected(), name=f"{self.name}.commands.injected")
             while True:
-                payload = await self._link.incoming.get()
-                verdict = self.guard.inspect(payload)
-                if isinstance(verdict, Rejection):
-                    self._report_rejection(verdict)
-                    continue
-                command = verdict.command
-                logger.info(
-                    "%s: command %s %s from %s accepted",
-                    self.name,
-                    command.id,
-                    command.action,
-                    command.issuer,
-                )
-                self.executor.spawn(
-                    running, command, verdict.action, name=f"{self.name}.command[{command.id}]"
-                )
+                entry = await self._inbound.get()
+                crash_point("after_receive")
+                self._handle(running, entry)
 
-    def _report_rejection(self, rejection: Rejection) -> None:
+    def _resume(self, running: asyncio.TaskGroup) -> None:
+        """At start-up: finish what the inbox holds from before a crash. Not started: through
+        the guard and run, once. Started: answered Interrupted, never run again."""
+        try:
+            self.inbox.prune()
+            unfinished = self.inbox.unfinished()
+        except AgentError:
+            logger.exception(
+                "%s: cannot read the command inbox: commands from before are not resumed", self.name
+            )
+            return
+        if unfinished:
+            logger.warning("%s: %d command(s) unfinished before the restart", self.name, len(unfinished))
+        for entry in unfinished:
+            if entry.state is InboxState.STARTED:
+                self._interrupted(entry)
+            else:
+                self._handle(running, entry)
+
+    def _handle(self, running: asyncio.TaskGroup, entry: InboxEntry) -> None:
+        assert self._replay is not None
+        verdict = self.guard.inspect(entry.payload, replay_cache=self.inbox.claim(entry, self._replay))
+        if isinstance(verdict, Rejection):
+            self._report_rejection(verdict, entry)
+            return
+        command = verdict.command
+        logger.info(
+            "%s: command %s %s from %s accepted", self.name, command.id, command.action, command.issuer
+        )
+        self._accepted[command.id] = entry.id
+        self.executor.spawn(running, command, verdict.action, name=f"{self.name}.command[{command.id}]")
+
+    def _command_started(self, command: Any) -> None:
+        entry_id = self._accepted.get(command.id)
+        if entry_id is not None:
+            self.inbox.mark_started(entry_id)
+
+    def _interrupted(self, entry: InboxEntry) -> None:
+        """A command whose action was running when the agent died: its effects are unknown, so it
+        is not run again (it may not be idempotent); its one terminal reply says so."""
+        assert entry.claimed_id is not None  # set when the guard accepted it
+        logger.warning(
+            "%s: command %s was running when the agent stopped: not run again, answered %s",
+            self.name,
+            entry.claimed_id,
+            INTERRUPTED_REASON,
+        )
+        self.uplink.reply(
+            entry.claimed_id,
+            ReplyType.ERROR,
+            reason=INTERRUPTED_REASON,
+            output="the agent stopped (killed, crashed or lost power) while this action was running; "
+            "it is not run again because it may already have had its effect: check the device",
+            also=self.inbox.finisher(entry.id),
+        )
+
+    def _report_rejection(self, rejection: Rejection, entry: InboxEntry) -> None:
         logger.warning(
             "%s: command %s (%s) rejected: %s: %s",
             self.name,
@@ -648,9 +741,26 @@ class AgentRuntime:
             rejection.detail,
         )
         detail = rejection.detail[:1024]
-        if rejection.command_id is not None:
-            self._reply(
-                rejection.command_id, ReplyType.REJECTED, reason=rejection.reason.value, output=detail
+        finish = self.inbox.finisher(entry.id)
+        if rejection.command_id is None:
+            self.inbox.finish(entry.id)
+        elif entry.state is InboxState.ACCEPTED:
+            # Accepted before a restart (the server may have heard "accepted"), refused now (it
+            # expired meanwhile, its consent ran out): the terminal reply must be an error.
+            self.uplink.reply(
+                rejection.command_id,
+                ReplyType.ERROR,
+                reason=rejection.reason.value,
+                output=f"accepted before the agent restarted, not run: {detail}"[:1024],
+                also=finish,
+            )
+        else:
+            self.uplink.reply(
+                rejection.command_id,
+                ReplyType.REJECTED,
+                reason=rejection.reason.value,
+                output=detail,
+                also=finish,
             )
         self.emit_event(
             "command.rejected",

@@ -7,6 +7,7 @@ in the outbox and tells the publisher. Nothing here touches the network.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -45,8 +46,18 @@ class Uplink:
         self.clock = clock
         self._on_queued = on_queued
 
-    def _queue(self, kind: UpKind, build: Callable[[int], UpMessage], *, retain: bool = False) -> OutboxEntry:
-        entry = self.outbox.append(kind, build, retain=retain)
+    def _queue(
+        self,
+        kind: UpKind,
+        build: Callable[[int], UpMessage],
+        *,
+        retain: bool = False,
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> OutboxEntry:
+        if also is None:  # the plain call: tests/support/e2e.py's PublishLog wraps exactly it
+            entry = self.outbox.append(kind, build, retain=retain)
+        else:
+            entry = self.outbox.append(kind, build, retain=retain, also=also)
         self._on_queued()
         return entry
 
@@ -133,8 +144,10 @@ class Uplink:
         data: Mapping[str, Any] | None = None,
         chunk: int | None = None,
         progress: float | None = None,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """Queue a Reply (an :class:`agent.actions.ReplySender`)."""
+        """Queue a Reply (an :class:`agent.actions.ReplySender`); ``also`` runs in the same
+        transaction (see :meth:`agent.outbox.Outbox.append`)."""
         self._queue(
             UpKind.REPLY,
             lambda seq: Reply(
@@ -150,6 +163,7 @@ class Uplink:
                 chunk=chunk,
                 progress=progress,
             ),
+            also=also,
         )
 
     def telemetry(self, ts: datetime, metrics: Mapping[str, float]) -> OutboxEntry | None:

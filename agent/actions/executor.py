@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agent.actions.registry import RegisteredAction
+from agent.crashpoints import crash_point
 from agent.errors import MessageTooLarge
 from agent.plugin import ActionResult
 from protocol import CONTROL_ACTIONS, Command, ReplyType
@@ -121,13 +122,18 @@ class ActionExecutor:
         max_output_chars: int = 1024 * 1024,
         max_concurrent: int = 4,
         room: Callable[[], Awaitable[None]] | None = None,
+        on_start: Callable[[Command], None] | None = None,
     ) -> None:
+        """``on_start(command)`` runs right before the handler (it got its slot): the inbox
+        records there that the action may have had effects (agent/inbox.py). If it raises, the
+        handler does not run and the command ends in an ``error``."""
         self.device_id = device_id
         self._send = send
         self._now = now
         self.max_output_chars = max_output_chars
         self._slots = asyncio.Semaphore(max_concurrent)
         self._room = room
+        self._on_start = on_start
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._cancelled_by: dict[str, str] = {}
 
@@ -167,6 +173,8 @@ class ActionExecutor:
             # Control actions (cancel, consent) never wait behind the commands they control.
             slot = contextlib.nullcontext() if spec.name in CONTROL_ACTIONS else self._slots
             async with slot, asyncio.timeout(spec.timeout):
+                if self._on_start is not None:
+                    self._on_start(command)
                 result = await spec.handler(command.args, ctx)
             if not isinstance(result, ActionResult):
                 raise TypeError(
@@ -191,6 +199,7 @@ class ActionExecutor:
             logger.warning("command %s (%s) failed: %r", command.id, spec.name, exc, exc_info=True)
             self._error(command.id, type(exc).__name__, str(exc) or type(exc).__name__)
         else:
+            crash_point("after_execute_before_reply")
             self._result(command.id, result, ctx)
 
     def _error(self, command_id: str, reason: str, message: str) -> None:
