@@ -31,7 +31,11 @@ async def refuse_nul(request: Request) -> None:
         if "\x00" in name or "\x00" in value:
             _refuse(("query", name.replace("\x00", "")))
     if _is_json(request) and _ESCAPED_NUL in await request.body():  # cheap test before the walk
-        where = _find_nul(await request.json(), ("body",))
+        try:
+            body = await request.json()
+        except ValueError:  # not JSON: a route with a body answers json_invalid, one without ignores it
+            return
+        where = _find_nul(body, ("body",))
         if where is not None:
             _refuse(where)
 

@@ -269,3 +269,15 @@ async def test_a_nul_inside_free_json_is_refused_and_an_escaped_backslash_is_not
     literal = await client.post(f"{V1}/customers", json={"name": "back\\u0000slash"}, headers=auth)
     assert literal.status_code == 201, literal.text
     assert literal.json()["name"] == "back\\u0000slash"
+
+
+async def test_broken_json_with_an_escaped_nul_is_not_a_500(admin_api: Any) -> None:
+    """The guard reads the body of a route that takes none; JSON it cannot parse is not its
+    business (a route with a body answers json_invalid itself)."""
+    client, auth = admin_api
+    headers = {**auth, "Content-Type": "application/json"}
+    broken = '{"x": "\\u0000'
+    no_body = await client.post(f"{V1}/knowledge/articles/1/publish", content=broken, headers=headers)
+    assert no_body.status_code == 404, no_body.text
+    with_body = await client.post(f"{V1}/customers", content=broken, headers=headers)
+    assert with_body.status_code == 422, with_body.text
