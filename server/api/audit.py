@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 import protocol
 from server.api.deps import RuntimeDep, SessionDep, require_role
+from server.api.params import Count
 from server.api.schemas import AuditEntryPublic, Page
 from server.db.models import Role
 from server.kpi.export import parse_time
@@ -126,10 +127,14 @@ async def list_audit(
     actor: Annotated[str | None, Query(max_length=256)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     target: Annotated[str | None, Query(max_length=256)] = None,
-    since: Annotated[str | None, Query(description="2026-01-01 (UTC midnight) or an ISO time")] = None,
-    until: Annotated[str | None, Query(description="2026-01-01 (UTC midnight) or an ISO time")] = None,
+    since: Annotated[
+        str | None, Query(max_length=64, description="2026-01-01 (UTC midnight) or an ISO time")
+    ] = None,
+    until: Annotated[
+        str | None, Query(max_length=64, description="2026-01-01 (UTC midnight) or an ISO time")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[Count, Query()] = 0,
 ) -> Page[AuditEntryPublic]:
     """Entries in [since, until), newest first. A date means midnight UTC; a time without a
     zone is UTC."""

@@ -24,11 +24,7 @@ INT64_MIN = -(2**63)
 
 # Not yet bounded, in files another task owns this round; each entry must still be a finding
 # (test_pending_findings_are_still_findings), so it is removed here as soon as it is fixed.
-PENDING = {
-    "GET /api/v1/audit query offset",  # server/api/audit.py: use params.Count
-    "GET /api/v1/audit query since",  # server/api/audit.py: Query(max_length=64)
-    "GET /api/v1/audit query until",
-}
+PENDING: set[str] = set()  # known findings another change fixes; each fails once fixed
 
 _COMPOSITES = ("anyOf", "oneOf", "allOf", "prefixItems")
 _CHILDREN = ("items", "additionalProperties", "not")
