@@ -13,7 +13,8 @@ lock. If a task fails (e.g. :class:`FatalLinkError`), the others are cancelled a
 is raised from the ``async with`` (unwrapped when it is the only one).
 
 Every received command goes through the inbox (agent/inbox.py): committed before its PUBACK,
-replayed at start-up if the agent died before answering it, never run twice.
+then guarded and run by :class:`agent.intake.CommandIntake`, which also finishes at start-up what
+a crash left unanswered.
 
 Every up-message goes through the outbox (``seq`` assigned and stored before publishing); the
 publisher drains it in seq order whenever the link is connected, woken by new messages and by
@@ -42,10 +43,10 @@ from agent.clock import Clock, SystemClock
 from agent.collectors import PluginCollector, SystemCollector, clean_metrics, system_info
 from agent.config import AgentSettings
 from agent.consent import ConsentRecord, ConsentState, ConsentStore
-from agent.crashpoints import crash_point
 from agent.errors import AgentConfigError, AgentError, DataDirInUse, PluginError
-from agent.guard import CommandGuard, Rejection
-from agent.inbox import INTERRUPTED_REASON, Inbox, InboxEntry, InboxState
+from agent.guard import CommandGuard
+from agent.inbox import Inbox
+from agent.intake import CommandIntake
 from agent.link import LinkState, MqttLink
 from agent.outbox import Outbox
 from agent.plugin import EquipmentPlugin, fault_catalogue
@@ -60,6 +61,7 @@ from protocol import (
     CONTROL_ACTIONS,
     ActionInfo,
     AgentInfo,
+    Command,
     CommandVerifier,
     EquipmentInfo,
     EquipmentState,
@@ -75,8 +77,6 @@ __all__ = ["AgentRuntime", "run_agent"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-_TERMINAL = frozenset({ReplyType.RESULT, ReplyType.ERROR, ReplyType.REJECTED})
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -171,8 +171,6 @@ class AgentRuntime:
         self._link = MqttLink(
             settings, will=self._will, on_connected=self._birth, name=f"{self.name}.link", keep=self._keep
         )
-        self._inbound: asyncio.Queue[InboxEntry] = asyncio.Queue()  # kept in the inbox, to handle
-        self._accepted: dict[str, int] = {}  # command id -> inbox row, until its terminal reply
         self._guard: CommandGuard | None = None
         self._entered = False
         self._stop = asyncio.Event()
@@ -184,6 +182,7 @@ class AgentRuntime:
         self._outbox: Outbox | None = None
         self._replay: SqliteReplayCache | None = None
         self._inbox: Inbox | None = None
+        self._intake: CommandIntake | None = None
         self._uplink: Uplink | None = None
         self._publisher: Publisher | None = None
         self._started_monotonic = time.monotonic()
@@ -389,6 +388,15 @@ class AgentRuntime:
         )
         self._publisher = Publisher(self._outbox, self._link, name=f"{self.name}.publisher")
         self._uplink = Uplink(self._outbox, self.device_id, self.clock, on_queued=self._publisher.notify)
+        self._intake = CommandIntake(
+            name=self.name,
+            inbox=self._inbox,
+            guard=self._guard,
+            replay=self._replay,
+            executor=self.executor,
+            uplink=self._uplink,
+            emit_event=self.emit_event,
+        )
         self._started_monotonic = time.monotonic()
 
     def _close(self) -> None:
@@ -401,6 +409,7 @@ class AgentRuntime:
             self._db.close()
             self._db = None
         self._uplink = self._publisher = None
+        self._intake = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
@@ -426,13 +435,7 @@ class AgentRuntime:
         self.uplink.status(online=True, state=self.state, reason="connected")
 
     def _reply(self, command_id: str, type: ReplyType, **fields: Any) -> None:
-        """The executor's replies; an accepted command's terminal one marks its inbox row done
-        in the same transaction."""
-        entry_id = self._accepted.get(command_id) if type in _TERMINAL else None
-        also = None if entry_id is None else self.inbox.finisher(entry_id)
-        self.uplink.reply(command_id, type, also=also, **fields)
-        if entry_id is not None:
-            del self._accepted[command_id]
+        self._running(self._intake).reply(command_id, type, **fields)
 
     def _queue_start_messages(self) -> None:
         names = [p.name for p in self.plugins]
@@ -648,132 +651,13 @@ class AgentRuntime:
                     await self._consent_decided.wait()
 
     def _keep(self, payload: bytes, redelivered: bool) -> None:
-        """The link's hook, before the PUBACK: commit the command, then queue it (a redelivery
-        of bytes already kept is dropped). InboxError: the link does not acknowledge it."""
-        entry = self.inbox.keep(payload, redelivered=redelivered)
-        if entry is None:
-            logger.info("%s: a redelivered command is already in the inbox: acknowledged only", self.name)
-            return
-        self._inbound.put_nowait(entry)
+        self._running(self._intake).keep(payload, redelivered)
 
-    async def _injected(self) -> None:
-        """Payloads put straight into ``link.incoming`` (tests, a link without the hook) go
-        through the inbox like the link's own."""
-        while True:
-            payload = await self._link.incoming.get()
-            try:
-                self._keep(payload, False)
-            except AgentError:
-                logger.exception("%s: cannot store an injected command: dropped", self.name)
+    def _command_started(self, command: Command) -> None:
+        self._running(self._intake).started(command)
 
     async def _commands(self) -> None:
-        async with asyncio.TaskGroup() as running:
-            self._resume(running)
-            running.create_task(self._injected(), name=f"{self.name}.commands.injected")
-            while True:
-                entry = await self._inbound.get()
-                crash_point("after_receive")
-                self._handle(running, entry)
-
-    def _resume(self, running: asyncio.TaskGroup) -> None:
-        """At start-up: finish what the inbox holds from before a crash. Not started: through
-        the guard and run, once. Started: answered Interrupted, never run again."""
-        try:
-            self.inbox.prune()
-            unfinished = self.inbox.unfinished()
-        except AgentError:
-            logger.exception(
-                "%s: cannot read the command inbox: commands from before are not resumed", self.name
-            )
-            return
-        if unfinished:
-            logger.warning("%s: %d command(s) unfinished before the restart", self.name, len(unfinished))
-        for entry in unfinished:
-            if entry.state is InboxState.STARTED:
-                self._interrupted(entry)
-            else:
-                self._handle(running, entry)
-
-    def _handle(self, running: asyncio.TaskGroup, entry: InboxEntry) -> None:
-        assert self._replay is not None
-        verdict = self.guard.inspect(entry.payload, replay_cache=self.inbox.claim(entry, self._replay))
-        if isinstance(verdict, Rejection):
-            self._report_rejection(verdict, entry)
-            return
-        command = verdict.command
-        logger.info(
-            "%s: command %s %s from %s accepted", self.name, command.id, command.action, command.issuer
-        )
-        self._accepted[command.id] = entry.id
-        self.executor.spawn(running, command, verdict.action, name=f"{self.name}.command[{command.id}]")
-
-    def _command_started(self, command: Any) -> None:
-        entry_id = self._accepted.get(command.id)
-        if entry_id is not None:
-            self.inbox.mark_started(entry_id)
-
-    def _interrupted(self, entry: InboxEntry) -> None:
-        """A command whose action was running when the agent died: its effects are unknown, so it
-        is not run again (it may not be idempotent); its one terminal reply says so."""
-        assert entry.claimed_id is not None  # set when the guard accepted it
-        logger.warning(
-            "%s: command %s was running when the agent stopped: not run again, answered %s",
-            self.name,
-            entry.claimed_id,
-            INTERRUPTED_REASON,
-        )
-        self.uplink.reply(
-            entry.claimed_id,
-            ReplyType.ERROR,
-            reason=INTERRUPTED_REASON,
-            output="the agent stopped (killed, crashed or lost power) while this action was running; "
-            "it is not run again because it may already have had its effect: check the device",
-            also=self.inbox.finisher(entry.id),
-        )
-
-    def _report_rejection(self, rejection: Rejection, entry: InboxEntry) -> None:
-        logger.warning(
-            "%s: command %s (%s) rejected: %s: %s",
-            self.name,
-            rejection.command_id or "?",
-            rejection.action or "?",
-            rejection.reason.value,
-            rejection.detail,
-        )
-        detail = rejection.detail[:1024]
-        finish = self.inbox.finisher(entry.id)
-        if rejection.command_id is None:
-            self.inbox.finish(entry.id)
-        elif entry.state is InboxState.ACCEPTED:
-            # Accepted before a restart (the server may have heard "accepted"), refused now (it
-            # expired meanwhile, its consent ran out): the terminal reply must be an error.
-            self.uplink.reply(
-                rejection.command_id,
-                ReplyType.ERROR,
-                reason=rejection.reason.value,
-                output=f"accepted before the agent restarted, not run: {detail}"[:1024],
-                also=finish,
-            )
-        else:
-            self.uplink.reply(
-                rejection.command_id,
-                ReplyType.REJECTED,
-                reason=rejection.reason.value,
-                output=detail,
-                also=finish,
-            )
-        self.emit_event(
-            "command.rejected",
-            severity=Severity.WARNING,
-            detail=f"{rejection.reason.value}: {detail}",
-            data={
-                "command_id": rejection.command_id,
-                "action": rejection.action,
-                "reason": rejection.reason.value,
-                "issuer": rejection.issuer,
-                "detail": detail,
-            },
-        )
+        await self._running(self._intake).run(self._link.incoming)
 
     async def _plugin_task(self, plugin: EquipmentPlugin) -> None:
         try:
