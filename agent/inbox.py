@@ -35,8 +35,9 @@ a real command's id cannot shadow it. The same bytes arriving *without* DUP are 
 as before.
 
 Bounded: ``done`` rows are deleted ``keep_done`` seconds after they finished (default one day,
-for ``fleetcare agent`` diagnostics), on every :meth:`Inbox.keep` and at start-up. Unfinished
-rows are bounded by the broker's in-flight window and by the guard, which finishes junk at once.
+so what came in lately can still be looked at in the database), on every :meth:`Inbox.keep`
+and at start-up. Unfinished rows are bounded by the broker's in-flight window and by the guard,
+which finishes junk at once.
 
 Durability: with ``durable=True`` (the runtime's default, ``storage_sync = "normal"``) the
 commit that precedes a PUBACK, and the one before a handler starts, run with
