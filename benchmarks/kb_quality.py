@@ -57,11 +57,11 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from benchmarks.results import record
+from server.base.users import Principal
 from server.db import create_engine, create_sessionmaker, run_migrations
 from server.db.models import Command, CommandState, Device, Incident, IncidentStatus, Role, TelemetrySample
 from server.knowledge import capture, service, suggest
 from server.kpi import ReportSpec, compute_report
-from server.services.users import Principal
 from simulators.behaviours import printer_jam_model
 from simulators.chiller import CHILLER_FAULTS, ChillerOptions
 from simulators.faults import FaultModel

@@ -35,11 +35,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from benchmarks.results import record
 from server.app import create_app
+from server.base.users import Principal
 from server.db import create_engine, create_sessionmaker, run_migrations
 from server.db.models import Article, ArticleLink, Device, Incident, Role, TelemetrySample
 from server.knowledge import index as kb_index
 from server.knowledge import suggest
-from server.services.users import Principal
 from tests.support.databases import sqlite_url, temporary_postgres_database
 from tests.support.server import V1, bearer, create_token, server_settings
 

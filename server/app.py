@@ -20,21 +20,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import protocol
 from fleetcare import __version__
 from server import clock as server_clock
+from server.anchors.anchorer import AuditAnchorer, sealer_job
 from server.api import api_router
 from server.api.body_limit import BodyLimit
 from server.api.errors import install_error_handlers
 from server.broker_access import AccessSync
+from server.commands.service import CommandService
 from server.db import create_engine, create_sessionmaker, run_migrations
 from server.errors import ConfigError
 from server.incidents import IncidentTracker
 from server.ingest import BatchWriter, Consumer, IngestStats
+from server.maintenance.rules import rule_job
 from server.mqtt import MqttLink
 from server.periodic import Periodic
 from server.runtime import Runtime
-from server.services.audit import sealer_job
-from server.services.audit_anchorer import AuditAnchorer
-from server.services.commands import CommandService
-from server.services.rules import rule_job
 from server.sessions.service import SessionService
 from server.settings import ServerSettings
 from server.web import install_web
@@ -121,7 +120,7 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
         # incidents and state intervals: at ingest, plus a sweep (server/incidents)
         incidents = IncidentTracker(settings.incidents) if settings.incidents.enabled else None
         # the audit log: the sealer's job chains new entries, the anchorer signs the sealed head
-        # outside the database (server/services/audit*.py)
+        # outside the database (server/base/audit.py, server/anchors/)
         anchorer = AuditAnchorer.from_settings(settings, sessions)
         jobs = build_jobs(
             settings,

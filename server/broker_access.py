@@ -27,11 +27,11 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from certs import AclChange, DenyEntry, read_denied, reload_broker, update_acl
+from server.base import audit
 from server.db.models import Device
 from server.db.types import utcnow
+from server.fleet.devices import get_device
 from server.periodic import Periodic
-from server.services import audit
-from server.services.fleet import get_device
 
 __all__ = ["SOURCE", "AccessSync", "SyncOutcome", "denied_devices", "revoke_device"]
 

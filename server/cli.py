@@ -171,7 +171,7 @@ def create_user(
 ) -> None:
     """Create a user and print a first API token (shown once) to stdout. With --password-stdin
     the user can also sign in with a password (POST /api/v1/auth/login)."""
-    from server.services import users  # noqa: PLC0415
+    from server.base import users  # noqa: PLC0415
 
     if role is Role.CUSTOMER and customer is None:
         raise _fail("a customer user needs --customer NAME")
@@ -195,7 +195,7 @@ def token(
     config: ConfigOption = None,
 ) -> None:
     """Issue a new API token for an existing user and print it (shown once) to stdout."""
-    from server.services import users  # noqa: PLC0415
+    from server.base import users  # noqa: PLC0415
 
     settings = _settings(config)
 
@@ -214,7 +214,7 @@ def set_password(
     config: ConfigOption = None,
 ) -> None:
     """Set or replace a user's password (prompted, hidden, unless --password-stdin)."""
-    from server.services import users  # noqa: PLC0415
+    from server.base import users  # noqa: PLC0415
 
     password = _read_password(password_stdin)
 
@@ -230,7 +230,7 @@ def disable_user(
     name: Annotated[str, typer.Argument(help="User name.")], config: ConfigOption = None
 ) -> None:
     """Disable a user: no more sign-in, and every token of theirs stops working."""
-    from server.services import users  # noqa: PLC0415
+    from server.base import users  # noqa: PLC0415
 
     async def work(session: AsyncSession) -> None:
         await users.disable_user(session, name, actor=CLI_ACTOR)
@@ -246,7 +246,7 @@ CustomerArg = Annotated[str, typer.Argument(help="Customer name or id.")]
 @app.command()
 def assign(technician: TechnicianArg, customer: CustomerArg, config: ConfigOption = None) -> None:
     """Let a technician work on a customer's devices."""
-    from server.services import users  # noqa: PLC0415
+    from server.base import users  # noqa: PLC0415
 
     async def work(session: AsyncSession) -> bool:
         return await users.assign(session, technician, customer, actor=CLI_ACTOR)
@@ -260,7 +260,7 @@ def assign(technician: TechnicianArg, customer: CustomerArg, config: ConfigOptio
 @app.command()
 def unassign(technician: TechnicianArg, customer: CustomerArg, config: ConfigOption = None) -> None:
     """Take a customer away from a technician."""
-    from server.services import users  # noqa: PLC0415
+    from server.base import users  # noqa: PLC0415
 
     async def work(session: AsyncSession) -> None:
         await users.unassign(session, technician, customer, actor=CLI_ACTOR)
@@ -297,7 +297,7 @@ def audit_verify(
     head: exit 0 if intact, 1 naming the first bad entry, the anchor the chain no longer holds
     (truncated, rewritten) or a forged anchor."""
     import protocol  # noqa: PLC0415
-    from server.services import audit_anchor  # noqa: PLC0415
+    from server.anchors import anchor as audit_anchor  # noqa: PLC0415
 
     settings = _settings(config)
     source = anchors or audit_anchor.anchor_file(settings)
@@ -331,7 +331,7 @@ def revoke_token(
     config: ConfigOption = None,
 ) -> None:
     """Revoke one token, or every token of a user (--user)."""
-    from server.services import users  # noqa: PLC0415
+    from server.base import users  # noqa: PLC0415
 
     if (token is None) == (user is None):
         raise _fail("give either a TOKEN or --user NAME")
@@ -400,7 +400,7 @@ def customer_create(
     config: ConfigOption = None,
 ) -> None:
     """Create a customer; prints its id and fields."""
-    from server.services import customers  # noqa: PLC0415
+    from server import customers  # noqa: PLC0415
 
     hours = _contract_hours(contract_hours) if contract_hours else None
 
@@ -421,7 +421,7 @@ def customer_create(
 @customer_app.command("list")
 def customer_list(config: ConfigOption = None) -> None:
     """Every customer, one per line."""
-    from server.services import customers  # noqa: PLC0415
+    from server import customers  # noqa: PLC0415
 
     async def work(session: AsyncSession) -> list[str]:
         rows, _ = await customers.list_customers(session, limit=1_000_000)
@@ -442,7 +442,7 @@ def customer_update(
     config: ConfigOption = None,
 ) -> None:
     """Change the fields given."""
-    from server.services import customers  # noqa: PLC0415
+    from server import customers  # noqa: PLC0415
 
     changes: dict[str, Any] = {}
     if name is not None:
@@ -473,7 +473,7 @@ def site_create(
     config: ConfigOption = None,
 ) -> None:
     """Create a site; devices that reported this site name are assigned to it."""
-    from server.services import customers  # noqa: PLC0415
+    from server import customers  # noqa: PLC0415
 
     async def work(session: AsyncSession) -> str:
         site = await customers.create_site(
@@ -490,7 +490,7 @@ def site_list(
     customer_id: Annotated[int, typer.Argument(help="Customer id.")], config: ConfigOption = None
 ) -> None:
     """A customer's sites, one per line."""
-    from server.services import customers  # noqa: PLC0415
+    from server import customers  # noqa: PLC0415
 
     async def work(session: AsyncSession) -> list[str]:
         rows, _ = await customers.list_sites(session, customer_id, limit=1_000_000)
@@ -519,7 +519,7 @@ def assign_device(
     """Set a device's customer, site, criticality or decommissioning time."""
     from datetime import datetime  # noqa: PLC0415
 
-    from server.services import customers  # noqa: PLC0415
+    from server import customers  # noqa: PLC0415
 
     given: dict[str, Any] = {}
     if customer is not None:
@@ -562,9 +562,9 @@ def rebuild_states(
     """Recompute state intervals, transient faults and incident times from the event history."""
     from sqlalchemy import select  # noqa: PLC0415
 
+    from server import fleet  # noqa: PLC0415
     from server.db.models import Device  # noqa: PLC0415
     from server.incidents import IncidentTracker  # noqa: PLC0415
-    from server.services import fleet  # noqa: PLC0415
 
     settings = _settings(config)
     tracker = IncidentTracker(settings.incidents)

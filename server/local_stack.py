@@ -19,9 +19,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from certs import PkiDir, init_pki
+from server.base import users
 from server.db.models import Role
 from server.errors import Conflict
-from server.services import users
 
 __all__ = ["API_START_TIMEOUT", "LocalStackError", "admin_token", "ensure_pki", "serve_api"]
 

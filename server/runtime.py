@@ -9,11 +9,11 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from server.commands.service import CommandService
 from server.incidents import IncidentTracker
 from server.ingest.stats import IngestStats
 from server.mqtt import MqttLink
 from server.periodic import Periodic
-from server.services.commands import CommandService
 from server.sessions.service import SessionService
 from server.settings import ServerSettings
 

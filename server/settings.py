@@ -197,7 +197,7 @@ class AuthSettings(_Section):
     login_token_ttl: float = Field(default=12 * 3600.0, gt=0, le=90 * 86400)  # s a sign-in token lives
     api_token_ttl_days: float | None = Field(default=None, gt=0)  # default expiry of CLI-issued tokens
     audit_seal_interval: float = Field(default=1.0, gt=0, le=3600)  # s between audit chain seals
-    # signed anchors of the chain head, outside the database (server/services/audit_anchor.py)
+    # signed anchors of the chain head, outside the database (server/anchors/anchor.py)
     # None: <name>-audit-anchors.jsonl beside a SQLite database file; PostgreSQL needs it set
     audit_anchor_file: Path | None = None
     audit_anchor_key_file: Path | None = None  # Ed25519 PKCS8 PEM; None: the command key signing_key_file

@@ -49,13 +49,13 @@ from agent.plugin import EquipmentPlugin
 from certs import PkiDir
 from server import clock as server_clock
 from server.app import create_app
+from server.base import users
+from server.customers.service import SITE_SEPARATOR
 from server.db.models import Message, Role, StateTracker
 from server.embedded_broker import EmbeddedBroker
 from server.incidents import IncidentTracker
 from server.local_stack import admin_token as issue_admin_token
 from server.local_stack import ensure_pki, serve_api
-from server.services import users
-from server.services.customers import SITE_SEPARATOR
 from server.settings import ServerSettings, load_settings
 from simulators.behaviours import Person, World, fault_models
 from simulators.behaviours.customer import Customers

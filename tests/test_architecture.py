@@ -30,7 +30,7 @@ GRAPH = tool.build()
 
 KNOWN_CIRCLES = {
     ("agent.consent", "agent.outbox", "agent.replay", "agent.storage"),
-    ("server.incidents", "server.knowledge", "server.services", "server.sessions"),
+    ("server.incidents", "server.knowledge", "server.sessions"),
 }
 KNOWN_PRIVATE = {
     ("server.web.queries", "_conditions"),
@@ -41,7 +41,7 @@ KNOWN_LARGE = {
     "server.web.routes",
     "simulators.run",
     "agent.runtime",
-    "server.services.commands",
+    "server.commands.service",
     "server.cli",
 }
 

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 import protocol
+from server.anchors import anchor as audit_anchor
 from server.api.deps import RuntimeDep, SessionDep, require_role
 from server.api.params import Count
 from server.api.schemas import AuditEntryPublic, Page
+from server.base import audit
+from server.base.users import Principal
 from server.db.models import Role
 from server.kpi.export import parse_time
-from server.services import audit, audit_anchor
-from server.services.users import Principal
 
 __all__ = ["router"]
 
@@ -70,7 +71,7 @@ async def verify_audit(
     session: SessionDep, runtime: RuntimeDep, _admin: Annotated[Principal, require_role()]
 ) -> AuditVerifyPublic:
     """Seal pending entries, recompute the whole hash chain and compare it with the signed anchors
-    of its head (server/services/audit_anchor.py). ``ok: false`` names the first bad entry
+    of its head (server/anchors/anchor.py). ``ok: false`` names the first bad entry
     (altered, missing or taken out of the chain) in ``problem``, or the anchor the chain no
     longer holds (truncated, rewritten) or a forged anchor in ``anchors.problems``. Reads every
     entry: not for polling."""

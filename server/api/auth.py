@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.deps import CurrentUser, RuntimeDep, SessionDep
+from server.base import users
 from server.db.models import ApiToken, User
-from server.services import users
 
 __all__ = ["LoginBody", "LoginPublic", "MePublic", "UserPublic", "router", "user_public"]
 

@@ -10,15 +10,16 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from server import commands
 from server.api.deps import RuntimeDep, SessionDep, require_role
 from server.api.devices import DeviceIdPath
 from server.api.download import content_disposition
 from server.api.params import Count, Seq
 from server.api.schemas import CommandCreate, CommandDetailPublic, CommandPublic, CommandReplyPublic, Page
+from server.base import access
+from server.base.users import Principal
 from server.db.models import Command, Role
 from server.db.types import utcnow
-from server.services import access, commands
-from server.services.users import Principal
 
 __all__ = ["MAX_WAIT_S", "router"]
 

@@ -2,7 +2,7 @@
 customer, site, criticality and decommissioning (``PATCH /devices/{id}``), and the devices
 whose reported site gave them none (``GET /unassigned-devices``).
 
-A technician reaches only the customers assigned to them (``server.services.access``): other
+A technician reaches only the customers assigned to them (``server.base.access``): other
 customers and their sites are not listed and are 403 to read or change; a device cannot be
 moved to a customer outside their scope; a customer a technician creates is assigned to them."""
 
@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server import customers
 from server.api.deps import SessionDep, require_role
 from server.api.devices import DeviceIdPath
 from server.api.params import Count, Id
@@ -29,10 +30,10 @@ from server.api.service_schemas import (
     SitePublic,
     SiteUpdate,
 )
+from server.base import access
+from server.base.users import Principal
 from server.db.models import Customer, Role, Site
 from server.errors import InvalidInput
-from server.services import access, customers
-from server.services.users import Principal
 
 __all__ = ["UnassignedDevicePublic", "router"]
 

@@ -1,7 +1,7 @@
 """Dependencies as ``Annotated`` aliases: ``SessionDep``, ``RuntimeDep``, ``CurrentUser``,
 ``require_role(...)``.
 
-Roles gate endpoints here; which devices a caller reaches is ``server.services.access``. Every
+Roles gate endpoints here; which devices a caller reaches is ``server.base.access``. Every
 ``/api/v1`` route must appear in tests/server/test_roles_matrix.py with the roles it allows.
 """
 
@@ -14,11 +14,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.base import users
+from server.base.users import Principal
 from server.db.models import Role
 from server.errors import Forbidden, Unauthorized
 from server.runtime import Runtime
-from server.services import users
-from server.services.users import Principal
 
 __all__ = ["CurrentUser", "RuntimeDep", "SessionDep", "require_role"]
 

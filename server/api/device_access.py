@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 
 from server.api.deps import RuntimeDep, SessionDep, require_role
 from server.api.devices import DeviceIdPath
+from server.base.users import Principal
 from server.broker_access import revoke_device
 from server.db.models import Role
-from server.services.users import Principal
 
 __all__ = ["router"]
 

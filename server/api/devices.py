@@ -1,5 +1,5 @@
 """Devices: the fleet list, one device, its telemetry and its events (every role; each caller
-sees only the devices in their scope, ``server.services.access``)."""
+sees only the devices in their scope, ``server.base.access``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from server import fleet
 from server.api.deps import CurrentUser, SessionDep
 from server.api.params import Count
 from server.api.schemas import DeviceDetailPublic, DevicePublic, EventPublic, Page, TelemetryPublic
-from server.services import access, fleet
+from server.base import access
 
 __all__ = ["DeviceIdPath", "router"]
 

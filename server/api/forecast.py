@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict
 
 from server.api.deps import CurrentUser, RuntimeDep, SessionDep
 from server.api.devices import DeviceIdPath
-from server.services import access, forecast
+from server.base import access
+from server.maintenance import forecast
 
 __all__ = ["ForecastPublic", "router"]
 

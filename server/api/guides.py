@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from server.api.deps import SessionDep, require_role
 from server.api.params import Count, Id
 from server.api.schemas import ActionName
+from server.base.users import Principal
 from server.db.models import Role
 from server.guides import service
-from server.services.users import Principal
 
 __all__ = ["router"]
 

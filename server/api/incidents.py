@@ -1,6 +1,6 @@
 """Incidents (read: technician, ops, customer, admin; act: technician, admin) and a device's
 derived equipment states and transient faults — each within the caller's device scope
-(``server.services.access``: an incident is reached through its device)."""
+(``server.base.access``: an incident is reached through its device)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ from server.api.service_schemas import (
     StateIntervalPublic,
     TransientFaultPublic,
 )
+from server.base import access
+from server.base.users import Principal
 from server.db.models import (
     Device,
     Incident,
@@ -39,8 +41,6 @@ from server.db.models import (
 )
 from server.errors import InvalidInput
 from server.incidents import service
-from server.services import access
-from server.services.users import Principal
 
 __all__ = ["router"]
 

@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from server.api.deps import RuntimeDep, SessionDep, require_role
 from server.api.params import Count
 from server.api.schemas import IngestStatsPublic, Page
+from server.base.users import Principal
 from server.db.models import QuarantinedMessage, Role
-from server.services.users import Principal
 
 __all__ = ["router"]
 

@@ -14,10 +14,10 @@ from server.api.deps import RuntimeDep, SessionDep, require_role
 from server.api.params import Count, Id
 from server.api.schemas import ActionName, CommandDetailPublic, Page
 from server.api.sessions import service as session_service
+from server.base.users import Principal
 from server.db.models import ArticleState, ArticleType, Role
 from server.errors import InvalidInput
 from server.knowledge import service, suggest
-from server.services.users import Principal
 
 __all__ = ["router"]
 

@@ -15,13 +15,13 @@ from pydantic import BaseModel, Field
 from server.api.deps import CurrentUser, RuntimeDep, SessionDep, require_role
 from server.api.download import content_disposition
 from server.api.params import Id
+from server.base import access
+from server.base.users import Principal
 from server.db.models import Role
 from server.errors import Forbidden, InvalidInput, NotFound
 from server.kpi import GroupBy, ReportSpec, compute_report
 from server.kpi.definitions import COLUMNS, definitions_dict
 from server.kpi.export import check_period, parse_time, report_csv, report_json
-from server.services import access
-from server.services.users import Principal
 
 __all__ = [
     "KpiDefinitionPublic",

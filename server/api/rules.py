@@ -2,7 +2,7 @@
 alerts they raise. Reference: docs/preventive-maintenance.md.
 
 A technician sees the rules that judge their devices and the alerts of their devices, and
-changes only rules that judge nothing outside their scope (``server.services.rules``)."""
+changes only rules that judge nothing outside their scope (``server.maintenance.rules``)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import protocol
 from server.api.deps import SessionDep, require_role
 from server.api.params import Count, Id
 from server.api.schemas import Page
+from server.base import access
+from server.base.users import Principal
 from server.db.models import Role
-from server.services import access, rules
-from server.services.users import Principal
+from server.maintenance import rules
 
 __all__ = ["RuleAlertPublic", "RuleCreate", "RulePublic", "RuleUpdate", "router"]
 

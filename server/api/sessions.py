@@ -10,16 +10,16 @@ from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from server import commands
 from server.api.commands import MAX_WAIT_S
 from server.api.deps import RuntimeDep, SessionDep, require_role
 from server.api.download import content_disposition
 from server.api.params import Count, Id
 from server.api.schemas import ActionName, CommandDetailPublic, CommandReplyPublic, Page
+from server.base.users import Principal
 from server.db.models import RemoteSession, Role, SessionState
 from server.db.types import utcnow
 from server.runtime import Runtime
-from server.services import commands
-from server.services.users import Principal
 from server.sessions.report import render_markdown
 from server.sessions.service import SessionFilter, SessionService, list_sessions
 

@@ -12,9 +12,9 @@ from server.api.auth import UserPublic, user_public
 from server.api.deps import SessionDep, require_role
 from server.api.params import Count, Id
 from server.api.schemas import Page
+from server.base import users
+from server.base.users import Principal
 from server.db.models import Role, User
-from server.services import users
-from server.services.users import Principal
 
 __all__ = ["PasswordBody", "UserCreate", "router"]
 

@@ -16,13 +16,13 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from server.base import access, audit
+from server.base.timeline import note
+from server.base.users import Principal
 from server.db.models import Channel, Device, Guide, GuideRun, Incident, IncidentStatus, Role
 from server.db.types import utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.incidents import evidence
-from server.incidents.timeline import note
-from server.services import access, audit
-from server.services.users import Principal
 
 __all__ = [
     "PAST_INCIDENTS",

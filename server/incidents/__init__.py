@@ -7,7 +7,7 @@
 - :mod:`server.incidents.evidence` — commands during incidents; resolution channels from evidence;
 - :mod:`server.incidents.tracker` — :class:`IncidentTracker`: at ingest and by a sweeper;
 - :mod:`server.incidents.service` — what people do with incidents;
-- :mod:`server.incidents.priority` — the priority matrix.
+- :mod:`server.base.priority` — the priority matrix.
 """
 
 from server.incidents.tracker import IncidentTracker

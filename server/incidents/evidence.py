@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import protocol
+from server.base.timeline import REMEDIATION, SERVER, note
 from server.db.models import (
     Channel,
     Command,
@@ -27,7 +28,6 @@ from server.db.models import (
     IncidentStatus,
     User,
 )
-from server.incidents.timeline import REMEDIATION, SERVER, note
 
 __all__ = ["ACTIVE", "refresh"]
 

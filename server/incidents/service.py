@@ -18,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 import protocol
+from server.base import audit
+from server.base.timeline import note
+from server.base.users import Principal
 from server.db.models import (
     Channel,
     Command,
@@ -31,10 +34,7 @@ from server.db.models import (
 from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.incidents import sync
-from server.incidents.timeline import note
 from server.knowledge import capture
-from server.services import audit
-from server.services.users import Principal
 
 __all__ = [
     "IncidentFilter",
@@ -112,7 +112,7 @@ async def list_incidents(
     scope: ColumnElement[bool] | None = None,
 ) -> tuple[list[tuple[Incident, Device]], int]:
     """Incidents matching ``where`` with their device, newest detection first, and the total.
-    ``scope``: the caller's device condition (``server.services.access.device_condition``)."""
+    ``scope``: the caller's device condition (``server.base.access.device_condition``)."""
     conditions = _conditions(where) + ([] if scope is None else [scope])
     base = select(Incident, Device).join(Device, Device.id == Incident.device_id).where(*conditions)
     total = await session.scalar(

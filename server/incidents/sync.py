@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.base import priority as prio
+from server.base.timeline import SERVER, note
 from server.db.models import (
     Incident,
     IncidentKind,
@@ -24,10 +26,8 @@ from server.db.models import (
     StateInterval,
     TransientFault,
 )
-from server.incidents import priority as prio
 from server.incidents.engine import SEVERITY_RANK, Episode, Fold, Segment
 from server.incidents.evidence import ACTIVE, refresh
-from server.incidents.timeline import SERVER, note
 from server.kpi.incident_rollups import refresh_incident_rollups
 from server.kpi.rollups import refresh_rollups
 

@@ -72,7 +72,7 @@ class IncidentTracker:
         if not fresh:
             return
         # customers imports server.incidents (priority): imported here to keep imports acyclic
-        from server.services import customers  # noqa: PLC0415
+        from server import customers  # noqa: PLC0415
 
         await history.record_statuses(session, fresh)
         inventoried: dict[str, datetime] = {}  # device -> when its (newest) inventory was received

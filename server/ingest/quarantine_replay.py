@@ -25,11 +25,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
+from server.base import audit
 from server.db.models import QuarantinedMessage
 from server.incidents import IncidentTracker
 from server.ingest.consumer import MAX_REASON_CHARS
 from server.ingest.writer import BatchWriter, Decoded
-from server.services import audit
 
 __all__ = ["ReplayOutcome", "ReplayResult", "replay_quarantined"]
 

@@ -19,9 +19,9 @@ from sqlalchemy import Table, bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
+from server import commands
 from server.db.dialect import insert_ignore
 from server.db.models import Device, Event, Message, QuarantinedMessage, TelemetrySample
-from server.services import commands
 from server.sessions import service as sessions
 
 if TYPE_CHECKING:

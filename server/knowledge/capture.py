@@ -21,6 +21,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import protocol
+from server.base import audit
+from server.base.timeline import note
+from server.base.users import Principal
 from server.db.models import (
     Article,
     ArticleLink,
@@ -33,11 +36,8 @@ from server.db.models import (
     RemoteSession,
 )
 from server.errors import InvalidInput
-from server.incidents.timeline import note
 from server.knowledge import index
 from server.knowledge.signature import incident_signature, mean_signature
-from server.services import audit
-from server.services.users import Principal
 
 __all__ = ["incident_actions", "on_reopen", "on_resolve"]
 

@@ -15,12 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from server.base import audit
+from server.base.users import Principal
 from server.db.models import Article, ArticleLink, ArticleState, ArticleType, Guide, Role
 from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.knowledge import index
-from server.services import audit
-from server.services.users import Principal
 
 __all__ = [
     "EDITABLE",

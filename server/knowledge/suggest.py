@@ -31,6 +31,9 @@ from sqlalchemy import Text, case, cast, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.base import access, audit
+from server.base.timeline import note
+from server.base.users import Principal
 from server.db.models import (
     Article,
     ArticleState,
@@ -42,12 +45,9 @@ from server.db.models import (
 )
 from server.db.types import utcnow
 from server.errors import InvalidInput, NotFound
-from server.incidents.timeline import note
 from server.knowledge import index as kb_index
 from server.knowledge import text
 from server.knowledge.signature import incident_signature, similarity
-from server.services import access, audit
-from server.services.users import Principal
 
 __all__ = [
     "SearchHit",

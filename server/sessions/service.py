@@ -30,14 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 import protocol
+from server.base import access, audit
+from server.base.users import Principal
+from server.commands import policy
+from server.commands.service import CommandService
 from server.db.models import Command, Device, Incident, RemoteSession, Role, SessionEntry, SessionState, User
 from server.db.types import utcnow
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, ServerError
 from server.incidents import service as incident_service
-from server.services import access, audit
-from server.services.commands import CommandService
-from server.services.users import Principal
-from server.sessions import policy
 from server.sessions.report import build_report, incident_summary
 from server.settings import SessionSettings
 

@@ -1,6 +1,6 @@
 """The web console: server-rendered pages (Jinja2 + htmx + uPlot) served by the fleet server
 itself at ``/``, signed in with the server's users. Pages reuse the API's role checks and the
-data scope of ``server.services.access`` — never a second set of rules. docs/web.md."""
+data scope of ``server.base.access`` — never a second set of rules. docs/web.md."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ cookie on the sign-in form itself.
 
 Role checks are the API's own: :func:`gate` runs the ``require_role`` check of the API endpoint
 a page stands for, so a page and its endpoint can never disagree. Device scope is
-``server.services.access``, as in the API.
+``server.base.access``, as in the API.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from fastapi import Depends, Request, Response
 from fastapi.params import Depends as DependsParam
 
 from server.api.deps import SessionDep, current_user
+from server.base import users
+from server.base.users import Principal
 from server.errors import Forbidden, InvalidInput, Unauthorized
-from server.services import users
-from server.services.users import Principal
 
 __all__ = [
     "LOGIN_CSRF_COOKIE",

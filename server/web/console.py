@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import protocol
 from protocol.args import check_args
+from server.commands.service import FILE_FETCH
 from server.db.models import CommandState
 from server.errors import Conflict, InvalidInput
-from server.services.commands import FILE_FETCH
 
 if TYPE_CHECKING:
     from server.api.sessions import SessionPublic
-    from server.services.commands import CommandService
+    from server.commands.service import CommandService
 
 __all__ = [
     "ARG_PREFIX",

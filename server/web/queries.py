@@ -1,6 +1,6 @@
 """The console's own read queries: the fleet table (one SQL statement: filter, sort and page in
 the database, the total by a window function) and the dashboard's open incidents by priority.
-Both take the caller's device condition from ``server.services.access``.
+Both take the caller's device condition from ``server.base.access``.
 
 *Consumables at risk* in the fleet table: per device, the consumables (event codes) with a
 ``consumable.low`` event not yet cleared — no ``maintenance.ended`` event of the device after
@@ -21,9 +21,9 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.db.models import Customer, Device, Event, Incident, IncidentStatus, Site
+from server.fleet.devices import _escape_like
 from server.incidents.service import IncidentFilter
 from server.incidents.service import _conditions as incident_conditions
-from server.services.fleet import _escape_like
 
 __all__ = [
     "FLEET_SORTS",

@@ -20,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from server import clock
+from server import clock, fleet
 from server.api import audit as audit_api
 from server.api import commands as commands_api
 from server.api import devices as devices_api
@@ -32,16 +32,16 @@ from server.api import sessions as sessions_api
 from server.api.deps import RuntimeDep, SessionDep
 from server.api.download import content_disposition
 from server.api.service_schemas import IncidentAssign, IncidentResolve
+from server.base import access, users
+from server.commands.policy import catalogue_of
+from server.commands.service import FILE_FETCH
 from server.db.models import Channel, Device, DeviceState, Role, SessionState, StateInterval
 from server.errors import InvalidInput, ServerError, Unauthorized
 from server.incidents import service as incident_service
 from server.incidents.service import IncidentFilter
 from server.kpi.definitions import DEFINITIONS
 from server.kpi.export import human, parse_time
-from server.services import access, fleet, users
-from server.services import forecast as forecast_service
-from server.services.commands import FILE_FETCH
-from server.sessions.policy import catalogue_of
+from server.maintenance import forecast as forecast_service
 from server.web import auth, console
 from server.web.auth import WebUser
 from server.web.queries import FLEET_SORTS, FleetQuery, filter_options, fleet_page, open_by_priority

@@ -335,7 +335,11 @@ async def test_device_certificate_cannot_take_over_another_devices_client_id(
         asyncio.timeout(TEST_TIMEOUT),
         connect(broker, tls_context(pki, SERVER_IDENTITY), name="server", protocol=protocol) as server,
         aiomqtt.Client(
-            broker.host, broker.port, identifier=victim, tls_context=tls_context(pki, victim), protocol=protocol
+            broker.host,
+            broker.port,
+            identifier=victim,
+            tls_context=tls_context(pki, victim),
+            protocol=protocol,
         ) as device,
     ):
         await device.subscribe(down(victim), qos=1)
@@ -351,7 +355,9 @@ async def test_device_certificate_cannot_take_over_another_devices_client_id(
             started = asyncio.get_running_loop().time()
             served = await served_throughout(server, device, down(victim))
             held = asyncio.get_running_loop().time() - started
-    print(f"\nvictim {victim} kept its connection {held:.1f} s after the takeover attempt, {served} commands delivered")
+    print(
+        f"\nvictim {victim} kept its connection {held:.1f} s after the takeover attempt, {served} commands delivered"
+    )
     assert served > 0
     assert connected_as(broker, victim) == 1  # the victim's own connection, never the impostor's
     assert connected_as(broker, impostor_id) == 1  # the impostor was given its certificate's name

@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import update
 
+from server.base import users
 from server.db.models import ApiToken, Role
 from server.db.types import utcnow
 from server.ingest import BatchWriter
 from server.runtime import Runtime
-from server.services import users
 from tests.server import factory as f
 from tests.support.server import api_client, create_token, server_settings
 

@@ -1,4 +1,4 @@
-"""Signed anchors of the audit chain's head (server/services/audit_anchor.py), on SQLite and
+"""Signed anchors of the audit chain's head (server/anchors/anchor.py), on SQLite and
 PostgreSQL: the two attacks the chain alone cannot see (test_audit_chain.py) — deleting the
 newest entries, and rebuilding an edited chain — are reported against the anchors, as is a
 forged anchor; the server's anchorer task anchors after a seal and survives a broken file."""
@@ -23,11 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
 from certs import PkiDir
+from server.anchors import anchor as audit_anchor
+from server.anchors import anchorer as audit_anchorer
+from server.anchors.anchor import Anchor, AuditCheck
+from server.anchors.anchorer import AuditAnchorer
+from server.base import audit
 from server.db import create_engine, create_sessionmaker, run_migrations
 from server.db.models import Role
-from server.services import audit, audit_anchor, audit_anchorer
-from server.services.audit_anchor import Anchor, AuditCheck
-from server.services.audit_anchorer import AuditAnchorer
 from server.settings import load_settings
 from tests.server.test_audit_chain import add_entries, tamper, verify
 from tests.support.cli import fleetcare_server
@@ -232,9 +234,9 @@ async def test_the_anchorer_anchors_after_a_seal_and_survives_a_broken_file(
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     task = anchorer(sessions, blocker / "anchors.jsonl", interval=0.1)  # mkdir fails: NotADirectoryError
-    tasks.append(asyncio.create_task(audit.run_sealer(sessions, 0.05, on_sealed=task.notify)))
+    tasks.append(asyncio.create_task(audit_anchorer.run_sealer(sessions, 0.05, on_sealed=task.notify)))
     tasks.append(asyncio.create_task(task.run()))
-    caplog.set_level(logging.INFO, logger="server.services.audit_anchorer")
+    caplog.set_level(logging.INFO, logger="server.anchors.anchorer")
 
     await add_entries(sessions, 4)
     await eventually(lambda: task.stats.failed >= 2, timeout=10)
@@ -295,7 +297,7 @@ async def test_the_anchorer_resumes_its_file_and_raises_the_alarm_on_truncation(
     restarted = anchorer(sessions, path)
     await restarted._resume()
     assert restarted.stats.last == anchor
-    caplog.set_level(logging.ERROR, logger="server.services.audit_anchorer")
+    caplog.set_level(logging.ERROR, logger="server.anchors.anchorer")
     again = await restarted.anchor_once()  # the shorter head is anchored too; verify keeps both
     assert again is not None
     assert again.chain_seq == 2

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.base import audit
 from server.db.models import AuditEntry
 from server.db.types import utcnow
-from server.services import audit
 
 Sessions = async_sessionmaker[AsyncSession]
 

@@ -11,10 +11,11 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
+from server import customers
+from server.base import audit, users
 from server.db.models import AuditEntry, Role, User
 from server.db.types import utcnow
 from server.runtime import Runtime
-from server.services import audit, customers, users
 from tests.support.server import V1, api_client, bearer, create_token, server_settings
 from tests.support.waiting import eventually
 

@@ -11,12 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
+from server.base.users import Principal
+from server.commands.service import CommandService, can_move
 from server.db.models import AuditEntry, Command, CommandReply, CommandState, Device, Role
 from server.db.types import utcnow
 from server.errors import InvalidInput, NotFound, Unavailable
 from server.ingest import BatchWriter
-from server.services.commands import CommandService, can_move
-from server.services.users import Principal
 from tests.server import factory as f
 
 Sessions = async_sessionmaker[AsyncSession]

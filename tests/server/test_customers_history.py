@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from server.customers.service import assignment_history
 from server.db.models import Role
 from server.runtime import Runtime
-from server.services.customers import assignment_history
 from tests.server.incident_factory import Device as Dev
 from tests.server.incident_factory import feed, tracker
 from tests.support.server import api_client, bearer, create_token, server_settings

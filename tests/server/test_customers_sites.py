@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from server.customers.service import assignment_history
 from server.db.models import Device, Role
 from server.db.types import utcnow
 from server.runtime import Runtime
-from server.services.customers import assignment_history
 from tests.server.incident_factory import Device as Dev
 from tests.server.incident_factory import at, feed, tracker
 from tests.support.server import V1, api_client, bearer, create_token, server_settings
@@ -77,7 +77,7 @@ async def test_a_site_name_two_customers_share_leaves_the_device_unassigned(
     await hospitals.customer("Riverside Clinic")
     await hospitals.site("St Mary Hospital", "Radiology")
     await hospitals.site("Riverside Clinic", "Radiology")
-    with caplog.at_level(logging.WARNING, logger="server.services.customers"):
+    with caplog.at_level(logging.WARNING, logger="server.customers.service"):
         await feed(hospitals.runtime.sessions, tracker(), Dev("amb-xray-1").inventory(0, site="Radiology"))
     assert await hospitals.owner("amb-xray-1") == (None, None)
     assert await hospitals.periods("amb-xray-1") == []

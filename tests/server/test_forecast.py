@@ -13,8 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db.models import Device, Role, Rule, TelemetrySample
 from server.errors import NotFound
-from server.runtime import Runtime
-from server.services.forecast import (
+from server.maintenance.forecast import (
     FitOptions,
     ForecastStatus,
     Target,
@@ -24,6 +23,7 @@ from server.services.forecast import (
     forecast_series,
     targets_for,
 )
+from server.runtime import Runtime
 from server.settings import MaintenanceSettings, default_forecast_targets
 from tests.support.server import api_client, create_token, server_settings
 

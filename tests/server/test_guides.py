@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from server.base import users
+from server.base.users import Principal
 from server.db.models import (
     Customer,
     Device,
@@ -17,8 +19,6 @@ from server.db.models import (
 )
 from server.errors import InvalidInput, NotFound
 from server.guides import service
-from server.services import users
-from server.services.users import Principal
 from tests.server.incident_factory import Device as Dev
 from tests.server.incident_factory import Sessions, at, feed_each, incidents_of, tracker
 

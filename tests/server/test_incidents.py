@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from server.base import users
 from server.db.models import Command, Customer, Device, Role, Site, StateTracker
 from server.db.types import utcnow
-from server.services import users
 from tests.server.incident_factory import (
     Device as Dev,
 )

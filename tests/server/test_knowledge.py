@@ -11,6 +11,8 @@ import pytest
 from sqlalchemy import select
 
 import protocol
+from server.base import users
+from server.base.users import Principal
 from server.db.models import (
     Article,
     ArticleLink,
@@ -29,8 +31,6 @@ from server.errors import InvalidInput, NotFound
 from server.guides import service as guides
 from server.incidents import service as incidents
 from server.knowledge import service, suggest
-from server.services import users
-from server.services.users import Principal
 from tests.server.incident_factory import Sessions, at
 
 ADMIN = Principal(user_id=1, name="root", role=Role.ADMIN)

@@ -139,7 +139,7 @@ async def test_a_suggested_action_is_sent_into_the_session_in_one_step(app: Any)
 async def test_resolve_body_drafts_an_article_and_customers_read_only_customer_safe_ones(app: Any) -> None:
     client, runtime, tech, _ops = app
     async with runtime.sessions() as session:
-        from server.services import customers  # noqa: PLC0415
+        from server import customers  # noqa: PLC0415
 
         customer = await customers.create_customer(session, name="kb-customer", actor="test")
         device = await session.get(Device, "kb-1")

@@ -23,11 +23,12 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
+from server import customers
 from server.app import create_app
+from server.base import users
 from server.db import create_engine, create_sessionmaker, run_migrations
 from server.db.models import Device, Role
 from server.db.types import utcnow
-from server.services import customers, users
 from server.settings import load_settings
 from tests.support.databases import sqlite_url
 

@@ -22,10 +22,11 @@ import httpx
 import pytest
 from fastapi import FastAPI, routing
 
+from server import customers
 from server.app import create_app
+from server.base import users
 from server.db.models import Device, Role
 from server.runtime import Runtime
-from server.services import customers, users
 from tests.support.databases import sqlite_url
 from tests.support.server import V1, bearer, create_token, server_settings
 

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from fastapi import routing
 
+from server import customers
 from server.app import create_app
 from server.db.models import Command, Device, Incident, Role, Rule, RuleAlert
 from server.db.types import utcnow
-from server.services import customers
 from tests.support.databases import sqlite_url
 from tests.support.server import V1, api_client, bearer, create_token, server_settings
 

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db.models import AuditEntry, Device, Rule, RuleAlert, RuleState, TelemetrySample
 from server.errors import Conflict, NotFound
-from server.services import rules
-from server.services.rules import AlertFilter, EvaluationReport, evaluate_rules
+from server.maintenance import rules
+from server.maintenance.rules import AlertFilter, EvaluationReport, evaluate_rules
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ import pytest
 import protocol
 from server.db.models import Role
 from server.ingest import BatchWriter
+from server.maintenance.rules import evaluate_rules
 from server.runtime import Runtime
-from server.services.rules import evaluate_rules
 from tests.server import factory as f
 from tests.support.server import api_client, create_token, server_settings
 from tests.support.waiting import eventually

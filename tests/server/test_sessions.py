@@ -13,6 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
+from server.base import users
+from server.base.users import Principal
+from server.commands.service import CommandService
 from server.db.models import (
     AuditEntry,
     Command,
@@ -29,9 +32,6 @@ from server.db.models import (
 from server.db.types import utcnow
 from server.errors import Conflict, Forbidden, InvalidInput
 from server.ingest import BatchWriter
-from server.services import users
-from server.services.commands import CommandService
-from server.services.users import Principal
 from server.sessions.report import render_markdown
 from server.sessions.service import SessionService
 from server.settings import SessionSettings

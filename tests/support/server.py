@@ -31,10 +31,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from certs import PkiDir
+from server import customers
 from server.app import create_app
+from server.base import users
 from server.db.models import Role
 from server.runtime import Runtime
-from server.services import customers, users
 from server.settings import ServerSettings, load_settings
 from tests.support.broker import MosquittoBroker, free_port
 

@@ -27,10 +27,10 @@ from sqlalchemy import select
 
 from agent import AgentRuntime
 from certs import PkiDir
+from server import customers
+from server.commands.policy import catalogue_of
 from server.db.models import Customer, Device, Incident, TelemetrySample
 from server.runtime import Runtime
-from server.services import customers
-from server.sessions.policy import catalogue_of
 from simulators.printer import PrinterPlugin
 from tests.agent.support import device_settings
 from tests.support.broker import MosquittoBroker, unique_device

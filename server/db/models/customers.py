@@ -49,7 +49,7 @@ class Site(Base):
 class DeviceAssignmentPeriod(Base):
     """Which customer and site a device belonged to over [valid_from, valid_to) (None: still).
 
-    Written by server/services/customers.py whenever a device is assigned or moved (and on
+    Written by server/customers/service.py whenever a device is assigned or moved (and on
     first-contact site matching); the KPIs count each interval and incident to the customer and
     site *at the time*. A device without any row belongs to its current customer/site throughout;
     the first change recorded also writes the values before it, from the epoch (1970) on.

@@ -74,7 +74,7 @@ class ApiToken(Base):
 
 class AuditEntry(Base):
     """Append-only and hash-chained (migration 0006): rows are inserted with ``chain_seq`` and
-    ``hash`` unset; the sealer (server/services/audit.py) then numbers them 1, 2, 3 … and sets
+    ``hash`` unset; the sealer (server/base/audit.py) then numbers them 1, 2, 3 … and sets
     ``hash = sha256(prev_hash ‖ canonical row)``, so an altered, removed or re-ordered sealed row
     is detected by ``fleetcare server audit verify``."""
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.customers.service import update_customer
 from server.db.models import Customer, KpiContractMonth, KpiRollupDirty, KpiStateSegment, StateInterval
 from server.kpi import GroupBy, ReportSpec, compute_report, load_dataset, reference_report
 from server.kpi import intervals as iv
@@ -19,7 +20,6 @@ from server.kpi.generate import FleetShape, generate
 from server.kpi.records import StateRecord, insert_dataset
 from server.kpi.reference import state_levels
 from server.kpi.rollups import Segment, build_segments, refresh_rollups
-from server.services.customers import update_customer
 from tests.server.incident_factory import Device as Dev
 from tests.server.incident_factory import at, feed, feed_each, tracker
 from tests.server.kpi.test_equivalence import SHAPES, differences, specs

@@ -15,7 +15,7 @@ sample: it judges telemetry stored from then on, it does not look back. Samples 
 time) than the newest one already evaluated for that rule and device arrive late and are
 skipped. Functions here commit; the periodic job is :func:`rule_job`.
 
-Scope (``scope``: the caller's device condition, ``server.services.access.device_condition``;
+Scope (``scope``: the caller's device condition, ``server.base.access.device_condition``;
 None: the whole fleet). A rule has no customer: it judges every device of its model (or every
 device). A scoped caller (a technician) sees the rules that judge a device in their scope — those
 for every model and those for a model one of their devices has — and the alerts of their
@@ -38,11 +38,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
+from server.base import audit
 from server.db.models import Device, Rule, RuleAlert, RuleState, TelemetrySample
 from server.db.types import utcnow
 from server.errors import Conflict, Forbidden, NotFound
 from server.periodic import Periodic
-from server.services import audit
 
 __all__ = [
     "CONDITION_FIELDS",

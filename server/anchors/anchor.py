@@ -1,6 +1,6 @@
 """Signed anchors of the audit chain's head, kept outside the database.
 
-The hash chain (:mod:`server.services.audit`) proves entries were not edited *relative to the
+The hash chain (:mod:`server.base.audit`) proves entries were not edited *relative to the
 head*, but the database holds the head too: whoever can write it can delete the newest entries
 (no gap is left) or edit an entry and re-seal everything after it (the hash has no key). An
 *anchor* is a record of the head made while it was honest::
@@ -51,8 +51,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import protocol
+from server.base import audit
 from server.errors import ConfigError
-from server.services import audit
 from server.settings import ServerSettings
 
 __all__ = [

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 import protocol
 from protocol.args import check_args
+from server.base.users import Principal
 from server.db.models import Device, RemoteSession, Role, SessionState, Site
 from server.errors import Conflict, Forbidden, InvalidInput
-from server.services.users import Principal
 
 __all__ = ["Catalogue", "catalogue_of", "check_command", "consent_valid", "device_attended"]
 

@@ -7,7 +7,7 @@ States (``server.db.models.CommandState``), never moving backwards::
        └────────┬────────┴──▶ rejected | expired (| succeeded | failed: a result implies acceptance)
 
 A command is checked against the owner's policy as the device advertised it
-(server/sessions/policy.py) *before* it is signed: a refused one leaves no row behind.
+(server/commands/policy.py) *before* it is signed: a refused one leaves no row behind.
 
 Every transition is a compare-and-set ``UPDATE … WHERE state IN (allowed sources)``, so a
 late, duplicated or reordered reply, or a PUBACK arriving after the device already answered,
@@ -34,13 +34,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
+from server import fleet
+from server.base import audit
+from server.base.users import Principal
+from server.commands import policy
 from server.db.dialect import insert_ignore
 from server.db.models import TERMINAL_STATES, Command, CommandReply, CommandState, RemoteSession
 from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound, ServerError, Unavailable
-from server.services import audit, fleet
-from server.services.users import Principal
-from server.sessions import policy
 
 __all__ = [
     "CANCELLED_REASON",

@@ -10,7 +10,7 @@ decides *which devices* (and so which incidents, sessions, commands and KPIs) th
 
 The same scope covers what belongs to customers: a technician lists and reads only the
 customers (and their sites) assigned to them (:func:`customer_condition`, :func:`check_customer`);
-rules and their alerts follow the devices (``server.services.rules``).
+rules and their alerts follow the devices (``server.maintenance.rules``).
 
 A device outside a caller's scope is reported as *not found* to a ``customer`` (a customer must
 not learn that another customer's device exists) and as *forbidden* to a technician.
@@ -24,9 +24,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from server.base.users import Principal
 from server.db.models import Customer, Device, Role, TechnicianAssignment
 from server.errors import Forbidden, NotFound
-from server.services.users import Principal
 
 __all__ = ["Scope", "check_customer", "check_device", "customer_condition", "device_condition", "scope_for"]
 

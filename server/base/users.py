@@ -25,10 +25,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.base import audit
 from server.db.models import ApiToken, Customer, Role, TechnicianAssignment, User
 from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound, Unauthorized
-from server.services import audit
 
 __all__ = [
     "MIN_PASSWORD_LENGTH",

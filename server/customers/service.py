@@ -26,6 +26,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from server.base import audit
+from server.base import priority as prio
 from server.db.models import (
     Customer,
     Device,
@@ -37,9 +39,7 @@ from server.db.models import (
 )
 from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
-from server.incidents import priority as prio
 from server.kpi.rollups import mark_customer_devices
-from server.services import audit
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ async def list_customers(
     offset: int = 0,
     scope: ColumnElement[bool] | None = None,
 ) -> tuple[list[Customer], int]:
-    """``scope``: the caller's customer condition (``server.services.access.customer_condition``)."""
+    """``scope``: the caller's customer condition (``server.base.access.customer_condition``)."""
     conditions = [func.lower(Customer.name).contains(q.lower(), autoescape=True)] if q else []
     if scope is not None:
         conditions.append(scope)

@@ -36,8 +36,8 @@ from typing import Literal
 from sqlalchemy import or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server import fleet
 from server.db.models import Rule, TelemetrySample
-from server.services import fleet
 from server.settings import ForecastTarget, MaintenanceSettings
 
 __all__ = [

@@ -35,7 +35,7 @@ async def list_devices(
     offset: int = 0,
     scope: ColumnElement[bool] | None = None,
 ) -> tuple[list[Device], int]:
-    """``scope``: the caller's device condition (``server.services.access.device_condition``)."""
+    """``scope``: the caller's device condition (``server.base.access.device_condition``)."""
     conditions: list[ColumnElement[bool]] = [] if scope is None else [scope]
     if where.online is not None:
         conditions.append(Device.online.is_(where.online))

@@ -1,4 +1,4 @@
-"""The server task that anchors the audit chain's head (:mod:`server.services.audit_anchor`):
+"""The server task that anchors the audit chain's head (:mod:`server.anchors.anchor`):
 after a seal advanced the head (at most one anchor every ``auth.audit_anchor_min_gap`` s) and at
 least every ``auth.audit_anchor_interval`` s. Each round has a timeout, the file write runs in a
 daemon thread (a stalled disk can neither block the event loop nor the server's exit), and
@@ -15,6 +15,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,8 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
-from server.services import audit
-from server.services.audit_anchor import (
+from server.anchors.anchor import (
     LOG_MARKER,
     UNCHECKED,
     Anchor,
@@ -34,9 +34,11 @@ from server.services.audit_anchor import (
     load_anchor_key,
     sign_anchor,
 )
+from server.base import audit
+from server.periodic import Periodic
 from server.settings import ServerSettings
 
-__all__ = ["AnchorStats", "AuditAnchorer"]
+__all__ = ["AnchorStats", "AuditAnchorer", "run_sealer", "sealer_job"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -213,3 +215,38 @@ class AuditAnchorer:
             last.hash,
             what,
         )
+
+
+# --- the sealer: chains new entries; each round that advanced the head wakes the anchorer -------
+
+
+def sealer_job(
+    sessions: async_sessionmaker[AsyncSession],
+    interval: float,
+    *,
+    on_sealed: Callable[[], None] | None = None,
+) -> Periodic:
+    """Seal new entries every ``interval`` seconds; a failed round is logged and retried at the
+    next one (unsealed entries simply wait). ``on_sealed`` is called after every round that
+    advanced the head (the anchorer anchors it soon after)."""
+
+    async def seal_round(_now: datetime | None) -> int:
+        async with sessions() as session:
+            count = await audit.seal(session)
+        if count:
+            logger.debug("audit: sealed %d entries", count)
+            if on_sealed is not None:
+                on_sealed()
+        return count
+
+    return Periodic("server.audit.sealer", interval, seal_round)
+
+
+async def run_sealer(
+    sessions: async_sessionmaker[AsyncSession],
+    interval: float,
+    *,
+    on_sealed: Callable[[], None] | None = None,
+) -> None:
+    """:func:`sealer_job`, run until cancelled."""
+    await sealer_job(sessions, interval, on_sealed=on_sealed).run()

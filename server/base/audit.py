@@ -13,7 +13,7 @@ breaks its own hash, a removed row leaves a gap in ``chain_seq``, a re-numbered 
 row breaks the hash (``chain_seq`` is hashed). Anyone who can write the database can rebuild the
 whole chain, and removing the newest entries leaves no gap: both are caught only against a
 record of the head kept outside the database — the signed anchors of
-:mod:`server.services.audit_anchor`, which ``verify`` checks through ``watch`` and ``last_seq``.
+:mod:`server.anchors.anchor`, which ``verify`` checks through ``watch`` and ``last_seq``.
 """
 
 from __future__ import annotations
@@ -21,18 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.db.models import AuditEntry
 from server.db.types import utcnow
-from server.periodic import Periodic
 
 __all__ = [
     "GENESIS",
@@ -45,9 +44,7 @@ __all__ = [
     "head",
     "query",
     "record",
-    "run_sealer",
     "seal",
-    "sealer_job",
     "verify",
 ]
 
@@ -313,38 +310,6 @@ async def _walk(
             )
         )
     return report(None)
-
-
-def sealer_job(
-    sessions: async_sessionmaker[AsyncSession],
-    interval: float,
-    *,
-    on_sealed: Callable[[], None] | None = None,
-) -> Periodic:
-    """Seal new entries every ``interval`` seconds; a failed round is logged and retried at the
-    next one (unsealed entries simply wait). ``on_sealed`` is called after every round that
-    advanced the head (the anchorer anchors it soon after)."""
-
-    async def seal_round(_now: datetime | None) -> int:
-        async with sessions() as session:
-            count = await seal(session)
-        if count:
-            logger.debug("audit: sealed %d entries", count)
-            if on_sealed is not None:
-                on_sealed()
-        return count
-
-    return Periodic("server.audit.sealer", interval, seal_round)
-
-
-async def run_sealer(
-    sessions: async_sessionmaker[AsyncSession],
-    interval: float,
-    *,
-    on_sealed: Callable[[], None] | None = None,
-) -> None:
-    """:func:`sealer_job`, run until cancelled."""
-    await sealer_job(sessions, interval, on_sealed=on_sealed).run()
 
 
 # --- reading -----------------------------------------------------------------------------------

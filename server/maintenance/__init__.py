@@ -1,0 +1,1 @@
+"""Preventive maintenance: threshold rules over telemetry and consumable/wear forecasts."""
