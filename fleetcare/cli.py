@@ -23,8 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "sim": ("simulators.cli", "sim", "Simulated equipment fleets."),
     "demo": ("server.demo", "all", "Run the whole system locally: broker, server, simulated fleet."),
     "kpi": ("server.kpi.cli", "server", "Downtime and service KPIs from the fleet database."),
-    "session": ("server.sessions.cli", "server", "Remote sessions from the terminal: open, run, close."),
-    "kb": ("server.knowledge.cli", "server", "The knowledge base: search, suggestions, articles."),
+    "session": ("client.session_cli", "client", "Remote sessions from the terminal: open, run, close."),
+    "kb": ("client.kb_cli", "client", "The knowledge base: search, suggestions, articles."),
 }
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}

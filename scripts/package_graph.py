@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_LEVEL = ("protocol", "transport", "agent", "certs", "server", "simulators", "fleetcare")
+TOP_LEVEL = ("protocol", "transport", "agent", "client", "certs", "server", "simulators", "fleetcare")
 DOC = ROOT / "docs" / "architecture.md"
 BEGIN = "<!-- BEGIN package graph (scripts/package_graph.py --write) -->"
 END = "<!-- END package graph -->"

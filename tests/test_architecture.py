@@ -30,7 +30,6 @@ GRAPH = tool.build()
 
 KNOWN_CIRCLES = {
     ("agent.consent", "agent.outbox", "agent.replay", "agent.storage"),
-    ("server.incidents", "server.knowledge", "server.sessions"),
 }
 KNOWN_PRIVATE = {
     ("server.web.queries", "_conditions"),

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from certs import PkiDir
+from client.kb_cli import app as kb_cli
 from server.db.models import Article, Command, Device, Incident, IncidentEntry, Role
 from server.db.types import utcnow
-from server.knowledge.cli import app as kb_cli
 from tests.support.databases import sqlite_url
 from tests.support.server import V1, api_client, bearer, create_token, running_server, server_settings
 

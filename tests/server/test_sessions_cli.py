@@ -9,10 +9,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from certs import PkiDir
+from client.session_cli import app
 from server.db.models import Device, Role
 from server.db.types import utcnow
 from server.ingest import BatchWriter
-from server.sessions.cli import app
 from tests.server import factory as f
 from tests.support.databases import sqlite_url
 from tests.support.server import create_token, running_server, server_settings

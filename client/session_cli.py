@@ -17,99 +17,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
-import httpx
 import typer
+
+from client.api import DEFAULT_URL, Api, Token, Url, say
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Remote sessions from the terminal.", no_args_is_help=True)
-
-Url = Annotated[str, typer.Option("--url", envvar="FLEETCARE_URL", help="Server base URL")]
-Token = Annotated[str, typer.Option("--token", envvar="FLEETCARE_TOKEN", help="API token")]
-DEFAULT_URL = "http://127.0.0.1:8080"
-HINTS = {
-    401: "your token is missing, expired or revoked: get one with 'fleetcare server token NAME' or sign in",
-    403: "your role or your customer assignments do not allow this",
-    409: "the session or command is not in a state that allows this",
-}
-
-
-def _say(text: str) -> None:
-    typer.echo(text, err=True)
-
-
-def _fail(response: httpx.Response) -> NoReturn:
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:300]
-    _say(f"error ({response.status_code}): {message}")
-    if response.status_code in HINTS:
-        _say(f"hint: {HINTS[response.status_code]}")
-    raise typer.Exit(1)
-
-
-class Api:
-    def __init__(self, url: str, token: str) -> None:
-        if not token:
-            _say("error: no API token: pass --token or set FLEETCARE_TOKEN")
-            raise typer.Exit(2)
-        self.base_url = url.rstrip("/") + "/api/v1"
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def client(self) -> httpx.Client:
-        """A client per request: a CLI call makes a handful, and nothing is left open."""
-        return httpx.Client(base_url=self.base_url, headers=self.headers, timeout=30)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            with self.client() as client:
-                response = client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            _say(f"error: cannot reach the server at {self.base_url}: {exc}")
-            raise typer.Exit(2) from exc
-        if response.status_code >= 400:
-            _fail(response)
-        return response
-
-    def events(self, command_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """The command's SSE stream; reconnects with Last-Event-ID if the connection drops."""
-        last: str | None = None
-        while True:
-            headers = {"Last-Event-ID": last} if last else {}
-            try:
-                with (
-                    self.client() as client,
-                    client.stream(
-                        "GET",
-                        f"/commands/{command_id}/stream",
-                        headers=headers,
-                        timeout=httpx.Timeout(30, read=None),
-                    ) as response,
-                ):
-                    if response.status_code >= 400:
-                        response.read()
-                        _fail(response)
-                    event, data = "", ""
-                    for line in response.iter_lines():
-                        if line.startswith("id: "):
-                            last = line[4:]
-                        elif line.startswith("event: "):
-                            event = line[7:]
-                        elif line.startswith("data: "):
-                            data = line[6:]
-                        elif not line and event:
-                            yield event, json.loads(data or "{}")
-                            if event == "end":
-                                return
-                            event, data = "", ""
-            except httpx.TransportError:
-                _say("connection lost; resuming the stream …")
-                time.sleep(1)
 
 
 def _args(pairs: list[str], args_json: str | None) -> dict[str, Any]:
@@ -117,7 +34,7 @@ def _args(pairs: list[str], args_json: str | None) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            _say(f"error: --arg {pair!r}: use KEY=VALUE")
+            say(f"error: --arg {pair!r}: use KEY=VALUE")
             raise typer.Exit(2)
         try:
             args[key] = json.loads(value)  # numbers, booleans, lists
@@ -156,7 +73,7 @@ def open_session(
         ses = api.call("GET", f"/sessions/{ses['id']}").json()
     if not no_wait:
         sys.stderr.write("\n")
-    _say(f"{ses['id']}: {ses['state']}" + (f" until {ses['expires_at']}" if ses.get("expires_at") else ""))
+    say(f"{ses['id']}: {ses['state']}" + (f" until {ses['expires_at']}" if ses.get("expires_at") else ""))
     if ses["state"] in ("denied", "expired"):
         raise typer.Exit(1)
 
@@ -176,7 +93,7 @@ def run(
     api = Api(url, token)
     body = {"action": action, "args": _args(arg or [], args_json), "timeout_s": timeout}
     command = api.call("POST", f"/sessions/{session}/commands", json=body).json()
-    _say(f"command {command['id']} ({action}) sent")
+    say(f"command {command['id']} ({action}) sent")
     _follow(api, command["id"])
 
 
@@ -184,24 +101,24 @@ def _follow(api: Api, command_id: str) -> dict[str, Any]:
     try:
         for event, data in api.events(command_id):
             if event == "progress":
-                _say(f"[{(data.get('progress') or 0) * 100:5.1f}%] {data.get('output', '')}".rstrip())
+                say(f"[{(data.get('progress') or 0) * 100:5.1f}%] {data.get('output', '')}".rstrip())
             elif event == "output":
                 sys.stdout.write(str(data.get("output", "")))
                 sys.stdout.flush()
             elif event in ("result", "error", "rejected"):
                 if data.get("output") and event != "result":
-                    _say(str(data["output"]))
+                    say(str(data["output"]))
                 if data.get("data"):
                     typer.echo(json.dumps(data["data"], indent=2))
             elif event == "end":
-                _say(f"{data['state']}" + (f": {data['reason']}" if data.get("reason") else ""))
+                say(f"{data['state']}" + (f": {data['reason']}" if data.get("reason") else ""))
                 if data["state"] != "succeeded":
                     raise typer.Exit(1)
                 return data
     except KeyboardInterrupt:
         if typer.confirm("\ncancel the command on the device?", default=True, err=True):
             api.call("POST", f"/commands/{command_id}/cancel")
-            _say(f"cancel sent for {command_id}")
+            say(f"cancel sent for {command_id}")
         raise typer.Exit(130) from None
     return {}
 
@@ -210,14 +127,14 @@ def _follow(api: Api, command_id: str) -> dict[str, Any]:
 def cancel(command: str, url: Url = DEFAULT_URL, token: Token = "") -> None:
     """Ask the device to stop COMMAND."""
     Api(url, token).call("POST", f"/commands/{command}/cancel")
-    _say(f"cancel sent for {command}")
+    say(f"cancel sent for {command}")
 
 
 @app.command()
 def consent(session: str, url: Url = DEFAULT_URL, token: Token = "") -> None:
     """Ask the local operator to approve actions that need consent in SESSION."""
     ses = Api(url, token).call("POST", f"/sessions/{session}/consent").json()
-    _say(f"{ses['id']}: consent requested at {ses['consent_requested_at']}")
+    say(f"{ses['id']}: consent requested at {ses['consent_requested_at']}")
 
 
 @app.command()
@@ -241,16 +158,16 @@ def fetch(
             elif event == "end":
                 sys.stderr.write("\n")
                 if data["state"] != "succeeded":
-                    _say(f"{data['state']}: {data.get('reason') or ''}")
+                    say(f"{data['state']}: {data.get('reason') or ''}")
                     raise typer.Exit(1)
                 break
     except KeyboardInterrupt:
         api.call("POST", f"/commands/{command_id}/cancel")
-        _say(f"cancelled {command_id}")
+        say(f"cancelled {command_id}")
         raise typer.Exit(130) from None
     response = api.call("GET", f"/commands/{command_id}/file")
     output.write_bytes(response.content)
-    _say(f"{output}: {len(response.content)} bytes, sha256 {response.headers.get('x-content-sha256')}")
+    say(f"{output}: {len(response.content)} bytes, sha256 {response.headers.get('x-content-sha256')}")
 
 
 @app.command()
@@ -267,7 +184,7 @@ def close(
         .call("POST", f"/sessions/{session}/close", json={"outcome": outcome, "fixed": fixed})
         .json()
     )
-    _say(f"{ses['id']}: {ses['state']} — report: fleetcare session report {ses['id']} --markdown")
+    say(f"{ses['id']}: {ses['state']} — report: fleetcare session report {ses['id']} --markdown")
 
 
 @app.command()
@@ -286,7 +203,7 @@ def report(
         typer.echo(text)
     else:
         output.write_text(text, encoding="utf-8")
-        _say(f"report written to {output}")
+        say(f"report written to {output}")
 
 
 @app.command("list")
@@ -304,4 +221,4 @@ def list_sessions(
         typer.echo(
             f"{ses['id']}  {ses['state']:<16} {ses['device_id']:<24} {ses['owner']:<12} {ses['created_at']}  {ses['reason']}"
         )
-    _say(f"{len(page['items'])} of {page['total']}")
+    say(f"{len(page['items'])} of {page['total']}")

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from server.sessions.cli import DEFAULT_URL, Api, Token, Url
+from client.api import DEFAULT_URL, Api, Token, Url
 
 __all__ = ["app"]
 
