@@ -123,8 +123,8 @@ class Inbox:
         self._owns_db = db is None
         try:
             self._db = db if db is not None else connect(path)
-            # Its own tables, in one transaction (agent/storage.py creates the other stores'; not
-            # this one, which would put the inbox in their import circle).
+            # Its own tables, in one transaction (agent/stores.py creates them too, with the others';
+            # an inbox on a connection opened otherwise needs them here).
             self._db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
             self._sync = int(self._db.execute("PRAGMA synchronous").fetchone()[0])
         except sqlite3.Error as exc:

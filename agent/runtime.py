@@ -54,7 +54,8 @@ from agent.plugins import check_plugin, load_plugins
 from agent.policy import ActionPolicy
 from agent.publisher import Publisher
 from agent.replay import SqliteReplayCache
-from agent.storage import database_path, open_agent_database
+from agent.storage import database_path
+from agent.stores import open_agent_database
 from agent.uplink import MAX_SAMPLES, Uplink
 from fleetcare import __version__
 from protocol import (

@@ -22,7 +22,7 @@ fleet. A committed write still survives the process being killed; a power cut ma
 database, which is acceptable only for throw-away simulator data.
 
 Migration: agents before this file kept ``outbox.sqlite3``, ``replay.sqlite3`` and
-``consent.sqlite3``. :func:`open_agent_database` copies their rows in one transaction, records
+``consent.sqlite3``. :func:`open_database` copies their rows in one transaction, records
 that in ``storage_migrations`` (so a crash before the renames cannot copy twice), then renames
 each old file (and any ``-wal``/``-shm``) to ``*.migrated``.
 """
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -44,7 +45,7 @@ __all__ = [
     "SyncMode",
     "connect",
     "database_path",
-    "open_agent_database",
+    "open_database",
 ]
 
 logger = logging.getLogger(__name__)
@@ -122,16 +123,14 @@ def connect(
     return conn
 
 
-def open_agent_database(
-    data_dir: Path, *, journal: JournalMode = "wal", sync: SyncMode = "normal"
+def open_database(
+    data_dir: Path, schemas: Sequence[str], *, journal: JournalMode = "wal", sync: SyncMode = "normal"
 ) -> sqlite3.Connection:
-    """Open ``data_dir/agent.sqlite3`` with every store's tables, migrating any old per-store files.
+    """Open ``data_dir/agent.sqlite3`` with the tables of ``schemas`` (each store's ``SCHEMA``:
+    :func:`agent.stores.open_agent_database` passes them all), migrating any old per-store files.
 
     Call it holding the data-dir lock: the migration assumes no other agent writes meanwhile.
     """
-    from agent import consent, outbox, replay  # noqa: PLC0415 - they import this module
-
-    schemas = (outbox.SCHEMA, replay.SCHEMA, consent.SCHEMA)
     path = database_path(data_dir)
     try:
         db = connect(path, journal=journal, sync=sync)

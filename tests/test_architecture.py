@@ -28,9 +28,7 @@ def _tool() -> ModuleType:
 tool = _tool()
 GRAPH = tool.build()
 
-KNOWN_CIRCLES = {
-    ("agent.consent", "agent.outbox", "agent.replay", "agent.storage"),
-}
+KNOWN_CIRCLES: set[tuple[str, ...]] = set()  # none left: keep it so
 KNOWN_PRIVATE = {
     ("server.web.queries", "_conditions"),
     ("server.web.queries", "_escape_like"),

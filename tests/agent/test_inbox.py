@@ -14,7 +14,8 @@ from agent.errors import InboxError, MessageTooLarge
 from agent.inbox import Inbox, InboxState
 from agent.outbox import Outbox
 from agent.replay import SqliteReplayCache
-from agent.storage import database_path, open_agent_database
+from agent.storage import database_path
+from agent.stores import open_agent_database
 from protocol import MAX_PAYLOAD_BYTES, Reply, ReplyType, UpKind
 
 EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)

@@ -13,7 +13,8 @@ from agent import AgentRuntime
 from agent.config import AgentSettings
 from agent.inbox import Inbox, InboxState
 from agent.replay import SqliteReplayCache
-from agent.storage import database_path, open_agent_database
+from agent.storage import database_path
+from agent.stores import open_agent_database
 from protocol import Command, CommandSigner, Reply, ReplyType, decode_uplink, encode
 from tests.agent.support import FakePlugin, make_settings
 from tests.support.waiting import eventually

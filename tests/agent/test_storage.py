@@ -20,7 +20,8 @@ from agent import AgentRuntime
 from agent.consent import ConsentState, ConsentStore
 from agent.outbox import Outbox, read_stats
 from agent.replay import SqliteReplayCache
-from agent.storage import DATABASE_NAME, LEGACY_DATABASES, StorageError, open_agent_database
+from agent.storage import DATABASE_NAME, LEGACY_DATABASES, StorageError
+from agent.stores import open_agent_database
 from protocol import Event, UpKind
 from tests.agent.support import make_settings
 
