@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -40,31 +39,30 @@ from agent.actions import ActionExecutor, ActionRegistry, LogAccess, builtin_act
 from agent.actions.control import control_actions
 from agent.actions.services import ServiceManager
 from agent.clock import Clock, SystemClock
-from agent.collectors import PluginCollector, SystemCollector, clean_metrics, system_info
+from agent.collectors import PluginCollector, SystemCollector
 from agent.config import AgentSettings
 from agent.consent import ConsentRecord, ConsentState, ConsentStore
-from agent.errors import AgentConfigError, AgentError, DataDirInUse, PluginError
+from agent.errors import AgentConfigError, AgentError
 from agent.guard import CommandGuard
 from agent.inbox import Inbox
 from agent.intake import CommandIntake
+from agent.inventory import action_catalogue, send_inventory
 from agent.link import LinkState, MqttLink
 from agent.outbox import Outbox
-from agent.plugin import EquipmentPlugin, fault_catalogue
+from agent.plugin import EquipmentPlugin
 from agent.plugins import check_plugin, load_plugins
 from agent.policy import ActionPolicy
 from agent.publisher import Publisher
 from agent.replay import SqliteReplayCache
-from agent.storage import database_path
+from agent.storage import database_path, lock_data_dir
 from agent.stores import open_agent_database
-from agent.uplink import MAX_SAMPLES, Uplink
+from agent.telemetry import TelemetryLoop
+from agent.uplink import Uplink
 from fleetcare import __version__
 from protocol import (
-    CONTROL_ACTIONS,
     ActionInfo,
-    AgentInfo,
     Command,
     CommandVerifier,
-    EquipmentInfo,
     EquipmentState,
     InvalidKey,
     ReplyType,
@@ -78,20 +76,6 @@ __all__ = ["AgentRuntime", "run_agent"]
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-
-def _lock_data_dir(data_dir: Path) -> int:
-    """flock on a separate ``agent.lock``, one descriptor more per agent, on purpose: an fcntl
-    lock on the database would be released by SQLite's own lock calls on that file (POSIX locks
-    are per process) and would not keep a second runtime of the same process out; Python's sqlite3
-    does not hand out SQLite's descriptor to flock."""
-    fd = os.open(data_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        os.close(fd)
-        raise DataDirInUse(data_dir) from exc
-    return fd
 
 
 class AgentRuntime:
@@ -167,8 +151,15 @@ class AgentRuntime:
         # bound, so a long stream neither swells the disk queue nor pushes out telemetry.
         self._stream_limit = max(2, min(256, settings.outbox_max_messages // 2))
         self._consent: ConsentStore | None = None
-        self._system = SystemCollector() if settings.collect_system_metrics else None
-        self._collectors = [PluginCollector(p) for p in self.plugins]
+        self._telemetry_loop = TelemetryLoop(
+            self.name,
+            self.clock,
+            settings.telemetry_interval,
+            system=SystemCollector() if settings.collect_system_metrics else None,
+            collectors=[PluginCollector(p) for p in self.plugins],
+            outbox_counts=lambda: (self.outbox.depth(), self.outbox.dropped_telemetry),
+            send=lambda at, metrics: self.uplink.telemetry(at, metrics),  # noqa: PLW0108 - no uplink yet
+        )
         self._link = MqttLink(
             settings, will=self._will, on_connected=self._birth, name=f"{self.name}.link", keep=self._keep
         )
@@ -301,7 +292,7 @@ class AgentRuntime:
         await self._tg.__aenter__()
         self._spawn(self._link.run(), "link")
         self._spawn(self._running(self._publisher).run(), "publisher")
-        self._spawn(self._telemetry(), "telemetry")
+        self._spawn(self._telemetry_loop.run(), "telemetry")
         self._spawn(self._commands(), "commands")
         self._spawn(self._consent_decisions(), "consent")
         for plugin in self.plugins:
@@ -350,7 +341,7 @@ class AgentRuntime:
         settings = self.settings
         data_dir = Path(settings.data_dir)
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._lock_fd = _lock_data_dir(data_dir)
+        self._lock_fd = lock_data_dir(data_dir)
         # One database, one connection for the three stores: see agent/storage.py.
         self._db = db = open_agent_database(
             data_dir, journal=settings.storage_journal, sync=settings.storage_sync
@@ -445,57 +436,18 @@ class AgentRuntime:
             detail=f"fleetcare agent {__version__}",
             data={"version": __version__, "plugins": names},
         )
-        try:
-            equipment = self.plugins[0].equipment_info() if self.plugins else EquipmentInfo()
-        except Exception as exc:  # the plugin boundary
-            raise PluginError(self.plugins[0].name, f"equipment_info() failed: {exc!r}") from exc
-        policy = self.settings.policy
-        config = {
-            "telemetry_interval": self.settings.telemetry_interval,
-            "allowed_actions": list(policy.allowed_actions),
-            "consent_actions": list(policy.consent_actions),
-            "forbidden_actions": list(policy.forbidden_actions),
-            "windows": [w.label() for w in policy.windows],
-            "log_paths": [str(p) for p in policy.log_paths],
-            "plugins": names,
-            "outbox_max_messages": self.settings.outbox_max_messages,
-            "faults": self._fault_catalogue(),
-        }
-        self.uplink.inventory(
-            equipment=equipment,
-            system=system_info(),
-            agent=AgentInfo(
-                version=__version__,
-                plugins=names,
-                actions=self.actions,
-                catalogue=self.catalogue(),
-                attended=policy.attended,
-            ),
-            site=self.settings.site,
-            config=config,
+        send_inventory(
+            self.uplink,
+            self.settings,
+            self.plugins,
+            actions=self.actions,
+            catalogue=self.catalogue(),
+            name=self.name,
         )
 
     def catalogue(self) -> list[ActionInfo]:
-        """One entry per action a technician may name (control actions aside), with what the
-        owner's policy says about it, for the inventory."""
-        entries = []
-        for registered in sorted(self.registry, key=lambda r: r.name):
-            spec = registered.spec
-            if spec.name in CONTROL_ACTIONS:
-                continue
-            entries.append(
-                ActionInfo(
-                    name=spec.name,
-                    description=spec.description,
-                    disruptive=spec.disruptive,
-                    timeout=spec.timeout,
-                    args_schema=dict(spec.args_schema),
-                    policy=self._policy.decide(spec),
-                    windows=[w.label() for w in self._policy.windows_for(spec)],
-                    source=registered.source,
-                )
-            )
-        return entries
+        """One entry per action a technician may name, with what the owner's policy says about it."""
+        return action_catalogue(self.registry, self._policy)
 
     def _plugin_service_manager(self) -> ServiceManager | None:
         for plugin in self.plugins:
@@ -504,21 +456,6 @@ class AgentRuntime:
                 manager: ServiceManager = factory()
                 return manager
         return None
-
-    def _fault_catalogue(self) -> list[dict[str, str]]:
-        """Every plugin's fault catalogue, for the inventory (a broken one is logged and left out)."""
-        faults: dict[str, dict[str, str]] = {}
-        for plugin in self.plugins:
-            try:
-                specs = fault_catalogue(plugin)
-            except Exception:  # the plugin boundary
-                logger.warning(
-                    "%s: plugin %r has an unusable fault catalogue", self.name, plugin.name, exc_info=True
-                )
-                continue
-            for spec in specs:
-                faults.setdefault(spec.code, spec.to_json())
-        return list(faults.values())
 
     def info(self) -> dict[str, Any]:
         """Self-description for ``agent.info``."""
@@ -538,41 +475,7 @@ class AgentRuntime:
     # -- tasks -------------------------------------------------------------------------------
 
     async def _metrics_now(self) -> dict[str, float]:
-        now = self.clock.now()
-        metrics: dict[str, float] = {}
-        if self._system is not None:
-            metrics.update(clean_metrics("system", await asyncio.to_thread(self._system.collect, now)))
-        for collector in self._collectors:
-            try:
-                readings = collector.collect(now)
-            except Exception:  # the plugin boundary: one failing reader does not stop telemetry
-                logger.warning("%s: %s failed to read metrics", self.name, collector.name, exc_info=True)
-                continue
-            metrics.update(clean_metrics(collector.name, readings))
-        metrics["agent.outbox.depth"] = float(self.outbox.depth())
-        metrics["agent.outbox.dropped_telemetry"] = float(self.outbox.dropped_telemetry)
-        return metrics
-
-    async def _telemetry(self) -> None:
-        """A batch every ``telemetry_interval`` on a fixed schedule: a late wake-up (a busy event
-        loop, thousands of agents in one process) shortens the next wait instead of pushing every
-        later batch back. A whole interval late, the schedule restarts from now rather than sending
-        a burst to catch up (and so it does if the wall clock is set back)."""
-        interval = self.settings.telemetry_interval
-        step = timedelta(seconds=interval)
-        due = self.clock.now()
-        while True:
-            started = self.clock.now()
-            metrics = await self._metrics_now()
-            if len(metrics) > MAX_SAMPLES:
-                logger.warning("%s: %d metrics, sending the first %d", self.name, len(metrics), MAX_SAMPLES)
-            self.uplink.telemetry(started, metrics)
-            due += step
-            now = self.clock.now()
-            # A whole interval late, or the clock was set back: start the schedule again from now.
-            if not now < due <= now + step:
-                due = now + step
-            await self.clock.sleep((due - now).total_seconds())
+        return await self._telemetry_loop.metrics_now()
 
     async def _room(self) -> None:
         await self._running(self._publisher).below(self._stream_limit)

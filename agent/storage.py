@@ -29,13 +29,15 @@ each old file (and any ``-wal``/``-shm``) to ``*.migrated``.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from agent.errors import AgentError
+from agent.errors import AgentError, DataDirInUse
 
 __all__ = [
     "DATABASE_NAME",
@@ -45,6 +47,7 @@ __all__ = [
     "SyncMode",
     "connect",
     "database_path",
+    "lock_data_dir",
     "open_database",
 ]
 
@@ -206,3 +209,17 @@ def _retire(old: Path) -> None:
             f"copied {old} into {DATABASE_NAME} but cannot rename it to {old.name}.migrated: {exc}; "
             "fix the data directory's permissions (its rows are already safe in the new file)"
         ) from exc
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """flock on a separate ``agent.lock``, one descriptor more per agent, on purpose: an fcntl
+    lock on the database would be released by SQLite's own lock calls on that file (POSIX locks
+    are per process) and would not keep a second runtime of the same process out; Python's sqlite3
+    does not hand out SQLite's descriptor to flock."""
+    fd = os.open(data_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise DataDirInUse(data_dir) from exc
+    return fd

@@ -37,7 +37,6 @@ KNOWN_LARGE = {
     "server.kpi.query",
     "server.web.routes",
     "simulators.run",
-    "agent.runtime",
     "server.commands.service",
     "server.cli",
 }
