@@ -18,10 +18,7 @@ can never move a command backwards. The helpers here join the caller's transacti
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -30,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import pydantic
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
@@ -38,38 +35,16 @@ from server import fleet
 from server.base import audit
 from server.base.users import Principal
 from server.commands import policy
-from server.db.dialect import insert_ignore
-from server.db.models import TERMINAL_STATES, Command, CommandReply, CommandState, RemoteSession
+from server.commands.files import FILE_FETCH, FetchedFile, assemble_file
+from server.commands.replies import list_replies, output_chunks, output_text
+from server.commands.states import S, transition
+from server.db.models import TERMINAL_STATES, Command, RemoteSession
 from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound, ServerError, Unavailable
 
-__all__ = [
-    "CANCELLED_REASON",
-    "CommandPublisher",
-    "CommandService",
-    "FetchedFile",
-    "StreamItem",
-    "apply_rejected_event",
-    "apply_reply",
-    "can_move",
-    "list_device_commands",
-    "list_replies",
-    "transition",
-]
+__all__ = ["MAX_ARGS_BYTES", "OVERSIZE_REASON", "CommandPublisher", "CommandService", "StreamItem"]
 
 logger = logging.getLogger(__name__)
-
-S = CommandState
-SOURCES: dict[CommandState, frozenset[CommandState]] = {
-    S.SENT: frozenset({S.QUEUED}),
-    S.ACCEPTED: frozenset({S.QUEUED, S.SENT}),
-    S.REJECTED: frozenset({S.QUEUED, S.SENT}),
-    S.SUCCEEDED: frozenset({S.QUEUED, S.SENT, S.ACCEPTED}),
-    S.FAILED: frozenset({S.QUEUED, S.SENT, S.ACCEPTED}),
-    S.EXPIRED: frozenset({S.QUEUED, S.SENT}),
-    S.TIMED_OUT: frozenset({S.ACCEPTED}),
-    S.CANCELLED: frozenset({S.QUEUED, S.SENT, S.ACCEPTED}),
-}
 
 MAX_ARGS_BYTES = 32 * 1024
 """A command's ``args``, JSON-encoded: far above any action's real arguments (a path, a few
@@ -77,13 +52,6 @@ options), far below the protocol's payload limit, so the signed command always f
 
 OVERSIZE_REASON = "PayloadTooLarge"
 """``reason`` of a stored command that exceeds the protocol's payload limit: failed, never sent."""
-
-CANCELLED_REASON = "Cancelled"
-"""The ``error`` reply's reason when the agent stopped a command on a ``command.cancel``."""
-
-
-def can_move(source: CommandState, target: CommandState) -> bool:
-    return source in SOURCES.get(target, frozenset())
 
 
 class CommandPublisher(Protocol):
@@ -95,18 +63,6 @@ class CommandPublisher(Protocol):
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish QoS 1; return once the broker acknowledged (PUBACK), else raise Unavailable."""
         ...
-
-
-async def transition(session: AsyncSession, command_id: str, target: CommandState, **values: Any) -> bool:
-    """Move one command to ``target`` if its current state allows; True if it moved."""
-    sources = [state.value for state in SOURCES[target]]
-    result = await session.execute(
-        update(Command)
-        .where(Command.id == command_id, Command.state.in_(sources))
-        .values(state=target.value, **values)
-        .returning(Command.id)
-    )
-    return result.first() is not None
 
 
 def _check_args_size(args: dict[str, Any]) -> None:
@@ -121,126 +77,6 @@ def _check_args_size(args: dict[str, Any]) -> None:
         raise InvalidInput(f"args: not encodable as JSON ({exc})", field="args") from exc
     if size > MAX_ARGS_BYTES:
         raise InvalidInput(f"args: {size} bytes encoded, the limit is {MAX_ARGS_BYTES}", field="args")
-
-
-async def output_chunks(session: AsyncSession, command_id: str) -> dict[int, str]:
-    """The ``output`` replies' text by chunk number (a chunk delivered twice counts once)."""
-    rows = await session.execute(
-        select(CommandReply.device_seq, CommandReply.payload)
-        .where(CommandReply.command_id == command_id, CommandReply.type == protocol.ReplyType.OUTPUT.value)
-        .order_by(CommandReply.device_seq)
-    )
-    chunks: dict[int, str] = {}
-    for seq, payload in rows:
-        number = payload.get("chunk")
-        chunks.setdefault(int(number) if number is not None else -seq, str(payload.get("output", "")))
-    return chunks
-
-
-async def _output_chunks(session: AsyncSession, command_id: str) -> str:
-    chunks = await output_chunks(session, command_id)
-    return "".join(chunks[number] for number in sorted(chunks, key=lambda n: (n < 0, abs(n))))
-
-
-async def apply_reply(
-    session: AsyncSession, device_id: str, reply: protocol.Reply, received_at: datetime
-) -> str | None:
-    """Store a device's reply and move its command; return the command id if anything changed."""
-    command = await session.get(Command, reply.command_id)
-    if command is None or command.device_id != device_id:
-        # a reply from another device is never allowed to touch a command
-        logger.warning(
-            "reply from %s for unknown command %r (type %s) ignored", device_id, reply.command_id, reply.type
-        )
-        return None
-    payload = reply.model_dump(mode="json", exclude={"v", "device_id", "kind"})
-    await session.execute(
-        insert_ignore(session, CommandReply).values(
-            command_id=command.id,
-            device_seq=reply.seq,
-            type=reply.type.value,
-            ts=reply.ts,
-            received_at=received_at,
-            payload=payload,
-        )
-    )
-    kind = protocol.ReplyType
-    moved = False
-    if reply.type in (kind.ACCEPTED, kind.PROGRESS, kind.OUTPUT):
-        moved = await transition(session, command.id, S.ACCEPTED, accepted_at=received_at)
-    elif reply.type is kind.REJECTED:
-        moved = await transition(
-            session, command.id, S.REJECTED, finished_at=received_at, ok=False, reason=reply.reason or None
-        )
-    elif reply.type in (kind.RESULT, kind.ERROR):
-        ok = reply.type is kind.RESULT and bool(reply.ok)
-        output = reply.output or await _output_chunks(session, command.id)
-        target = S.SUCCEEDED if ok else S.FAILED
-        if reply.type is kind.ERROR and reply.reason == CANCELLED_REASON:
-            target = S.CANCELLED
-        moved = await transition(
-            session,
-            command.id,
-            target,
-            finished_at=received_at,
-            ok=ok,
-            reason=reply.reason or None,
-            output=output,
-            data=reply.data,
-        )
-        if moved:
-            audit.record(
-                session,
-                actor=f"device:{device_id}",
-                action="command.finished",
-                target=f"device:{device_id}",
-                detail={
-                    "command_id": command.id,
-                    "action": command.action,
-                    "issuer": command.issuer,
-                    "session_id": command.session_id,
-                    "cancel_requested_at": command.cancel_requested_at.isoformat()
-                    if command.cancel_requested_at
-                    else None,
-                },
-                result=target.value,
-                ts=received_at,
-            )
-    if not moved:
-        logger.debug(
-            "reply %s for command %s in state %s: no transition", reply.type, command.id, command.state
-        )
-    return command.id
-
-
-async def apply_rejected_event(
-    session: AsyncSession, device_id: str, event: protocol.Event, received_at: datetime
-) -> str | None:
-    """A ``command.rejected`` event: one audit row, and the command (if known) moves to rejected."""
-    data = event.data
-    command_id = str(data.get("command_id") or "") or None
-    reason = str(data.get("reason") or event.code or "") or None
-    command = await session.get(Command, command_id) if command_id else None
-    if command is not None and command.device_id != device_id:
-        command = None
-    audit.record(
-        session,
-        actor=f"device:{device_id}",
-        action="command.rejected",
-        target=f"device:{device_id}",
-        detail={
-            "command_id": command_id,
-            "reason": reason,
-            "issuer": command.issuer if command is not None else data.get("issuer"),
-            "detail": event.detail,
-        },
-        result="rejected",
-        ts=received_at,
-    )
-    if command is None:
-        return None
-    await transition(session, command.id, S.REJECTED, finished_at=received_at, ok=False, reason=reason)
-    return command.id
 
 
 class CommandService:
@@ -470,7 +306,7 @@ class CommandService:
                 raise NotFound("command", command_id)
             if command.output:
                 return command.output
-            return await _output_chunks(session, command_id)
+            return await output_text(session, command_id)
 
     async def fetch_file(self, command_id: str) -> FetchedFile:
         """The file a ``file.fetch`` command brought back: base64 chunks re-assembled in chunk
@@ -576,9 +412,6 @@ class CommandService:
         return changed
 
 
-FILE_FETCH = "file.fetch"
-
-
 @dataclass(frozen=True, slots=True)
 class StreamItem:
     """One server-sent event: ``event`` is a reply type, ``end`` or ``keepalive``; ``seq`` the
@@ -587,13 +420,6 @@ class StreamItem:
     event: str
     seq: int | None
     data: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class FetchedFile:
-    name: str
-    content: bytes
-    sha256: str
 
 
 def _summary(command: Command) -> dict[str, Any]:
@@ -605,58 +431,3 @@ def _summary(command: Command) -> dict[str, Any]:
         "data": command.data,
         "finished_at": command.finished_at.isoformat() if command.finished_at else None,
     }
-
-
-def assemble_file(command_id: str, data: dict[str, Any], chunks: dict[int, str]) -> FetchedFile:
-    """Decode and verify a ``file.fetch`` transfer (result data: ``path``, ``size``, ``sha256``,
-    ``chunks``, ``encoding: base64``)."""
-    try:
-        size, digest = int(data["size"]), str(data["sha256"]).lower()
-    except (KeyError, TypeError, ValueError) as exc:
-        raise Conflict(
-            f"command {command_id}: the result data lacks size/sha256; cannot check the file"
-        ) from exc
-    count = int(data.get("chunks") or (max(chunks) + 1 if chunks else 0))
-    missing = [n for n in range(count) if n not in chunks]
-    if missing:
-        shown = ", ".join(str(n) for n in missing[:10]) + (" …" if len(missing) > 10 else "")
-        raise Conflict(
-            f"command {command_id}: the file is incomplete: {len(missing)} of {count} chunks missing ({shown})"
-        )
-    try:
-        content = b"".join(base64.b64decode(chunks[n], validate=True) for n in range(count))
-    except (binascii.Error, ValueError) as exc:
-        raise Conflict(f"command {command_id}: a chunk is not valid base64: {exc}") from exc
-    actual = hashlib.sha256(content).hexdigest()
-    if len(content) != size or actual != digest:
-        raise Conflict(
-            f"command {command_id}: the file does not match the device's checksum "
-            f"({len(content)} bytes, sha256 {actual[:12]}… ; expected {size} bytes, sha256 {digest[:12]}…)"
-        )
-    name = str(data.get("path") or data.get("name") or f"{command_id}.bin").rsplit("/", 1)[-1]
-    return FetchedFile(name=name or f"{command_id}.bin", content=content, sha256=actual)
-
-
-async def list_replies(session: AsyncSession, command_id: str) -> list[CommandReply]:
-    rows = await session.scalars(
-        select(CommandReply).where(CommandReply.command_id == command_id).order_by(CommandReply.device_seq)
-    )
-    return list(rows)
-
-
-async def list_device_commands(
-    session: AsyncSession, device_id: str, *, limit: int = 100, offset: int = 0
-) -> tuple[list[Command], int]:
-    """Commands sent to one device, newest first, and the total count."""
-    await fleet.get_device(session, device_id)
-    total = await session.scalar(
-        select(func.count()).select_from(Command).where(Command.device_id == device_id)
-    )
-    rows = await session.scalars(
-        select(Command)
-        .where(Command.device_id == device_id)
-        .order_by(Command.issued_at.desc(), Command.id)
-        .limit(limit)
-        .offset(offset)
-    )
-    return list(rows), total or 0

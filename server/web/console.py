@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import protocol
 from protocol.args import check_args
-from server.commands.service import FILE_FETCH
+from server.commands.files import FILE_FETCH
 from server.db.models import CommandState
 from server.errors import Conflict, InvalidInput
 

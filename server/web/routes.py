@@ -34,7 +34,7 @@ from server.api.download import content_disposition
 from server.api.service_schemas import IncidentAssign, IncidentResolve
 from server.base import access, users
 from server.commands.policy import catalogue_of
-from server.commands.service import FILE_FETCH
+from server.commands.files import FILE_FETCH
 from server.db.models import Channel, Device, DeviceState, Role, SessionState, StateInterval
 from server.errors import InvalidInput, ServerError, Unauthorized
 from server.incidents import service as incident_service

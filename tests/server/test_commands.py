@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
 from server.base.users import Principal
-from server.commands.service import CommandService, can_move
+from server.commands import CommandService, can_move
 from server.db.models import AuditEntry, Command, CommandReply, CommandState, Device, Role
 from server.db.types import utcnow
 from server.errors import InvalidInput, NotFound, Unavailable
