@@ -37,7 +37,6 @@ KNOWN_LARGE = {
     "server.kpi.query",
     "server.web.routes",
     "simulators.run",
-    "server.cli",
 }
 
 
