@@ -36,7 +36,6 @@ KNOWN_PRIVATE = {
 KNOWN_LARGE = {
     "server.kpi.query",
     "server.web.routes",
-    "simulators.run",
 }
 
 
