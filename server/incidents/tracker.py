@@ -71,16 +71,7 @@ class IncidentTracker:
         in the caller's transaction, after the messages themselves were written."""
         if not fresh:
             return
-        # customers imports server.incidents (priority): imported here to keep imports acyclic
-        from server import customers  # noqa: PLC0415
-
         await history.record_statuses(session, fresh)
-        inventoried: dict[str, datetime] = {}  # device -> when its (newest) inventory was received
-        for message, received in fresh:
-            if isinstance(message, protocol.Inventory) and message.site:
-                inventoried[message.device_id] = max(received, inventoried.get(message.device_id, received))
-        if inventoried:
-            await customers.assign_sites_from_inventory(session, inventoried)
         now = max(received for _, received in fresh).timestamp()
         raising = {
             m.device_id for m, _ in fresh if isinstance(m, protocol.Event) and m.event == "fault.raised"

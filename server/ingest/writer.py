@@ -19,7 +19,7 @@ from sqlalchemy import Table, bindparam, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import protocol
-from server import commands
+from server import commands, customers
 from server.db.dialect import insert_ignore
 from server.db.models import Device, Event, Message, QuarantinedMessage, TelemetrySample
 from server.sessions import service as sessions
@@ -233,8 +233,23 @@ async def write_batch(
             .values(last_seen=bindparam("seen")),
             [{"device": device_id, "seen": ts} for device_id, ts in last_seen.items()],
         )
+    await _assign_sites(session, fresh)
     await _derive(session, fresh, incidents)
     return outcome
+
+
+async def _assign_sites(session: AsyncSession, fresh: Sequence[Decoded]) -> None:
+    """The inventory step's second half: a device reporting a site is assigned to it (when the
+    name is unambiguous: server/customers), as of when its newest inventory was received."""
+    inventoried: dict[str, datetime] = {}
+    for item in fresh:
+        message = item.message
+        if isinstance(message, protocol.Inventory) and message.site:
+            inventoried[message.device_id] = max(
+                item.received_at, inventoried.get(message.device_id, item.received_at)
+            )
+    if inventoried:
+        await customers.assign_sites_from_inventory(session, inventoried)
 
 
 async def _derive(session: AsyncSession, fresh: Sequence[Decoded], incidents: IncidentTracker | None) -> None:
