@@ -34,7 +34,6 @@ KNOWN_PRIVATE = {
     ("server.web.queries", "_escape_like"),
 }
 KNOWN_LARGE = {
-    "server.kpi.query",
     "server.web.routes",
 }
 
