@@ -6,8 +6,11 @@
 
 Modules: ``intervals`` (union/clip arithmetic), ``calendar`` (buckets, contract hours),
 ``definitions`` (every KPI's text), ``report`` (spec, rows, final formulas), ``reference``
-(the reference engine), ``query`` and ``sql`` (the SQL engine), ``records`` (load/insert), ``generate``
-(a synthetic fleet), ``export`` (JSON/CSV), ``cli`` (``fleetcare kpi``).
+(the reference engine), ``records`` (load/insert), ``generate`` (a synthetic fleet), ``export``
+(JSON/CSV), ``cli`` (``fleetcare kpi``). The SQL engine: ``query`` (``compute_report``, its
+phases in order), ``report_context`` (what the phases share), ``prepare``, ``state_time``,
+``state_rolled``, ``state_sql``, ``incident_months``, ``incident_figures``, ``percentiles``,
+``knowledge_figures`` (the phases, by concept) and ``sql`` (temporary tables, dialects).
 """
 
 from server.kpi.definitions import COLUMNS, DEFINITIONS, Kpi, definitions_dict

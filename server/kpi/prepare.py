@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
+from server.db.models import Incident, StateInterval
 from server.kpi.report import DEVICE_GROUPS
 from server.kpi.report_context import Accumulator, ReportContext, execute, fetch
 from server.kpi.sql import OPEN_END, create_temporary_tables
 
 __all__ = ["prepare", "row_keys"]
 
-# (bounds key, table, start column, end column): fixed names of the schema
+# (bounds key, start column, end column)
 _BOUNDED = (
-    ("states", "state_intervals", "start_s", "end_s"),
-    ("open", "incidents", "detect_s", "resolved_s"),
-    ("spanning", "incidents", "fault_s", "restored_s"),
+    ("states", StateInterval.start_s, StateInterval.end_s),
+    ("open", Incident.detect_s, Incident.resolved_s),
+    ("spanning", Incident.fault_s, Incident.restored_s),
 )
 
 
@@ -39,9 +40,9 @@ async def prepare(ctx: ReportContext, acc: Accumulator) -> None:
 async def load_bounds(ctx: ReportContext, acc: Accumulator) -> None:
     """Column ranges (one index lookup each) from which the access paths are chosen
     (:func:`server.kpi.report_context.through_end`)."""
-    for key, table, low, high in _BOUNDED:
-        parts = [f"(SELECT {fn}({col}) FROM {table})" for col in (low, high) for fn in ("MIN", "MAX")]
-        row = (await ctx.session.execute(text("SELECT " + ", ".join(parts)))).one()
+    for key, low, high in _BOUNDED:
+        parts = [select(fn(col)).scalar_subquery() for col in (low, high) for fn in (func.min, func.max)]
+        row = (await ctx.session.execute(select(*parts))).one()
         if None not in row:
             acc.bounds[key] = (row[0], row[1], row[2], row[3])
 

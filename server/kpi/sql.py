@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import column, delete, insert, table, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.kpi.calendar import Bucket, ContractHours, contract_windows
@@ -146,12 +146,11 @@ async def create_temporary_tables(
         await session.execute(text("PRAGMA cache_size = -65536"))
     for statement in _TABLES:
         await session.execute(text(statement))
-    for table in TEMPORARY:
-        await session.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
+    await empty_temporary_tables(session)
     if cuts:
-        for table in ("kpi_buckets", "kpi_ibuckets"):
+        for name in ("kpi_buckets", "kpi_ibuckets"):
             await session.execute(
-                text(f"INSERT INTO {table} (b, bs, be) VALUES (:b, :bs, :be)"),  # noqa: S608 - fixed names
+                insert(table(name, column("b"), column("bs"), column("be"))),
                 [{"b": b.index, "bs": b.start, "be": b.end} for b in cuts],
             )
         await session.execute(text("UPDATE kpi_ibuckets SET sgn = 1"))
@@ -169,9 +168,7 @@ async def fill_days(
     for cal, hours, lo, hi in spans:
         days += calendar_days(cal, contract_windows(hours, lo, hi), lo, hi)
     if days:
-        columns = ", ".join(days[0])
-        values = ", ".join(f":{name}" for name in days[0])
-        await session.execute(text(f"INSERT INTO kpi_days ({columns}) VALUES ({values})"), days)  # noqa: S608
+        await session.execute(insert(table("kpi_days", *(column(name) for name in days[0]))), days)
         if dialect.pg:
             await session.execute(text("ANALYZE kpi_days"))
 
@@ -205,5 +202,5 @@ def calendar_days(
 
 
 async def empty_temporary_tables(session: AsyncSession) -> None:
-    for table in TEMPORARY:
-        await session.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - fixed names
+    for name in TEMPORARY:
+        await session.execute(delete(table(name)))
