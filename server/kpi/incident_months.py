@@ -114,17 +114,23 @@ async def resolved_rolled(ctx: ReportContext, acc: Accumulator) -> None:
             [{"bs": lo, "be": hi} for lo, hi in minus],
         )
     m_lo, m_hi = months[0][0], months[-1][1]
-    # read raw: dirty devices entirely, and a moved device's months that straddle a move
+    # read raw: dirty devices entirely, and a moved device's months that straddle a move. The
+    # moved devices are computed once: inlined, PostgreSQL re-aggregates kpi_pieces for every
+    # rollup row when its statistics of kpi_incident_dirty are stale (seen: 4.6 s instead of
+    # 24 ms for a year of 3,000 devices)
     await execute(
         ctx,
         acc,
         f"""
+        WITH moved AS {ctx.dialect.materialized}(
+            SELECT device_id FROM kpi_pieces GROUP BY device_id HAVING COUNT(*) > 1
+        )
         INSERT INTO kpi_unserved
         SELECT device_id, -{OPEN_END}, {OPEN_END} FROM kpi_incident_dirty
         UNION ALL
         SELECT r.device_id, r.month_s, r.month_s + 1 FROM kpi_incident_months r
         WHERE r.month_s >= :m_lo AND r.month_s < :m_hi
-          AND r.device_id IN (SELECT device_id FROM kpi_pieces GROUP BY device_id HAVING COUNT(*) > 1)
+          AND r.device_id IN (SELECT device_id FROM moved)
           AND NOT EXISTS (SELECT 1 FROM kpi_pieces p WHERE p.device_id = r.device_id
                           AND p.pf <= r.lo_s AND r.hi_s < p.pt)
           AND NOT EXISTS (SELECT 1 FROM kpi_incident_dirty x WHERE x.device_id = r.device_id)
