@@ -277,13 +277,15 @@ async def refresh_incident_rollups(
     ``limit`` of them). Returns the number rebuilt. The dirty mark is removed first, so a write
     committed meanwhile leaves the device dirty, never stale."""
     where = "" if device_ids is None else " WHERE device_id IN :ids"
-    cap = "" if limit is None else f" ORDER BY device_id LIMIT {int(limit)}"
+    cap = "" if limit is None else " ORDER BY device_id LIMIT :limit"
     statement = text(f"SELECT device_id FROM kpi_incident_dirty{where}{cap}")  # noqa: S608
     if device_ids is not None:
         if not device_ids:
             return 0
         statement = statement.bindparams(bindparam("ids", expanding=True))
     params: dict[str, Any] = {} if device_ids is None else {"ids": list(device_ids)}
+    if limit is not None:
+        params["limit"] = int(limit)
     dirty = list((await session.scalars(statement, params)).all())
     for offset in range(0, len(dirty), _CHUNK):
         await _rebuild(dirty[offset : offset + _CHUNK], session)

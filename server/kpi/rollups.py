@@ -178,13 +178,15 @@ async def refresh_rollups(
     rebuilt. The dirty mark is removed first, so a write committed meanwhile leaves the device
     dirty, never stale."""
     where = "" if device_ids is None else " WHERE device_id IN :ids"
-    cap = "" if limit is None else f" ORDER BY device_id LIMIT {int(limit)}"
+    cap = "" if limit is None else " ORDER BY device_id LIMIT :limit"
     statement = text(f"SELECT device_id, since_s FROM kpi_rollup_dirty{where}{cap}")
     if device_ids is not None:
         if not device_ids:
             return 0
         statement = statement.bindparams(bindparam("ids", expanding=True))
     params: dict[str, Any] = {} if device_ids is None else {"ids": list(device_ids)}
+    if limit is not None:
+        params["limit"] = int(limit)
     dirty = (await session.execute(statement, params)).all()
     for offset in range(0, len(dirty), _CHUNK):
         await _rebuild({d: s for d, s in dirty[offset : offset + _CHUNK]}, session)  # noqa: C416 - rows
