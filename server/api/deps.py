@@ -1,7 +1,8 @@
 """Dependencies as ``Annotated`` aliases: ``SessionDep``, ``RuntimeDep``, ``CurrentUser``,
-``require_role(...)``.
+``require(capability)`` and ``require_role(...)``.
 
-Roles gate endpoints here; which devices a caller reaches is ``server.base.access``. Every
+Roles gate endpoints here, by the one permissions table (``server.base.permissions``) the
+console's pages read too; which devices a caller reaches is ``server.base.access``. Every
 ``/api/v1`` route must appear in tests/server/test_roles_matrix.py with the roles it allows.
 """
 
@@ -14,13 +15,14 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.base import users
+from server.base import permissions, users
+from server.base.permissions import Capability
 from server.base.users import Principal
 from server.db.models import Role
-from server.errors import Forbidden, Unauthorized
+from server.errors import Unauthorized
 from server.runtime import Runtime
 
-__all__ = ["CurrentUser", "RuntimeDep", "SessionDep", "require_role"]
+__all__ = ["CurrentUser", "RuntimeDep", "SessionDep", "require", "require_role"]
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -56,14 +58,18 @@ async def current_user(
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
-def require_role(*roles: Role) -> Any:
-    """``Depends`` that lets only ``roles`` through (admin always passes)."""
-    allowed = frozenset(roles) | {Role.ADMIN}
+def require(capability: Capability) -> Any:
+    """``Depends`` that lets through only the roles the permissions table gives ``capability``
+    (403 naming them otherwise)."""
 
     async def check(user: CurrentUser) -> Principal:
-        if user.role not in allowed:
-            names = ", ".join(sorted(role.value for role in allowed))
-            raise Forbidden(f"role {user.role.value!r} may not do this (needs one of: {names})")
-        return user
+        return permissions.check(user, capability)
 
     return Depends(check)
+
+
+def require_role(*roles: Role) -> Any:
+    """``Depends`` that lets only ``roles`` through (admin always passes): the table's row with
+    exactly those roles, so the check is the table's. A combination the table has no row for
+    fails at import (``ValueError``): add the capability to ``server.base.permissions`` first."""
+    return require(permissions.capability_with(roles))

@@ -12,7 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from server.db.models import Device, Event, TelemetrySample
 from server.errors import NotFound
 
-__all__ = ["DeviceFilter", "get_device", "list_devices", "list_events", "list_telemetry"]
+__all__ = ["DeviceFilter", "escape_like", "get_device", "list_devices", "list_events", "list_telemetry"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +23,10 @@ class DeviceFilter:
     q: str | None = None  # substring of id, serial, model or site
 
 
-def _escape_like(text: str) -> str:
+def escape_like(text: str) -> str:
+    """``text`` for a ``LIKE … ESCAPE '\\'`` pattern: its ``%``, ``_`` and backslashes match
+    themselves, so a search for "50%" is not a wildcard. Public for every substring search over
+    devices (the API's list and the console's fleet table)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
@@ -44,7 +47,7 @@ async def list_devices(
     if where.site is not None:
         conditions.append(Device.site == where.site)
     if where.q:
-        pattern = f"%{_escape_like(where.q.lower())}%"
+        pattern = f"%{escape_like(where.q.lower())}%"
         conditions.append(
             or_(
                 *(

@@ -42,6 +42,7 @@ __all__ = [
     "assign",
     "close",
     "dispatch",
+    "filter_conditions",
     "get_incident",
     "guide",
     "list_incidents",
@@ -70,7 +71,10 @@ class IncidentFilter:
     open_only: bool = False  # open or acknowledged
 
 
-def _conditions(where: IncidentFilter) -> list[ColumnElement[bool]]:
+def filter_conditions(where: IncidentFilter) -> list[ColumnElement[bool]]:
+    """The SQL conditions of ``where`` over ``Incident`` (and ``Device``, for customer, site and
+    model: join the incident's device). Public so that other incident counts — the console's
+    open incidents by priority — filter exactly as :func:`list_incidents` does."""
     conditions: list[ColumnElement[bool]] = []
     if where.status is not None:
         conditions.append(Incident.status == where.status)
@@ -113,7 +117,7 @@ async def list_incidents(
 ) -> tuple[list[tuple[Incident, Device]], int]:
     """Incidents matching ``where`` with their device, newest detection first, and the total.
     ``scope``: the caller's device condition (``server.base.access.device_condition``)."""
-    conditions = _conditions(where) + ([] if scope is None else [scope])
+    conditions = filter_conditions(where) + ([] if scope is None else [scope])
     base = select(Incident, Device).join(Device, Device.id == Incident.device_id).where(*conditions)
     total = await session.scalar(
         select(func.count())

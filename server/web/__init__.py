@@ -1,6 +1,8 @@
 """The web console: server-rendered pages (Jinja2 + htmx + uPlot) served by the fleet server
-itself at ``/``, signed in with the server's users. Pages reuse the API's role checks and the
-data scope of ``server.base.access`` — never a second set of rules. docs/web.md."""
+itself at ``/``, signed in with the server's users. Pages (``server/web/pages``, one module per
+resource) ask the same permissions table as the API (``server.base.permissions``), reach data
+within the caller's scope (``server.base.access``) and call the same services — never a second
+set of rules. docs/web.md."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from server.web.routes import router
+from server.web.pages import router
 
 __all__ = ["STATIC_DIR", "install_web"]
 

@@ -1,13 +1,13 @@
-"""Signing in to the console, and who may see what.
+"""Signing in to the console.
 
 The login token of ``POST /api/v1/auth/login`` (same service, same audit) is kept in an
 HttpOnly, SameSite=Strict cookie. Every POST also carries a CSRF token: derived from the
 session token (an HMAC, so nothing is stored) once signed in, and a random double-submit
 cookie on the sign-in form itself.
 
-Role checks are the API's own: :func:`gate` runs the ``require_role`` check of the API endpoint
-a page stands for, so a page and its endpoint can never disagree. Device scope is
-``server.base.access``, as in the API.
+Who may see what is not decided here: the pages ask the permissions table the API's role
+dependency reads (``server.base.permissions``), and device scope is ``server.base.access``, as
+in the API.
 """
 
 from __future__ import annotations
@@ -15,15 +15,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args, get_type_hints
+from typing import Annotated
 from urllib.parse import parse_qs
 
 from fastapi import Depends, Request, Response
-from fastapi.params import Depends as DependsParam
 
-from server.api.deps import SessionDep, current_user
+from server.api.deps import SessionDep
 from server.base import users
 from server.base.users import Principal
 from server.errors import Forbidden, InvalidInput, Unauthorized
@@ -33,11 +31,11 @@ __all__ = [
     "SESSION_COOKIE",
     "WebSession",
     "WebUser",
-    "allowed",
     "check_csrf",
     "clear_session",
+    "csrf_for",
     "form_data",
-    "gate",
+    "new_login_csrf",
     "set_session",
 ]
 
@@ -106,32 +104,3 @@ async def form_data(request: Request) -> dict[str, str]:
 def check_csrf(web: WebSession, form: dict[str, str]) -> None:
     if not hmac.compare_digest(form.get("csrf", ""), web.csrf):
         raise Forbidden("csrf: the form is stale or came from another site; reload the page and try again")
-
-
-RoleCheck = Callable[[Principal], Awaitable[Principal]]
-
-
-def _role_check(endpoint: Callable[..., Any], param: str) -> RoleCheck | None:
-    """The ``require_role`` check guarding ``param`` of an API endpoint (None: any signed-in user)."""
-    hint = get_type_hints(endpoint, include_extras=True)[param]
-    for meta in get_args(hint)[1:]:
-        if isinstance(meta, DependsParam) and meta.dependency not in (None, current_user):
-            check: RoleCheck = meta.dependency
-            return check
-    return None
-
-
-async def gate(endpoint: Callable[..., Any], principal: Principal, param: str = "user") -> Principal:
-    """Run the API endpoint's role check for ``principal``: :class:`Forbidden` exactly when the
-    endpoint would answer 403."""
-    check = _role_check(endpoint, param)
-    return principal if check is None else await check(principal)
-
-
-async def allowed(endpoint: Callable[..., Any], principal: Principal, param: str = "user") -> bool:
-    """Whether the page/action behind ``endpoint`` is for this role (for links and buttons)."""
-    try:
-        await gate(endpoint, principal, param)
-    except Forbidden:
-        return False
-    return True

@@ -21,9 +21,8 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.db.models import Customer, Device, Event, Incident, IncidentStatus, Site
-from server.fleet.devices import _escape_like
-from server.incidents.service import IncidentFilter
-from server.incidents.service import _conditions as incident_conditions
+from server.fleet.devices import escape_like
+from server.incidents.service import IncidentFilter, filter_conditions
 
 __all__ = [
     "FLEET_SORTS",
@@ -117,7 +116,7 @@ def _fleet_conditions(where: FleetQuery, scope: ColumnElement[bool] | None) -> l
     if where.online is not None:
         conditions.append(Device.online.is_(where.online))
     if where.q:
-        pattern = f"%{_escape_like(where.q.lower())}%"
+        pattern = f"%{escape_like(where.q.lower())}%"
         conditions.append(
             or_(
                 *(
@@ -180,7 +179,7 @@ async def open_by_priority(
     session: AsyncSession, where: IncidentFilter, *, scope: ColumnElement[bool] | None
 ) -> dict[int, int]:
     """Open (or acknowledged) incidents now, per priority (1 urgent … 4 low)."""
-    conditions = incident_conditions(where) + ([] if scope is None else [scope])
+    conditions = filter_conditions(where) + ([] if scope is None else [scope])
     rows = await session.execute(
         select(Incident.priority, func.count())
         .join(Device, Device.id == Incident.device_id)

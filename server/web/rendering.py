@@ -1,0 +1,133 @@
+"""What every console page shares: the templates and their filters, the route class that turns
+errors into HTML pages (and an expired sign-in into the sign-in form), the page frame with its
+navigation, and the small parsers of query strings and forms.
+
+The navigation asks the permissions table (``server.base.permissions``) which links a role
+gets, as the pages themselves do before answering."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.routing import APIRoute
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from server.base import permissions
+from server.base.permissions import Capability
+from server.errors import InvalidInput, ServerError, Unauthorized
+from server.kpi.definitions import DEFINITIONS
+from server.kpi.export import human
+from server.web import console
+from server.web.auth import WebSession
+
+__all__ = [
+    "PAGE_SIZE",
+    "WebRoute",
+    "as_json",
+    "int_param",
+    "invalid",
+    "json_script",
+    "page_router",
+    "render",
+    "templates",
+    "wants_json",
+    "when",
+]
+
+PAGE_SIZE = 50
+"""Rows per page of the fleet table and the audit log."""
+
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.globals["human"] = human
+templates.env.globals["DEFINITIONS"] = DEFINITIONS
+
+
+def when(value: datetime | None) -> str:
+    """A time for people, always in UTC (the server's and the reports' zone)."""
+    return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+templates.env.filters["when"] = when
+templates.env.filters["file_size"] = console.file_size
+
+
+def json_script(value: Any) -> str:
+    """JSON for a ``<script type="application/json">`` block: ``<`` escaped, so no data (a
+    metric name, a label) can close the script element."""
+    return json.dumps(value).replace("<", "\\u003c")
+
+
+class WebRoute(APIRoute):
+    """Server errors as HTML pages (the API answers JSON); 401 → the sign-in form."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Unauthorized:
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                if request.headers.get("hx-request"):
+                    return Response(status_code=204, headers={"HX-Redirect": "/login"})
+                return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+            except ServerError as exc:
+                return templates.TemplateResponse(
+                    request,
+                    "error.html",
+                    {"status": exc.status, "message": exc.message, "user": None},
+                    status_code=exc.status,
+                )
+
+        return handle
+
+
+def page_router() -> APIRouter:
+    """A router for one resource's pages: HTML errors, not in the OpenAPI document."""
+    return APIRouter(route_class=WebRoute, include_in_schema=False)
+
+
+async def render(request: Request, name: str, web: WebSession, **context: Any) -> HTMLResponse:
+    """A full page in the frame of ``base.html``: the user, the CSRF token, the navigation."""
+    nav = {
+        "dashboard": permissions.allows(web.principal, Capability.READ_KPIS),
+        "audit": permissions.allows(web.principal, Capability.READ_AUDIT),
+    }
+    return templates.TemplateResponse(
+        request, name, {"user": web.principal, "csrf": web.csrf, "nav": nav, **context}
+    )
+
+
+def int_param(value: str | None, field: str) -> int | None:
+    """A whole number from a query string or form (None when absent or empty)."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"{field}: {value!r} is not a number", field=field) from None
+
+
+def wants_json(request: Request) -> bool:
+    """The console's script posts with ``Accept: application/json``; a plain form gets pages."""
+    return "application/json" in request.headers.get("accept", "")
+
+
+def as_json(exc: ServerError) -> JSONResponse:
+    """An error for the page's script (it shows the message where the result would be)."""
+    return JSONResponse({"detail": exc.message, "field": exc.field}, status_code=exc.status)
+
+
+def invalid(exc: ValidationError) -> InvalidInput:
+    """A form that failed the API's request schema, as the API's own 422 names it."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    return InvalidInput(f"{field}: {first['msg']}", field=field)
