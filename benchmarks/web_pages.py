@@ -126,13 +126,13 @@ _ENGINE = "compute_report"
 
 @contextlib.contextmanager
 def _traced() -> Iterator[_Trace]:
-    """Wrap the names the console's request path calls (``compute_report`` as the KPI API
-    imported it, the dashboard's two other queries) to record their calls; restored after."""
-    import server.api.kpis as kpis_api  # noqa: PLC0415 - patched only while profiling
-    import server.web.routes as routes  # noqa: PLC0415
+    """Wrap the names the dashboard's request path calls (``compute_report`` as the console's
+    KPI page imported it, the dashboard's two other queries) to record their calls; restored
+    after."""
+    import server.web.pages.kpis as kpi_page  # noqa: PLC0415 - patched only while profiling
 
     trace = _Trace()
-    engine = getattr(kpis_api, _ENGINE)  # the name server.api.kpis imported and calls
+    engine = getattr(kpi_page, _ENGINE)  # the name server.web.pages.kpis imported and calls
 
     async def compute_report(session: Any, spec: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
@@ -150,16 +150,16 @@ def _traced() -> Iterator[_Trace]:
 
         return wrapper
 
-    saved = {name: getattr(routes, name) for name in ("open_by_priority", "filter_options")}
-    setattr(kpis_api, _ENGINE, compute_report)
+    saved = {name: getattr(kpi_page, name) for name in ("open_by_priority", "filter_options")}
+    setattr(kpi_page, _ENGINE, compute_report)
     for name, call in saved.items():
-        setattr(routes, name, timed(name, call))
+        setattr(kpi_page, name, timed(name, call))
     try:
         yield trace
     finally:
-        setattr(kpis_api, _ENGINE, engine)
+        setattr(kpi_page, _ENGINE, engine)
         for name, call in saved.items():
-            setattr(routes, name, call)
+            setattr(kpi_page, name, call)
 
 
 def _spec_text(spec: Any) -> str:
