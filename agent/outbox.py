@@ -17,12 +17,20 @@ lose the commits made since the last WAL checkpoint.
 
 The runtime passes the connection of ``data_dir/agent.sqlite3`` (``db=``), shared with the
 replay cache and the consent store; given only a path, the outbox opens and owns its own.
+
+Fault injection, for tests only: ``FLEETCARE_AGENT_CRASH_POINT=outbox_mid_write`` (or
+``outbox_mid_write:<n>``) makes the agent SIGKILL itself inside its first (``n``-th) append since
+it started, after the message row and the seq counter are written and before the COMMIT
+(tests/chaos/test_process_kills.py: the file still opens, the message is not there, its seq is
+not consumed). The other points are in agent/crashpoints.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Callable
@@ -52,6 +60,20 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 INSERT OR IGNORE INTO counters (name, value) VALUES ('next_seq', 0), ('dropped_telemetry', 0);
 CREATE TABLE IF NOT EXISTS once_keys (key TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
+
+CRASH_POINT_ENV = "FLEETCARE_AGENT_CRASH_POINT"  # agent/crashpoints.py's, not imported: no new edge
+MID_WRITE = "outbox_mid_write"
+
+
+def _mid_write_crash_at() -> int | None:
+    """The append to die in (module docstring), or None: the crash point is not set."""
+    point, _, nth = os.environ.get(CRASH_POINT_ENV, "").partition(":")
+    if point != MID_WRITE:
+        return None
+    if nth and not nth.isdigit():
+        raise ValueError(f"{CRASH_POINT_ENV}={point}:{nth}: the append number must be a positive integer")
+    return max(1, int(nth or 1))
+
 
 # Retained snapshots: a newer one makes the queued ones pointless.
 _SUPERSEDING = frozenset({UpKind.STATUS, UpKind.INVENTORY})
@@ -96,6 +118,8 @@ class Outbox:
         self.max_messages = max_messages
         self._now = now
         self._warned_full = False
+        self._crash_at = _mid_write_crash_at()
+        self._appends = 0
         try:
             self._db = db if db is not None else connect(path)
             self._db.executescript(SCHEMA)
@@ -169,6 +193,8 @@ class Outbox:
                     (seq, kind.value, topic, payload, int(retain), created),
                 )
                 self._db.execute("UPDATE counters SET value = ? WHERE name = 'next_seq'", (seq + 1,))
+                if self._crash_at is not None:
+                    self._mid_write(seq)
                 if once is not None:
                     self._db.execute("INSERT INTO once_keys (key, seq) VALUES (?, ?)", (once, seq))
                 if also is not None:
@@ -185,6 +211,13 @@ class Outbox:
         self._depth = depth - dropped
         self._dropped += dropped
         return OutboxEntry(seq, kind, topic, payload, retain, created)
+
+    def _mid_write(self, seq: int) -> None:
+        """The crash point, inside the transaction: SIGKILL, so neither COMMIT nor ROLLBACK runs."""
+        self._appends += 1
+        if self._appends >= (self._crash_at or 1):
+            os.write(2, f"fleetcare agent: crash point {MID_WRITE} reached (seq {seq}): SIGKILL\n".encode())
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _enforce_bound(self, depth: int) -> int:
         """Inside append's transaction: drop the oldest telemetry above the bound."""

@@ -20,12 +20,19 @@ Every message is acknowledged exactly when it is settled: committed, or rejected
 Quarantined messages are kept as received (topic, bytes, error class, reason) in
 ``quarantined_messages`` (``GET /api/v1/ingest/quarantine``), written before the batch is
 acknowledged.
+
+Fault injection, for tests only: ``FLEETCARE_SERVER_CRASH_POINT=after_commit_before_ack`` in the
+server's environment makes the process SIGKILL itself right after a batch committed, before any
+of it is acknowledged (tests/chaos/test_process_kills.py: the broker redelivers the batch to the
+restarted server, which must store nothing twice). Unset, it costs one attribute test a batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -51,6 +58,8 @@ MAX_REASON_CHARS = 2000  # of an exception's text kept with a quarantined messag
 
 Decoder = Callable[[str, bytes], protocol.UpMessage]
 TRANSIENT = (OperationalError, InterfaceError, OSError)  # the database went away: wait for it
+CRASH_POINT_ENV = "FLEETCARE_SERVER_CRASH_POINT"
+CRASH_AFTER_COMMIT = "after_commit_before_ack"
 
 
 def _log_key(topic: str) -> str:
@@ -59,6 +68,12 @@ def _log_key(topic: str) -> str:
         return protocol.parse_topic(topic).device_id
     except protocol.TopicError:
         return topic[:128]
+
+
+def _crash(state: str) -> None:
+    """The fault-injection point (module docstring): SIGKILL, so no ``finally`` and no ack runs."""
+    os.write(2, f"fleetcare server: crash point {CRASH_AFTER_COMMIT} reached ({state}): SIGKILL\n".encode())
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _truncated(payload: bytes) -> str:
@@ -93,6 +108,7 @@ class Consumer:
         self._quarantine: list[Quarantined] = []  # of the batch in hand
         # one line a minute per device: a device sending garbage must not bury the log
         self._malformed_log = LogThrottle(settings.stats_log_interval)
+        self._crash_after_commit = os.environ.get(CRASH_POINT_ENV) == CRASH_AFTER_COMMIT
 
     def stop(self) -> None:
         """Finish the current batch (commit + ack) and return from :meth:`run`."""
@@ -190,6 +206,8 @@ class Consumer:
             return  # stopping while the database is down: leave unacknowledged for redelivery
         if self._quarantine and not await self._store_quarantine():
             return  # stopping while the database is down: the same
+        if self._crash_after_commit:
+            _crash(f"batch of {len(batch)} committed ({outcome.stored} new), not acknowledged")
         for inbound in batch:
             self._ack(inbound)
         latency = (utcnow() - batch[0].received_at).total_seconds()
