@@ -3,7 +3,6 @@ technician, ops, provisioning — not customers), always within the caller's dev
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from server.api.params import Count, Seq
 from server.api.schemas import CommandCreate, CommandDetailPublic, CommandPublic, CommandReplyPublic, Page
 from server.base import access
 from server.base.users import Principal
+from server.commands.sse import event_text
 from server.db.models import Command, Role
 from server.db.types import utcnow
 
@@ -103,13 +103,6 @@ async def _reachable(runtime: RuntimeDep, user: Principal, command_id: str) -> C
     return command
 
 
-def _sse(item: commands.StreamItem) -> str:
-    if item.event == "keepalive":
-        return ": keepalive\n\n"
-    head = f"id: {item.seq}\n" if item.seq is not None else ""
-    return f"{head}event: {item.event}\ndata: {json.dumps(item.data, separators=(',', ':'), default=str)}\n\n"
-
-
 @router.get(
     "/commands/{command_id}/stream",
     response_class=StreamingResponse,
@@ -128,7 +121,7 @@ async def stream_command(
 
     async def events() -> AsyncIterator[str]:
         async for item in runtime.commands.stream(command_id, after_seq=last_event_id):
-            yield _sse(item)
+            yield event_text(item)
 
     return StreamingResponse(
         events(),

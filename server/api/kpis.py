@@ -15,10 +15,10 @@ from pydantic import BaseModel, Field
 from server.api.deps import CurrentUser, RuntimeDep, SessionDep, require_role
 from server.api.download import content_disposition
 from server.api.params import Id
-from server.base import access
+from server.base.report_scope import report_customer
 from server.base.users import Principal
 from server.db.models import Role
-from server.errors import Forbidden, InvalidInput, NotFound
+from server.errors import InvalidInput
 from server.kpi import GroupBy, ReportSpec, compute_report
 from server.kpi.definitions import COLUMNS, definitions_dict
 from server.kpi.export import check_period, parse_time, report_csv, report_json
@@ -87,25 +87,6 @@ def _group_by(value: str | None) -> GroupBy | None:
         raise InvalidInput(f"group_by: {value!r} is not one of {_GROUPS}", field="group_by") from None
 
 
-async def _scoped_customer(session: SessionDep, user: Principal, customer: int | None) -> int | None:
-    """The ``customer`` filter the caller's scope imposes (the JSON and the CSV report alike)."""
-    scope = await access.scope_for(session, user)
-    if scope.customer_ids is None:
-        return customer
-    if customer is not None:
-        if customer in scope.customer_ids:
-            return customer
-        if user.role is Role.CUSTOMER:
-            raise NotFound("customer", customer)
-        raise Forbidden(f"customer: you are not assigned to customer {customer}; ask an admin to assign you")
-    if len(scope.customer_ids) == 1:
-        return next(iter(scope.customer_ids))
-    if not scope.customer_ids:
-        raise Forbidden("KPIs: you are not assigned to any customer; ask an admin to assign you")
-    mine = ", ".join(str(c) for c in sorted(scope.customer_ids))
-    raise InvalidInput(f"customer: choose one of your customers ({mine})", field="customer")
-
-
 @router.get(
     "",
     response_model=KpiReportPublic,
@@ -155,7 +136,7 @@ async def get_kpis(
         raise InvalidInput(f"format: {format!r} is not one of json, csv", field="format")
     start, end = parse_time(from_, "from"), parse_time(to, "to")
     check_period(start, end)
-    customer = await _scoped_customer(session, user, customer)
+    customer = await report_customer(session, user, customer)
     spec = ReportSpec(
         start=start,
         end=end,

@@ -3,8 +3,7 @@ a customer's report is always their own customer's, a technician's one assigned 
 ops and admin report over the whole fleet unless they pick a customer.
 
 One rule for every door that computes a report — the console's dashboard, its charts and CSV —
-so none of them can widen a caller's view. ``server/api/kpis.py`` still has its own copy
-(``_scoped_customer``) until it calls this; tests/web/test_permissions.py holds the two equal.
+so none of them can widen a caller's view. The KPI API (``server/api/kpis.py``) uses it too.
 """
 
 from __future__ import annotations

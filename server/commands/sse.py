@@ -3,8 +3,7 @@
 The wire format of ``GET /api/v1/commands/{id}/stream`` and of the console's
 ``/commands/{id}/stream`` (a browser's EventSource cannot send a bearer token), which must not
 differ: ``id`` is the reply's device_seq (so ``Last-Event-ID`` resumes), ``event`` its type,
-``data`` compact JSON; a keepalive is a comment line. ``server/api/commands.py`` still has its
-own copy (``_sse``) until it calls this; tests/web/test_permissions.py holds the two equal.
+``data`` compact JSON; a keepalive is a comment line.
 """
 
 from __future__ import annotations
