@@ -1,5 +1,5 @@
-"""A fault catalogue brought to life: the shared machinery of the simulated imaging unit and
-chiller (the printer predates it and keeps its own).
+"""A fault catalogue brought to life: the shared machinery of the simulated printer, imaging unit
+and chiller.
 
 :class:`FaultBook` holds one machine's active faults and wear. Each step it lets random faults
 strike (a Poisson process per :class:`~simulators.faults.FaultModel`, in operating hours or in
@@ -9,9 +9,18 @@ through the agent's :class:`~agent.plugin.EventSink`. Fix attempts (remote, guid
 from a random stream of their own, so trying a fix never changes when the next fault arrives:
 the same seed gives the same fault arrivals whatever the technicians do.
 
-:class:`SimulatedMachine` is the plugin side both models share: options, the run loop on the
-agent clock, ``fault_catalogue()`` / ``fault_models()``, ``inject_fault`` / ``clear_fault``, the
-hooks the behaviours drive (``attempt_guided_fix``, ``field_service``) and the self-test report.
+:class:`SimulatedEquipment` is the plugin side every simulated model shares: options checking
+(:class:`EquipmentOptions`), the seed, the run loop on the agent clock, the state, the remembered
+sink, ``fault_catalogue()``, ``inject_fault`` / ``clear_fault`` and the self-test report. The
+printer builds on it directly: its jam arrives from its own random stream and is fixed only by
+``printer.clear_jam`` or at the machine, and it reports its events in the words it always has
+(a :class:`FaultBook` subclass says them).
+
+:class:`SimulatedMachine` adds what the catalogue-driven models (imaging unit, chiller) share on
+top: per-fault rate multipliers (:class:`MachineOptions`), ``fault_models()``, the hooks the
+behaviours drive (``attempt_guided_fix``, ``field_service``) and remote fix actions. The
+behaviours look for those hooks by name, so the printer must not have them: a technician's visit
+to a printer clears the jam at the machine (``clear_fault``), as it always has.
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from enum import Enum
+from typing import Any, ClassVar, Literal, Self
 
 from agent import plugin
 from agent.clock import Clock, SystemClock
@@ -31,7 +41,16 @@ from agent.plugin import ActionContext, ActionHandler, ActionResult, EventSink
 from protocol import EquipmentState, Severity, format_ts
 from simulators.faults import HOUR, FaultModel, occurs_units
 
-__all__ = ["ActiveFault", "FaultBook", "MachineOptions", "SimulatedMachine", "stable_seed"]
+__all__ = [
+    "DRAW",
+    "ActiveFault",
+    "EquipmentOptions",
+    "FaultBook",
+    "MachineOptions",
+    "SimulatedEquipment",
+    "SimulatedMachine",
+    "stable_seed",
+]
 
 NO_ARGS: Mapping[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
@@ -39,6 +58,15 @@ NO_ARGS: Mapping[str, Any] = {"type": "object", "properties": {}, "additionalPro
 def stable_seed(device_id: str) -> int:
     """A seed derived from the device id (the same device lives the same life)."""
     return int.from_bytes(hashlib.sha256(device_id.encode()).digest()[:8], "big")
+
+
+class _Draw(Enum):
+    DRAW = "draw"
+
+
+DRAW: Literal[_Draw.DRAW] = _Draw.DRAW
+"""``raise_fault(clears_in=DRAW)``: whether and when the fault clears by itself is drawn from the
+catalogue (the default); a number or None is the caller's own draw."""
 
 
 @dataclass(slots=True)
@@ -85,10 +113,10 @@ class FaultBook:
             return EquipmentState.DOWN
         return EquipmentState.DEGRADED if effects else EquipmentState.RUNNING
 
-    def report_state(self, reason: str = "") -> None:
-        """Tell the sink the state (on change only, plus the first time)."""
+    def report_state(self, reason: str = "", *, force: bool = False) -> None:
+        """Tell the sink the state (on change only, plus the first time; always when ``force``)."""
         state = self.state
-        if self.sink is None or state is self._reported:
+        if self.sink is None or (state is self._reported and not force):
             return
         self._reported = state
         if not reason:
@@ -118,11 +146,9 @@ class FaultBook:
         """Let ``seconds`` pass with ``usage`` (units per usage kind, e.g. ``{"exposure": 3}``)
         counted meanwhile; ``operating`` says whether operating hours accrue. Returns the codes
         raised."""
-        for code, fault in list(self.active.items()):
-            if fault.clears_in is not None:
-                fault.clears_in -= seconds
-                if fault.clears_in <= 0:
-                    self.clear(code, cleared_by="self", detail=f"{fault.model.meaning}: cleared by itself")
+        for code in self.count_down(seconds):
+            fault = self.active[code]
+            self.clear(code, cleared_by="self", detail=f"{fault.model.meaning}: cleared by itself")
         raised = []
         for code, model in self.models.items():
             if code in self.active:
@@ -143,31 +169,67 @@ class FaultBook:
             self.raise_fault(code)
         return raised
 
-    def raise_fault(self, code: str, detail: str = "", **data: Any) -> bool:
-        """Raise ``code`` now (False if already active). A fault that may clear by itself draws
-        whether and when it will."""
+    def count_down(self, seconds: float) -> list[str]:
+        """Let ``seconds`` pass on the self-clearing faults' timers; returns the codes whose time
+        is up, still active: the caller clears them, saying by whom."""
+        due = []
+        for code, fault in self.active.items():
+            if fault.clears_in is not None:
+                fault.clears_in -= seconds
+                if fault.clears_in <= 0:
+                    due.append(code)
+        return due
+
+    def raise_fault(
+        self, code: str, detail: str = "", *, clears_in: float | _Draw | None = DRAW, **data: Any
+    ) -> bool:
+        """Raise ``code`` now (False if already active). With ``clears_in=DRAW`` a fault that
+        may clear by itself draws whether and when it will; else ``clears_in`` says (seconds,
+        or None: it will not)."""
         model = self.models[code]
         if code in self.active:
             return False
-        clears_in = None
-        if model.trigger != "condition" and model.self_clear_probability > 0:
-            assert model.self_clear_minutes is not None
-            if self._rng.random() < model.self_clear_probability:
-                clears_in = self._rng.expovariate(1.0 / (model.self_clear_minutes * 60.0))
+        if clears_in is DRAW:
+            clears_in = None
+            if model.trigger != "condition" and model.self_clear_probability > 0:
+                assert model.self_clear_minutes is not None
+                if self._rng.random() < model.self_clear_probability:
+                    clears_in = self._rng.expovariate(1.0 / (model.self_clear_minutes * 60.0))
         if model.wear is not None:
             data.setdefault(model.wear.counter, round(self.usage[model.wear.part], 3))
-        self.active[code] = ActiveFault(model, self.clock.now(), clears_in, dict(data))
+        fault = self.active[code] = ActiveFault(model, self.clock.now(), clears_in, dict(data))
         self.raised[code] += 1
         if self.sink is not None:
+            detail, event_data, reason = self.describe_raised(fault, detail)
             self.sink.emit_event(
-                "fault.raised",
-                code=code,
-                severity=model.severity,
-                detail=detail or model.meaning,
-                data=model.spec.event_data(trigger=model.trigger, field_only=model.field_only, **data),
+                "fault.raised", code=code, severity=model.severity, detail=detail, data=event_data
             )
-        self.report_state(f"{code}: {model.meaning}")
+            self.report_state(reason)
         return True
+
+    def describe_raised(self, fault: ActiveFault, detail: str) -> tuple[str, dict[str, Any], str]:
+        """What ``fault.raised`` says: its detail, its data and the reason of the state change.
+        A subclass words them for its machine (the printer names where the paper jammed)."""
+        model = fault.model
+        data = model.spec.event_data(trigger=model.trigger, field_only=model.field_only, **fault.data)
+        return detail or model.meaning, data, f"{model.code}: {model.meaning}"
+
+    def describe_cleared(
+        self, fault: ActiveFault, cleared_by: str, detail: str, data: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any], str]:
+        """What ``fault.cleared`` says: its detail, its data and the reason of the state change."""
+        model = fault.model
+        down_seconds = max(0.0, (self.clock.now() - fault.since).total_seconds())
+        return (
+            detail or f"{model.meaning}: cleared ({cleared_by})",
+            {
+                "cleared_by": cleared_by,
+                "since": format_ts(fault.since),
+                "seconds": round(down_seconds, 3),
+                **data,
+            },
+            f"{model.code} cleared",
+        )
 
     def clear(self, code: str, *, cleared_by: str, detail: str = "", **data: Any) -> bool:
         """Clear ``code`` (False if it is not active); ``cleared_by`` is ``self``, ``remote``,
@@ -176,20 +238,11 @@ class FaultBook:
         if fault is None:
             return False
         if self.sink is not None:
-            down_seconds = max(0.0, (self.clock.now() - fault.since).total_seconds())
+            detail, event_data, reason = self.describe_cleared(fault, cleared_by, detail, data)
             self.sink.emit_event(
-                "fault.cleared",
-                code=code,
-                severity=Severity.INFO,
-                detail=detail or f"{fault.model.meaning}: cleared ({cleared_by})",
-                data={
-                    "cleared_by": cleared_by,
-                    "since": format_ts(fault.since),
-                    "seconds": round(down_seconds, 3),
-                    **data,
-                },
+                "fault.cleared", code=code, severity=Severity.INFO, detail=detail, data=event_data
             )
-        self.report_state(f"{code} cleared")
+            self.report_state(reason)
         return True
 
     # -- fixes ----------------------------------------------------------------------------------
@@ -234,19 +287,18 @@ class FaultBook:
 
 
 @dataclass(frozen=True, slots=True)
-class MachineOptions:
-    """Options every simulated machine takes (subclasses add their own)."""
+class EquipmentOptions:
+    """Options every simulated model takes (subclasses add their own). The checks are small
+    methods so that a model can run them in the order its error messages always came in."""
 
     seed: int | None = None
     tick_seconds: float = 5.0
-    fault_rate_multiplier: float = 1.0
-    fault_rates: Mapping[str, float] = field(default_factory=dict)  # code → rate multiplier
     model: str = ""
     firmware: str = ""
 
     NOUN: ClassVar[str] = "machine"
     POSITIVE: ClassVar[tuple[str, ...]] = ("tick_seconds",)
-    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ("fault_rate_multiplier",)
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ()
     FRACTIONS: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
@@ -267,61 +319,88 @@ class MachineOptions:
         return parsed
 
     def check(self) -> None:
-        noun = self.NOUN
+        self.check_numbers()
+        self.check_seed()
+        self.check_identity()
+
+    def check_numbers(self) -> None:
+        """``POSITIVE``, ``NON_NEGATIVE`` and ``FRACTIONS`` (within 0..1), in that order."""
         for name in (*self.POSITIVE, *self.NON_NEGATIVE, *self.FRACTIONS):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"{noun} option {name} must be a number, got {value!r}")
-            if value < 0 or (name in self.POSITIVE and value == 0):
-                raise ValueError(
-                    f"{noun} option {name} must be {'> 0' if name in self.POSITIVE else '>= 0'}, got {value!r}"
-                )
-            if name in self.FRACTIONS and value > 1:
-                raise ValueError(f"{noun} option {name} must be within 0..1, got {value!r}")
+            self.check_number(name, positive=name in self.POSITIVE, fraction=name in self.FRACTIONS)
+
+    def check_number(self, name: str, *, positive: bool = False, fraction: bool = False) -> None:
+        """Option ``name`` is a finite number >= 0 (> 0 when ``positive``, <= 1 when ``fraction``)."""
+        noun, value = self.NOUN, getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"{noun} option {name} must be a number, got {value!r}")
+        if value < 0 or (positive and value == 0):
+            raise ValueError(f"{noun} option {name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+        if fraction and value > 1:
+            raise ValueError(f"{noun} option {name} must be within 0..1, got {value!r}")
+
+    def check_seed(self) -> None:
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ValueError(f"{noun} option seed must be an integer, got {self.seed!r}")
+            raise ValueError(f"{self.NOUN} option seed must be an integer, got {self.seed!r}")
+
+    def check_identity(self) -> None:
+        for name in ("model", "firmware"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{self.NOUN} option {name} must be a string")
+
+
+@dataclass(frozen=True, slots=True)
+class MachineOptions(EquipmentOptions):
+    """Options every catalogue-driven machine takes: fault rates scaled as a whole or per code."""
+
+    fault_rate_multiplier: float = 1.0
+    fault_rates: Mapping[str, float] = field(default_factory=dict)  # code → rate multiplier
+
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ("fault_rate_multiplier",)
+
+    def check(self) -> None:
+        self.check_numbers()
+        self.check_seed()
+        noun = self.NOUN
         if not isinstance(self.fault_rates, Mapping):
             raise ValueError(f"{noun} option fault_rates must be a mapping of fault code to multiplier")
         for code, value in self.fault_rates.items():
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ValueError(f"{noun} option fault_rates.{code} must be a number >= 0, got {value!r}")
-        for name in ("model", "firmware"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"{noun} option {name} must be a string")
+        self.check_identity()
 
 
 Finding = dict[str, str]
 
 
-class SimulatedMachine:
-    """Base of the catalogue-driven simulated equipment plugins; subclasses define ``name``,
-    ``FAULTS``, ``OPTIONS``, :meth:`advance`, :meth:`findings` and the EquipmentPlugin methods."""
+class SimulatedEquipment:
+    """Base of the simulated equipment plugins; subclasses define ``name``, ``FAULTS``,
+    ``OPTIONS``, :meth:`advance`, :meth:`findings` and the EquipmentPlugin methods."""
 
     name: ClassVar[str]
     FAULTS: ClassVar[tuple[FaultModel, ...]]
-    OPTIONS: ClassVar[type[MachineOptions]]
+    OPTIONS: ClassVar[type[EquipmentOptions]]
+    BOOK: ClassVar[type[FaultBook]] = FaultBook  # a subclass words the events its own way
 
     def __init__(
         self, device_id: str, options: Mapping[str, Any] | None = None, *, clock: Clock | None = None
     ) -> None:
         self.device_id = device_id
         self.opts = self.OPTIONS.from_mapping(options)
-        unknown = sorted(set(self.opts.fault_rates) - {m.code for m in self.FAULTS})
-        if unknown:
-            raise ValueError(
-                f"{self.opts.NOUN} option fault_rates: unknown fault code(s) {', '.join(unknown)}; "
-                f"known: {', '.join(m.code for m in self.FAULTS)}"
-            )
+        multipliers = self.rate_multipliers()
         self._clock: Clock = clock or SystemClock()
         self.seed = self.opts.seed if self.opts.seed is not None else stable_seed(device_id)
-        self.rng = random.Random(f"{self.seed}:machine")  # noqa: S311 - a simulation
-        multipliers = {
-            m.code: self.opts.fault_rate_multiplier * self.opts.fault_rates.get(m.code, 1.0)
-            for m in self.FAULTS
-        }
-        self.book = FaultBook(self.FAULTS, seed=self.seed, clock=self._clock, multipliers=multipliers)
+        self.rng = self.machine_rng()
+        self.book = self.BOOK(self.FAULTS, seed=self.seed, clock=self._clock, multipliers=multipliers)
 
     # -- what subclasses provide ----------------------------------------------------------------
+
+    def machine_rng(self) -> random.Random:
+        """The random stream of the machine's own physics (not its fault arrivals or fixes)."""
+        return random.Random(f"{self.seed}:machine")  # noqa: S311 - a simulation
+
+    def rate_multipliers(self) -> dict[str, float]:
+        """Fault code → rate multiplier (missing: 1)."""
+        return {}
 
     def advance(self, seconds: float, sink: EventSink | None = None) -> object:
         """Let ``seconds`` of equipment time pass (what it returns is the model's business)."""
@@ -333,19 +412,27 @@ class SimulatedMachine:
     def on_replaced(self, part: str) -> None:
         """Hook: reset the physical state that goes with a new ``part``."""
 
+    def force_fault(self, code: str) -> bool:
+        """Hook: raise ``code`` (not active) now, as :meth:`inject_fault` does."""
+        return self.book.raise_fault(code, injected=True)
+
+    def announce(self) -> None:
+        """Hook: the state :meth:`run` reports first."""
+        self.book.report_state()
+
+    def selftest_data(self, findings: list[Finding]) -> dict[str, Any]:
+        """The ``data`` of the self-test result."""
+        return {"state": self.state.value, "findings": findings}
+
     # -- EquipmentPlugin (shared part) ----------------------------------------------------------
 
     def fault_catalogue(self) -> Sequence[plugin.FaultSpec]:
         """Every fault this machine can raise, for the inventory (``config["faults"]``)."""
         return [model.catalogue_entry() for model in self.FAULTS]
 
-    def fault_models(self) -> dict[str, FaultModel]:
-        """The rich catalogue (rates, fixes, wear) for the behaviours and scenario tools."""
-        return dict(self.book.models)
-
     async def run(self, sink: EventSink) -> None:
         self._remember(sink)
-        self.book.report_state()
+        self.announce()
         tick = self.opts.tick_seconds
         while True:
             await self._clock.sleep(tick)
@@ -363,9 +450,7 @@ class SimulatedMachine:
         )
         lines = [f"{f['status'].upper():4} {f['check']}: {f['detail']}" for f in findings]
         return ActionResult(
-            ok=not failed,
-            output="\n".join([verdict, *lines]),
-            data={"state": self.state.value, "findings": findings, "active_faults": sorted(self.book.active)},
+            ok=not failed, output="\n".join([verdict, *lines]), data=self.selftest_data(findings)
         )
 
     # -- tests, demos and the behaviours --------------------------------------------------------
@@ -395,7 +480,9 @@ class SimulatedMachine:
         """Force a fault now (tests, demos). False if it is already active."""
         self._known(code)
         self._remember(sink)
-        return self.book.raise_fault(code, injected=True)
+        if code in self.book.active:
+            return False
+        return self.force_fault(code)
 
     def clear_fault(self, code: str, sink: EventSink | None = None) -> bool:
         """Clear an active fault now, as someone at the machine would (``cleared_by:
@@ -408,6 +495,39 @@ class SimulatedMachine:
         if model.wear is not None:
             self.replace_part(model.wear.part)
         return self.book.clear(code, cleared_by="customer")
+
+    def replace_part(self, part: str) -> None:
+        if part not in self.book.usage:
+            raise ValueError(f"unknown part {part!r}; the {self.opts.NOUN} has {', '.join(self.book.usage)}")
+        self.book.replace(part)
+        self.on_replaced(part)
+
+
+class SimulatedMachine(SimulatedEquipment):
+    """Base of the catalogue-driven simulated equipment plugins (imaging unit, chiller): fault
+    rates from the options, the rich fault models and the fix hooks the behaviours drive."""
+
+    OPTIONS: ClassVar[type[MachineOptions]]
+    opts: MachineOptions
+
+    def rate_multipliers(self) -> dict[str, float]:
+        unknown = sorted(set(self.opts.fault_rates) - {m.code for m in self.FAULTS})
+        if unknown:
+            raise ValueError(
+                f"{self.opts.NOUN} option fault_rates: unknown fault code(s) {', '.join(unknown)}; "
+                f"known: {', '.join(m.code for m in self.FAULTS)}"
+            )
+        return {
+            m.code: self.opts.fault_rate_multiplier * self.opts.fault_rates.get(m.code, 1.0)
+            for m in self.FAULTS
+        }
+
+    def selftest_data(self, findings: list[Finding]) -> dict[str, Any]:
+        return {**super().selftest_data(findings), "active_faults": sorted(self.book.active)}
+
+    def fault_models(self) -> dict[str, FaultModel]:
+        """The rich catalogue (rates, fixes, wear) for the behaviours and scenario tools."""
+        return dict(self.book.models)
 
     def attempt_guided_fix(self, code: str, guide: int = 0, sink: EventSink | None = None) -> bool:
         """The customer follows guide ``guide`` of ``code`` (the behaviours' hook); True if the
@@ -427,12 +547,6 @@ class SimulatedMachine:
         for part in worn:
             self.on_replaced(part)
         return cleared
-
-    def replace_part(self, part: str) -> None:
-        if part not in self.book.usage:
-            raise ValueError(f"unknown part {part!r}; the {self.opts.NOUN} has {', '.join(self.book.usage)}")
-        self.book.replace(part)
-        self.on_replaced(part)
 
     # -- remote fix actions ---------------------------------------------------------------------
 
