@@ -20,8 +20,12 @@ Each test prints its ledger line and its wall time (docs/testing.md, "Chaos: pro
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import re
 import signal
+import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,8 +37,8 @@ from agent import AgentRuntime
 from certs import PkiDir
 from protocol import Severity, UpKind
 from tests.chaos.counts import Ledger
-from tests.chaos.support_processes import ChaosServer, stored_counts
-from tests.support.broker import MosquittoBroker, unique_device
+from tests.chaos.support_processes import REPO, ChaosServer, child_env, stored_counts
+from tests.support.broker import MosquittoBroker, free_port, unique_device
 from tests.support.databases import sqlite_url
 from tests.support.e2e import PublishLog, agent_settings
 from tests.support.equipment import FakePlugin
@@ -168,3 +172,187 @@ async def test_server_killed_between_commit_and_ack_stores_everything_once(
 
 async def _all_stored(db_url: str, device_id: str, acked: set[int]) -> bool:
     return acked <= (await stored_counts(db_url, [device_id])).message_seqs[device_id]
+
+
+# -- 2. the agent killed in the middle of its outbox writes ---------------------------------------
+
+AGENT_KILLS = 10
+MID_WRITE_CRASHES = 2
+SNAPSHOTS = frozenset({"status", "inventory"})  # a newer one supersedes the queued: by design
+
+
+def _agent_config(path: Path, pki: PkiDir, device_id: str, data_dir: Path, port: int) -> Path:
+    path.write_text(
+        f"""
+device_id = "{device_id}"
+server_key_file = "{pki.signing_pub}"
+data_dir = "{data_dir}"
+telemetry_interval = 3600
+collect_system_metrics = false
+outbox_max_messages = 1000000
+
+[broker]
+host = "127.0.0.1"
+port = {port}
+keepalive = 5
+
+[tls]
+ca_file = "{pki.ca_cert}"
+cert_file = "{pki.device_cert(device_id)}"
+key_file = "{pki.device_key(device_id)}"
+
+[reconnect]
+initial = 0.1
+max = 0.5
+"""
+    )
+    return path
+
+
+async def _spawn_agent(
+    config: Path, log: Path, *, rate: float = 0.0, crash_point: str | None = None
+) -> asyncio.subprocess.Process:
+    """The flooding agent child (rate 0: back to back; -1: no plugin, nothing of its own)."""
+    env = child_env({"FLEETCARE_AGENT_CRASH_POINT": crash_point} if crash_point else None)
+    with log.open("ab") as err:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.chaos.support_processes",
+            "agent",
+            str(config),
+            str(rate),
+            cwd=REPO,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+        )
+
+
+def _open_outbox(path: Path) -> tuple[str, int, dict[int, str]]:
+    """Open the dead agent's database as the agent would (WAL recovery included): the
+    integrity check's verdict, the seq counter and the queued messages (seq -> kind)."""
+    db = sqlite3.connect(path)
+    try:
+        verdict = ";".join(row[0] for row in db.execute("PRAGMA integrity_check"))
+        next_seq = int(db.execute("SELECT value FROM counters WHERE name = 'next_seq'").fetchone()[0])
+        rows = dict(db.execute("SELECT seq, kind FROM outbox"))
+    finally:
+        db.close()
+    return verdict, next_seq, rows
+
+
+@pytest.mark.timeout(180)
+async def test_agent_killed_in_the_middle_of_outbox_writes_loses_nothing_committed(
+    sqlite_db: str, pki: PkiDir, broker: MosquittoBroker, tmp_path: Path, stopwatch: list[float]
+) -> None:
+    from agent.outbox import read_stats  # noqa: PLC0415
+    from agent.storage import database_path  # noqa: PLC0415
+
+    seed = int.from_bytes(os.urandom(4), "big")
+    rng = random.Random(seed)
+    device_id = unique_device(pki, "chaos-agent")
+    data_dir = tmp_path / "agent-data"
+    path = database_path(data_dir)
+    config = _agent_config(tmp_path / "agent.toml", pki, device_id, data_dir, free_port())  # offline
+    log = tmp_path / "agent.log"
+    observed: dict[int, str] = {}  # every message seen committed, across the kills
+    previous: dict[int, str] = {}
+    next_seq = 0
+    mid_write_seqs: list[int] = []
+
+    def check_after_kill(what: str) -> dict[int, str]:
+        nonlocal next_seq, previous
+        verdict, counter, rows = _open_outbox(path)
+        assert verdict == "ok", f"after {what}: integrity_check says {verdict}"
+        assert counter >= next_seq, f"after {what}: next_seq went back from {next_seq} to {counter}"
+        assert all(seq < counter for seq in rows), f"after {what}: a queued seq at or above next_seq"
+        gone = {s: k for s, k in previous.items() if s not in rows and k not in SNAPSHOTS}
+        assert not gone, f"after {what}: committed messages vanished: {sorted(gone)[:10]}"
+        next_seq, previous = counter, rows
+        observed.update(rows)
+        return rows
+
+    async def writing_beyond(seq: int) -> bool:
+        stats = await asyncio.to_thread(read_stats, path)
+        return stats is not None and stats.next_seq > seq
+
+    async with asyncio.timeout(170):
+        for k in range(AGENT_KILLS):
+            proc = await _spawn_agent(config, log)
+            try:
+                await eventually(lambda: writing_beyond(next_seq + 20), timeout=30, what="the agent writing")
+                await asyncio.sleep(rng.uniform(0.0, 0.3))
+            finally:
+                proc.kill()  # SIGKILL, wherever it is: most likely inside an append
+                await proc.wait()
+            assert proc.returncode == -signal.SIGKILL
+            check_after_kill(f"kill {k + 1}")
+        for _ in range(MID_WRITE_CRASHES):
+            nth = rng.randint(100, 1000)
+            before = len(log.read_bytes())
+            proc = await _spawn_agent(config, log, crash_point=f"outbox_mid_write:{nth}")
+            assert await asyncio.wait_for(proc.wait(), 30) == -signal.SIGKILL
+            said = re.findall(
+                rb"crash point outbox_mid_write reached \(seq (\d+)\)", log.read_bytes()[before:]
+            )
+            assert said, f"the agent died without reaching the crash point: {log.read_text()[-2000:]}"
+            rows = check_after_kill(f"crash point outbox_mid_write:{nth}")
+            seq = int(said[-1])
+            assert seq not in rows, f"seq {seq} was being written when the agent died: it must not be stored"
+            assert next_seq == seq, f"the dead append's seq {seq} was consumed (next_seq {next_seq})"
+            mid_write_seqs.append(seq)
+        sent = next_seq
+        # Each connection attempt consumes a seq for its last will (agent/uplink.py, never
+        # queued): the seqs not seen in the outbox are those, at most one per run unlogged.
+        attempts = log.read_text(errors="replace").count("cannot connect to")
+        unqueued = sent - len(observed)
+        assert unqueued <= attempts + AGENT_KILLS + MID_WRITE_CRASHES, (unqueued, attempts)
+        # Status and inventory are retained snapshots: each start queues a new inventory that
+        # replaces the queued one, so the last one seen offline is replaced once online too.
+        accepted = {s for s, k in observed.items() if k not in SNAPSHOTS}
+        superseded = len(observed) - len(accepted)
+
+        # Online: a server process, and the agent again (nothing of its own to add) until drained.
+        server = ChaosServer(server_settings(sqlite_db, pki=pki, broker=broker), tmp_path / "server")
+        await asyncio.to_thread(server.start)
+        _agent_config(config, pki, device_id, data_dir, broker.port)
+        proc = await _spawn_agent(config, log, rate=-1)
+        try:
+            await eventually(
+                lambda: _all_stored(sqlite_db, device_id, accepted),
+                timeout=90,
+                what="every message the outbox committed stored",
+            )
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 20) == 0, log.read_text()[-2000:]
+            await asyncio.sleep(0.5)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await asyncio.to_thread(server.stop)
+    counts = await stored_counts(sqlite_db, [device_id])
+    verdict, _, left = _open_outbox(path)
+    assert verdict == "ok"
+
+    stored = counts.message_seqs[device_id]
+    accepted_events = {s for s in accepted if observed[s] == "event"}
+    ledger = Ledger("agent kill -9 in outbox writes")
+    ledger.sent = sent
+    ledger.acknowledged = len(accepted)
+    ledger.stored = len(stored & accepted)
+    ledger.duplicates = sum(counts.duplicate_rows().values()) + max(
+        0, len(counts.event_rows[device_id]) - len(set(counts.event_rows[device_id]))
+    )
+    ledger.notes["kills"] = AGENT_KILLS
+    ledger.notes["mid-write crash points (seq)"] = mid_write_seqs
+    ledger.notes["superseded snapshots"] = superseded
+    ledger.notes["seqs for last wills"] = unqueued
+    ledger.notes["connection attempts"] = attempts
+    ledger.notes["left in the outbox"] = len(left)
+    ledger.notes["seed"] = seed
+    ledger.check()
+    assert accepted_events <= set(counts.event_rows[device_id])
+    assert not {s: k for s, k in left.items() if s in accepted}, "drained, yet still queued"
