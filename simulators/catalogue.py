@@ -80,6 +80,21 @@ class ActiveFault:
 class FaultBook:
     """The live faults and wear of one simulated machine (see the module docstring)."""
 
+    __slots__ = (
+        "_fault_stream",
+        "_fix_stream",
+        "_reported",
+        "_seed",
+        "active",
+        "clock",
+        "lives",
+        "models",
+        "multipliers",
+        "raised",
+        "sink",
+        "usage",
+    )
+
     def __init__(
         self,
         models: Sequence[FaultModel],
@@ -91,8 +106,9 @@ class FaultBook:
         self.models = {model.code: model for model in models}
         self.clock = clock
         self.multipliers = dict(multipliers or {})
-        self._rng = random.Random(f"{seed}:faults")  # noqa: S311 - a simulation
-        self._fix_rng = random.Random(f"{seed}:fixes")  # noqa: S311
+        self._seed = seed
+        self._fault_stream: random.Random | None = None
+        self._fix_stream: random.Random | None = None
         self.active: dict[str, ActiveFault] = {}
         self.raised: Counter[str] = Counter()
         self.usage: dict[str, float] = {}  # wear counter per part, since its last replacement
@@ -103,6 +119,20 @@ class FaultBook:
                 self.lives[model.code] = model.wear.draw_life(self._rng)
         self.sink: EventSink | None = None
         self._reported: EquipmentState | None = None
+
+    # Each stream is made when first drawn from (a machine that never draws, the printer, holds
+    # none): the same seed gives the same draws whenever it is made.
+    @property
+    def _rng(self) -> random.Random:
+        if self._fault_stream is None:
+            self._fault_stream = random.Random(f"{self._seed}:faults")  # noqa: S311 - a simulation
+        return self._fault_stream
+
+    @property
+    def _fix_rng(self) -> random.Random:
+        if self._fix_stream is None:
+            self._fix_stream = random.Random(f"{self._seed}:fixes")  # noqa: S311
+        return self._fix_stream
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -376,7 +406,7 @@ class SimulatedEquipment:
     """Base of the simulated equipment plugins; subclasses define ``name``, ``FAULTS``,
     ``OPTIONS``, :meth:`advance`, :meth:`findings` and the EquipmentPlugin methods."""
 
-    name: ClassVar[str]
+    name: str  # an instance variable to the EquipmentPlugin protocol; subclasses set it on the class
     FAULTS: ClassVar[tuple[FaultModel, ...]]
     OPTIONS: ClassVar[type[EquipmentOptions]]
     BOOK: ClassVar[type[FaultBook]] = FaultBook  # a subclass words the events its own way

@@ -17,6 +17,12 @@ disruptive (exact policy entry, maintenance windows).
 :meth:`PrinterPlugin.inject_fault` and :meth:`PrinterPlugin.clear_fault` force a fault and its
 clearing at the machine now (tests, demos).
 
+It is a :class:`~simulators.catalogue.SimulatedEquipment`: state, the remembered sink, raising
+and clearing the jam with their events, the run loop and option checking are the shared ones.
+What is its own: pages, toner, drum and fuser, where the paper jammed (drawn from the printer's
+single random stream, in the order it always was, so a seed lives the same life), the words of
+its events, and its actions.
+
 Options (all optional; unknown ones are refused):
 
     seed                    int      random seed (default: derived from the device id)
@@ -38,17 +44,24 @@ import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from agent import plugin
-from agent.clock import Clock, SystemClock
+from agent.clock import Clock
 from agent.plugin import ActionContext, ActionResult, ActionSpec, EventSink
 from protocol import EquipmentInfo, EquipmentState, Severity, format_ts
-from simulators.faults import FaultSpec, occurs, poisson
+from simulators.catalogue import (
+    NO_ARGS,
+    ActiveFault,
+    EquipmentOptions,
+    FaultBook,
+    Finding,
+    SimulatedEquipment,
+)
+from simulators.faults import FaultModel, FaultSpec, occurs, poisson
 
-__all__ = ["LOW_TONER_PERCENT", "PAPER_JAM", "TONER_COLORS", "PrinterOptions", "PrinterPlugin"]
+__all__ = ["LOW_TONER_PERCENT", "PAPER_JAM", "TONER_COLORS", "Jam", "PrinterOptions", "PrinterPlugin"]
 
 TONER_COLORS = ("black", "cyan", "magenta", "yellow")
 LOW_TONER_PERCENT = 10.0
@@ -64,17 +77,22 @@ PAPER_JAM = FaultSpec(
     effect=EquipmentState.DOWN,
     detail="Paper jam in the paper path: printing stopped",
 )
-FAULTS = {PAPER_JAM.code: PAPER_JAM}
+# The jam as the fault book holds it: the printer itself decides when one happens (its own
+# random stream, ``jam_rate_per_hour``) and when the customer clears it, so to the book it is a
+# condition the machine reports.
+_JAM_MODEL = FaultModel(
+    code=PAPER_JAM.code,
+    meaning=PAPER_JAM.detail,
+    severity=PAPER_JAM.severity,
+    effect=PAPER_JAM.effect,
+    condition="paper jammed (jam_rate_per_hour); cleared by printer.clear_jam or at the printer",
+)
 _JAM_LOCATIONS = ("tray 1", "tray 2", "fuser", "duplex unit", "output bin")
-
-
-def _stable_seed(device_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(device_id.encode()).digest()[:8], "big")
+_CLEARED = {"customer": "Paper jam cleared at the printer", "remote": "Paper jam cleared remotely"}
 
 
 @dataclass(frozen=True, slots=True)
-class PrinterOptions:
-    seed: int | None = None
+class PrinterOptions(EquipmentOptions):
     pages_per_hour: float = 120.0
     jam_rate_per_hour: float = 0.1
     jam_self_clear_minutes: float | None = None
@@ -82,48 +100,32 @@ class PrinterOptions:
     toner_yield_pages: float = 2500.0
     drum_life_pages: float = 50000.0
     fuser_setpoint_celsius: float = 185.0
-    tick_seconds: float = 5.0
     toner: Mapping[str, float] = field(default_factory=dict)
     model: str = "SimPrint 4000"
     firmware: str = "4.2.1"
 
-    @classmethod
-    def from_mapping(cls, options: Mapping[str, Any] | None) -> PrinterOptions:
-        """Validate plugin options; ValueError names the offending option."""
-        options = dict(options or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown printer option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        try:
-            parsed = cls(**options)
-        except TypeError as exc:
-            raise ValueError(f"invalid printer options: {exc}") from exc
-        parsed._check()
-        return parsed
+    NOUN: ClassVar[str] = "printer"
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = (
+        "pages_per_hour",
+        "jam_rate_per_hour",
+        "color_ratio",
+        "fuser_setpoint_celsius",
+    )
+    POSITIVE: ClassVar[tuple[str, ...]] = ("toner_yield_pages", "drum_life_pages", "tick_seconds")
+    FRACTIONS: ClassVar[tuple[str, ...]] = ("color_ratio",)
 
-    def _check(self) -> None:
-        def number(name: str, *, positive: bool = False) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"printer option {name} must be a number, got {value!r}")
-            if value < 0 or (positive and value == 0):
-                raise ValueError(
-                    f"printer option {name} must be {'> 0' if positive else '>= 0'}, got {value!r}"
-                )
-
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            raise ValueError(f"printer option seed must be an integer, got {self.seed!r}")
-        for name in ("pages_per_hour", "jam_rate_per_hour", "color_ratio", "fuser_setpoint_celsius"):
-            number(name)
-        for name in ("toner_yield_pages", "drum_life_pages", "tick_seconds"):
-            number(name, positive=True)
+    def check(self) -> None:
+        """The printer's order (which of several bad options is named first): seed, numbers,
+        the jam's clearing time, the colour share, the toner levels, the identity."""
+        self.check_seed()
+        for name in self.NON_NEGATIVE:
+            self.check_number(name)
+        for name in self.POSITIVE:
+            self.check_number(name, positive=True)
         if self.jam_self_clear_minutes is not None:
-            number("jam_self_clear_minutes", positive=True)
-        if self.color_ratio > 1:
-            raise ValueError(f"printer option color_ratio must be within 0..1, got {self.color_ratio!r}")
+            self.check_number("jam_self_clear_minutes", positive=True)
+        for name in self.FRACTIONS:
+            self.check_number(name, fraction=True)
         if not isinstance(self.toner, Mapping):
             raise ValueError(
                 f"printer option toner must be a mapping of colour to percent, got {self.toner!r}"
@@ -135,32 +137,55 @@ class PrinterOptions:
                 )
             if isinstance(level, bool) or not isinstance(level, int | float) or not 0 <= level <= 100:
                 raise ValueError(f"printer option toner.{color} must be a percentage 0..100, got {level!r}")
-        for name in ("model", "firmware"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"printer option {name} must be a string")
+        self.check_identity()
 
 
-@dataclass(slots=True)
-class _Jam:
+@dataclass(frozen=True, slots=True)
+class Jam:
+    """The active paper jam, as :attr:`PrinterPlugin.jam` shows it."""
+
     location: str
     since: datetime
     self_clear_in: float | None  # seconds of running time left until the customer clears it
 
 
-class PrinterPlugin:
+class _JamBook(FaultBook):
+    """The printer's fault book: its events say where the paper jammed, in the words they
+    always had (no catalogue fields, no downtime on the clear)."""
+
+    __slots__ = ()
+
+    def describe_raised(self, fault: ActiveFault, detail: str) -> tuple[str, dict[str, Any], str]:
+        location = fault.data["location"]
+        data = PAPER_JAM.event_data(location=location, jams_total=self.raised[PAPER_JAM.code])
+        return f"{PAPER_JAM.detail} ({location})", data, f"paper jam ({location})"
+
+    def describe_cleared(
+        self, fault: ActiveFault, cleared_by: str, detail: str, data: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any], str]:
+        location = fault.data["location"]
+        said = detail or _CLEARED.get(cleared_by, f"Paper jam cleared ({cleared_by})")
+        return (
+            f"{said} ({location})",
+            {"location": location, "cleared_by": cleared_by, **data},
+            "paper jam cleared",
+        )
+
+
+class PrinterPlugin(SimulatedEquipment):
     """The ``sim-printer`` equipment plugin (``fleetcare.equipment`` entry point)."""
 
     name = "sim-printer"
+    FAULTS = (_JAM_MODEL,)
+    OPTIONS = PrinterOptions
+    BOOK = _JamBook
+    opts: PrinterOptions
 
     def __init__(
         self, device_id: str, options: Mapping[str, Any] | None = None, *, clock: Clock | None = None
     ) -> None:
-        self.device_id = device_id
-        self.options = PrinterOptions.from_mapping(options)
-        self._clock: Clock = clock or SystemClock()
-        seed = self.options.seed if self.options.seed is not None else _stable_seed(device_id)
-        self._rng = random.Random(seed)  # noqa: S311 - a simulation, not cryptography
-        rng = self._rng
+        super().__init__(device_id, options, clock=clock)
+        rng = self.rng
         self.serial = "SP4K-" + hashlib.sha256(f"serial:{device_id}".encode()).hexdigest()[:10].upper()
         # A used machine: some pages behind it, cartridges somewhere between half-empty and full.
         self.pages_total = rng.randint(2_000, 60_000)
@@ -168,11 +193,26 @@ class PrinterPlugin:
         self.toner.update({color: float(level) for color, level in self.options.toner.items()})
         self.drum_wear = round(rng.uniform(5.0, 60.0), 3)  # drums are replaced; pages are not
         self.fuser_celsius = STANDBY_CELSIUS
-        self.jams_total = 0
-        self.jam: _Jam | None = None
-        self._page_carry = 0.0
         self._low_reported = {color: level < LOW_TONER_PERCENT for color, level in self.toner.items()}
-        self._sink: EventSink | None = None
+
+    def machine_rng(self) -> random.Random:
+        """One stream for the printer's whole life, seeded with the bare seed (as it always was)."""
+        return random.Random(self.seed)  # noqa: S311 - a simulation, not cryptography
+
+    @property
+    def options(self) -> PrinterOptions:
+        return self.opts
+
+    @property
+    def jam(self) -> Jam | None:
+        fault = self.book.active.get(PAPER_JAM.code)
+        if fault is None:
+            return None
+        return Jam(location=fault.data["location"], since=fault.since, self_clear_in=fault.clears_in)
+
+    @property
+    def jams_total(self) -> int:
+        return self.book.raised.get(PAPER_JAM.code, 0)
 
     # -- EquipmentPlugin ---------------------------------------------------------------------
 
@@ -192,13 +232,12 @@ class PrinterPlugin:
                 "printer.pages.total": float(self.pages_total),
                 "printer.drum.wear.percent": round(self.drum_wear, 3),
                 "printer.fuser.temperature.celsius": round(self.fuser_celsius, 1),
-                "printer.jams.total": float(self.jams_total),
+                "printer.jams.total": float(self.book.raised.get(PAPER_JAM.code, 0)),
             }
         )
         return metrics
 
     def actions(self) -> Sequence[ActionSpec]:
-        no_args: Mapping[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
         return [
             ActionSpec(
                 "printer.clear_jam",
@@ -208,28 +247,29 @@ class PrinterPlugin:
                 # policy entry enables it, and only inside the owner's maintenance windows.
                 disruptive=True,
                 timeout=30.0,
-                args_schema=no_args,
+                args_schema=NO_ARGS,
             ),
             ActionSpec(
                 "printer.status",
                 self._status_action,
                 "Printer state, active fault, consumables, counters and fuser temperature.",
                 timeout=5.0,
-                args_schema=no_args,
+                args_schema=NO_ARGS,
             ),
         ]
 
-    async def selftest(self, ctx: ActionContext) -> ActionResult:
-        """The built-in ``selftest`` delegates here: jam sensor, fuser temperature, toner and
-        drum. ok=False when any check fails (a jam, a fuser out of range, an empty cartridge,
-        a worn-out drum); low toner and an ageing drum are warnings."""
-        findings: list[dict[str, str]] = []
+    def findings(self) -> list[Finding]:
+        """What :meth:`selftest` checks: jam sensor, fuser temperature, toner and drum. A jam,
+        a fuser out of range, an empty cartridge or a worn-out drum fail; low toner and an
+        ageing drum are warnings."""
+        findings: list[Finding] = []
 
         def check(name: str, status: str, detail: str) -> None:
             findings.append({"check": name, "status": status, "detail": detail})
 
-        if self.jam is not None:
-            check("jam_sensor", "fail", f"paper jam at {self.jam.location} since {format_ts(self.jam.since)}")
+        jam = self.jam
+        if jam is not None:
+            check("jam_sensor", "fail", f"paper jam at {jam.location} since {format_ts(jam.since)}")
         else:
             check("jam_sensor", "pass", "paper path clear")
         low, high = (
@@ -251,98 +291,43 @@ class PrinterPlugin:
         wear = self.drum_wear
         drum = "fail" if wear >= 100.0 else "warn" if wear >= DRUM_WARN_PERCENT else "pass"
         check("drum", drum, f"{wear:.1f} % worn")
-        failed = [f for f in findings if f["status"] == "fail"]
-        warned = [f for f in findings if f["status"] == "warn"]
-        lines = [f"{f['status'].upper():4} {f['check']}: {f['detail']}" for f in findings]
-        verdict = (
-            f"self-test FAILED: {', '.join(f['check'] for f in failed)}"
-            if failed
-            else "self-test passed"
-            + (f" with warnings: {', '.join(f['check'] for f in warned)}" if warned else "")
-        )
-        return ActionResult(
-            ok=not failed,
-            output="\n".join([verdict, *lines]),
-            data={"state": self.state.value, "findings": findings},
-        )
+        return findings
 
-    def fault_catalogue(self) -> Sequence[plugin.FaultSpec]:
-        """Every fault the printer can raise, for the inventory (``config["faults"]``)."""
-        return [spec.catalogue_entry() for spec in FAULTS.values()]
-
-    async def run(self, sink: EventSink) -> None:
-        self._sink = sink
-        sink.set_state(self.state, "printer ready" if self.jam is None else "paper jam")
-        tick = self.options.tick_seconds
-        while True:
-            await self._clock.sleep(tick)
-            self.advance(tick, sink)
+    def announce(self) -> None:
+        """Every start of :meth:`run` says whether the printer is ready."""
+        self.book.report_state("printer ready" if self.jam is None else "paper jam", force=True)
 
     # -- simulation --------------------------------------------------------------------------
 
-    @property
-    def state(self) -> EquipmentState:
-        return EquipmentState.DOWN if self.jam is not None else EquipmentState.RUNNING
-
     def advance(self, seconds: float, sink: EventSink | None = None) -> int:
         """Let ``seconds`` of equipment time pass; return the pages printed meanwhile."""
-        sink = self._remember(sink)
-        rng, opts = self._rng, self.options
-        if self.jam is not None:
+        self._remember(sink)
+        rng, opts = self.rng, self.opts
+        if PAPER_JAM.code in self.book.active:
             self._cool(seconds)
-            if self.jam.self_clear_in is not None:
-                self.jam.self_clear_in -= seconds
-                if self.jam.self_clear_in <= 0:
-                    self._clear(sink, cleared_by="customer", detail="Paper jam cleared at the printer")
+            for code in self.book.count_down(seconds):  # the customer cleared it at the machine
+                self.book.clear(code, cleared_by="customer")
             return 0
         pages = poisson(rng, opts.pages_per_hour * seconds / 3600.0)
         if pages:
-            self._print(pages, sink)
+            self._print(pages)
             self.fuser_celsius = opts.fuser_setpoint_celsius + rng.gauss(0.0, 1.5)
         else:
             self._cool(seconds)
         if occurs(rng, opts.jam_rate_per_hour, seconds):
-            self._raise_jam(sink)
+            self._raise_jam()
         return pages
 
-    def inject_fault(self, code: str, sink: EventSink | None = None) -> bool:
-        """Force a fault now (tests, demos). False if it is already active."""
-        if code not in FAULTS:
-            raise ValueError(f"unknown fault code {code!r}; the printer knows {', '.join(FAULTS)}")
-        if self.jam is not None:
-            return False
-        self._raise_jam(self._remember(sink))
+    def force_fault(self, code: str) -> bool:
+        self._raise_jam()
         return True
-
-    def clear_fault(self, code: str, sink: EventSink | None = None) -> bool:
-        """Clear an active fault now, as the customer would at the machine (tests, demos):
-        ``fault.cleared`` with ``cleared_by: customer``, state ``running``. False if it is not
-        active."""
-        if code not in FAULTS:
-            raise ValueError(f"unknown fault code {code!r}; the printer knows {', '.join(FAULTS)}")
-        sink = self._remember(sink)
-        if self.jam is None:
-            return False
-        self._clear(sink, cleared_by="customer", detail="Paper jam cleared at the printer")
-        return True
-
-    @property
-    def attached(self) -> bool:
-        """Whether the printer reports to a sink yet (:meth:`run` started, or one was passed):
-        a fault injected before is not reported."""
-        return self._sink is not None
-
-    def _remember(self, sink: EventSink | None) -> EventSink | None:
-        if sink is not None:
-            self._sink = sink
-        return self._sink
 
     def _cool(self, seconds: float) -> None:
         decay = math.exp(-seconds / _FUSER_COOLING_SECONDS)
         self.fuser_celsius = STANDBY_CELSIUS + (self.fuser_celsius - STANDBY_CELSIUS) * decay
-        self.fuser_celsius += self._rng.gauss(0.0, 0.3)
+        self.fuser_celsius += self.rng.gauss(0.0, 0.3)
 
-    def _print(self, pages: int, sink: EventSink | None) -> None:
+    def _print(self, pages: int) -> None:
         opts = self.options
         self.pages_total += pages
         per_page = 100.0 / opts.toner_yield_pages
@@ -351,14 +336,15 @@ class PrinterPlugin:
             used[color] = pages * opts.color_ratio * per_page
         for color, amount in used.items():
             self.toner[color] = max(0.0, self.toner[color] - amount)
-            self._check_low(color, sink)
+            self._check_low(color)
         self.drum_wear = min(100.0, self.drum_wear + pages * 100.0 / opts.drum_life_pages)
 
-    def _check_low(self, color: str, sink: EventSink | None) -> None:
+    def _check_low(self, color: str) -> None:
         level = self.toner[color]
         if level >= LOW_TONER_PERCENT or self._low_reported[color]:
             return
         self._low_reported[color] = True
+        sink = self.book.sink
         if sink is not None:
             sink.emit_event(
                 "consumable.low",
@@ -372,42 +358,20 @@ class PrinterPlugin:
                 },
             )
 
-    def _raise_jam(self, sink: EventSink | None) -> None:
-        rng = self._rng
+    def _raise_jam(self) -> None:
+        """Where it jammed, then (if the customer clears jams) when they will: two draws from
+        the printer's stream, before the book raises it."""
+        rng = self.rng
         location = rng.choice(_JAM_LOCATIONS)
         mean = self.options.jam_self_clear_minutes
         self_clear = rng.expovariate(1.0 / (mean * 60.0)) if mean is not None else None
-        self.jam = _Jam(location=location, since=self._clock.now(), self_clear_in=self_clear)
-        self.jams_total += 1
-        if sink is not None:
-            sink.emit_event(
-                "fault.raised",
-                code=PAPER_JAM.code,
-                severity=PAPER_JAM.severity,
-                detail=f"{PAPER_JAM.detail} ({location})",
-                data=PAPER_JAM.event_data(location=location, jams_total=self.jams_total),
-            )
-            sink.set_state(PAPER_JAM.effect, f"paper jam ({location})")
-
-    def _clear(self, sink: EventSink | None, *, cleared_by: str, detail: str, **data: Any) -> _Jam:
-        jam = self.jam
-        assert jam is not None
-        self.jam = None
-        if sink is not None:
-            sink.emit_event(
-                "fault.cleared",
-                code=PAPER_JAM.code,
-                severity=Severity.INFO,
-                detail=f"{detail} ({jam.location})",
-                data={"location": jam.location, "cleared_by": cleared_by, **data},
-            )
-            sink.set_state(EquipmentState.RUNNING, "paper jam cleared")
-        return jam
+        self.book.raise_fault(PAPER_JAM.code, clears_in=self_clear, location=location)
 
     # -- actions -----------------------------------------------------------------------------
 
     async def _clear_jam_action(self, args: Mapping[str, Any], ctx: ActionContext) -> ActionResult:
-        if self.jam is None:
+        jam = self.jam
+        if jam is None:
             return ActionResult(
                 ok=False,
                 output=(
@@ -416,10 +380,10 @@ class PrinterPlugin:
                 ),
                 data={"state": self.state.value, "jammed": False},
             )
-        await ctx.progress(0.5, f"purging the paper path ({self.jam.location})")
-        jam = self._clear(
-            self._sink, cleared_by="remote", detail="Paper jam cleared remotely", command_id=ctx.command_id
-        )
+        await ctx.progress(0.5, f"purging the paper path ({jam.location})")
+        jam = self.jam
+        assert jam is not None, "the jam cleared while the paper path was being purged"
+        self.book.clear(PAPER_JAM.code, cleared_by="remote", command_id=ctx.command_id)
         downtime = max(0.0, (ctx.now() - jam.since).total_seconds())
         return ActionResult(
             ok=True,
@@ -446,18 +410,13 @@ class PrinterPlugin:
             "fuser_celsius": round(self.fuser_celsius, 1),
             "jams_total": self.jams_total,
         }
-        if self.jam is not None:
-            data["fault"] = {
-                "code": PAPER_JAM.code,
-                "location": self.jam.location,
-                "since": format_ts(self.jam.since),
-            }
+        jam = self.jam
+        if jam is not None:
+            data["fault"] = {"code": PAPER_JAM.code, "location": jam.location, "since": format_ts(jam.since)}
         low = [color for color, level in self.toner.items() if level < LOW_TONER_PERCENT]
         lines = [
             f"{self.options.model} {self.serial} firmware {self.options.firmware}: {self.state.value}",
-            f"fault: PAPER_JAM at {self.jam.location} since {format_ts(self.jam.since)}"
-            if self.jam
-            else "fault: none",
+            f"fault: PAPER_JAM at {jam.location} since {format_ts(jam.since)}" if jam else "fault: none",
             "toner: " + ", ".join(f"{color} {level:.1f} %" for color, level in self.toner.items()),
             f"pages: {self.pages_total}, jams: {self.jams_total}, drum wear: {self.drum_wear:.1f} %, "
             f"fuser: {self.fuser_celsius:.1f} °C",
