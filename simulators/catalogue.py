@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Literal, Self
 from agent import plugin
 from agent.clock import Clock, SystemClock
 from agent.plugin import ActionContext, ActionHandler, ActionResult, EventSink
-from protocol import EquipmentState, Severity, format_ts
+from protocol import EquipmentInfo, EquipmentState, Severity, format_ts
 from simulators.faults import HOUR, FaultModel, occurs_units
 
 __all__ = [
@@ -410,6 +410,8 @@ class SimulatedEquipment:
     FAULTS: ClassVar[tuple[FaultModel, ...]]
     OPTIONS: ClassVar[type[EquipmentOptions]]
     BOOK: ClassVar[type[FaultBook]] = FaultBook  # a subclass words the events its own way
+    KIND: ClassVar[str] = ""  # the inventory's equipment kind, e.g. "printer"
+    SERIAL_PREFIX: ClassVar[str] = ""  # e.g. "SP4K-": the serial is this and a hash of the device id
 
     def __init__(
         self, device_id: str, options: Mapping[str, Any] | None = None, *, clock: Clock | None = None
@@ -421,6 +423,9 @@ class SimulatedEquipment:
         self.seed = self.opts.seed if self.opts.seed is not None else stable_seed(device_id)
         self.rng = self.machine_rng()
         self.book = self.BOOK(self.FAULTS, seed=self.seed, clock=self._clock, multipliers=multipliers)
+        self.serial = (
+            self.SERIAL_PREFIX + hashlib.sha256(f"serial:{device_id}".encode()).hexdigest()[:10].upper()
+        )
 
     # -- what subclasses provide ----------------------------------------------------------------
 
@@ -455,6 +460,15 @@ class SimulatedEquipment:
         return {"state": self.state.value, "findings": findings}
 
     # -- EquipmentPlugin (shared part) ----------------------------------------------------------
+
+    def equipment_info(self) -> EquipmentInfo:
+        return EquipmentInfo(
+            kind=self.KIND,
+            vendor="Simulated",
+            model=self.opts.model,
+            serial=self.serial,
+            firmware=self.opts.firmware,
+        )
 
     def fault_catalogue(self) -> Sequence[plugin.FaultSpec]:
         """Every fault this machine can raise, for the inventory (``config["faults"]``)."""

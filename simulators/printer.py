@@ -40,7 +40,6 @@ Options (all optional; unknown ones are refused):
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -50,7 +49,7 @@ from typing import Any, ClassVar
 
 from agent.clock import Clock
 from agent.plugin import ActionContext, ActionResult, ActionSpec, EventSink
-from protocol import EquipmentInfo, EquipmentState, Severity, format_ts
+from protocol import EquipmentState, Severity, format_ts
 from simulators.catalogue import (
     NO_ARGS,
     ActiveFault,
@@ -179,6 +178,8 @@ class PrinterPlugin(SimulatedEquipment):
     FAULTS = (_JAM_MODEL,)
     OPTIONS = PrinterOptions
     BOOK = _JamBook
+    KIND = "printer"
+    SERIAL_PREFIX = "SP4K-"
     opts: PrinterOptions
 
     def __init__(
@@ -186,7 +187,6 @@ class PrinterPlugin(SimulatedEquipment):
     ) -> None:
         super().__init__(device_id, options, clock=clock)
         rng = self.rng
-        self.serial = "SP4K-" + hashlib.sha256(f"serial:{device_id}".encode()).hexdigest()[:10].upper()
         # A used machine: some pages behind it, cartridges somewhere between half-empty and full.
         self.pages_total = rng.randint(2_000, 60_000)
         self.toner = {color: round(rng.uniform(35.0, 100.0), 2) for color in TONER_COLORS}
@@ -215,15 +215,6 @@ class PrinterPlugin(SimulatedEquipment):
         return self.book.raised.get(PAPER_JAM.code, 0)
 
     # -- EquipmentPlugin ---------------------------------------------------------------------
-
-    def equipment_info(self) -> EquipmentInfo:
-        return EquipmentInfo(
-            kind="printer",
-            vendor="Simulated",
-            model=self.options.model,
-            serial=self.serial,
-            firmware=self.options.firmware,
-        )
 
     def read_metrics(self, now: datetime) -> dict[str, float]:
         metrics = {f"printer.toner.{color}.percent": round(level, 2) for color, level in self.toner.items()}
