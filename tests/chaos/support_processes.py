@@ -29,7 +29,9 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -43,17 +45,23 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from certs import PkiDir, write_mosquitto_config
 from server.db import create_engine
 from server.db.models import Event, Incident, Message, StatusRecord, TelemetrySample
 from server.settings import ServerSettings
+from tests.support.broker import MosquittoBroker
 from tests.support.server import ServerProcess
 
 __all__ = [
     "REPO",
     "ChaosServer",
+    "FleetProcess",
     "FleetReport",
+    "SteadyBroker",
     "StoredCounts",
     "child_env",
+    "kill_broker",
+    "steady_port",
     "stored_counts",
 ]
 
@@ -201,12 +209,15 @@ async def stored_counts(db_url: str, devices: Sequence[str]) -> StoredCounts:
 @dataclass
 class FleetReport:
     """What one fleet process recorded: per device, every seq its outbox committed (with the
-    message kind), every seq the broker acknowledged, every seq reserved for a last will; and
-    the outbox depth and dropped telemetry at exit."""
+    message kind), every seq the broker acknowledged (and those acknowledged by the time of
+    :meth:`FleetProcess.mark_acked`), every seq reserved for a last will, the samples of each
+    telemetry message; and the outbox depth and dropped telemetry at exit."""
 
     queued: dict[str, dict[int, str]]
     acked: dict[str, set[int]]
     wills: dict[str, set[int]]
+    samples: dict[str, dict[int, int]]
+    acked_at_mark: dict[str, set[int]]
     depth: dict[str, int]
     dropped: dict[str, int]
     produced: int
@@ -219,11 +230,110 @@ class FleetReport:
             queued={d: {int(s): k for s, k in v.items()} for d, v in data["queued"].items()},
             acked={d: set(v) for d, v in data["acked"].items()},
             wills={d: set(v) for d, v in data["wills"].items()},
+            samples={d: {int(s): n for s, n in v.items()} for d, v in data["samples"].items()},
+            acked_at_mark={d: set(v) for d, v in data["acked_at_mark"].items()},
             depth=data["depth"],
             dropped=data["dropped"],
             produced=data["produced"],
             producing_seconds=data["producing_seconds"],
         )
+
+
+class FleetProcess:
+    """One fleet child (see the module docstring), driven from the test."""
+
+    def __init__(self, workdir: Path, args: Sequence[str]) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.status_path = workdir / "status.json"
+        self.report_path = workdir / "report.json"
+        self.log_path = workdir / "fleet.log"
+        argv = [*args, "--status", str(self.status_path), "--report", str(self.report_path)]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.chaos.support_processes", "fleet", *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=child_env(),
+                cwd=REPO,
+            )
+
+    def status(self) -> dict[str, Any]:
+        """The child's latest status (every 0.5 s): connected, queued, acked, depth, produced…"""
+        if self.proc.poll() is not None and not self.report_path.exists():
+            raise RuntimeError(f"fleet process exited with {self.proc.returncode}:\n{self.log_tail()}")
+        try:
+            status: dict[str, Any] = json.loads(self.status_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return status
+
+    def stop_producing(self) -> None:
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def mark_acked(self) -> None:
+        """Have the child note which seqs the broker has acknowledged so far (in the report's
+        ``acked_at_mark``)."""
+        self.proc.send_signal(signal.SIGUSR2)
+
+    def stop(self, timeout: float = 60.0) -> FleetReport:
+        """SIGTERM: every agent says goodbye; then the report."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        if code != 0:
+            raise RuntimeError(f"fleet process exited with {code}:\n{self.log_tail()}")
+        return FleetReport.load(self.report_path)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def steady_port(host: str = "127.0.0.1") -> int:
+    """A free TCP port *below* the kernel's ephemeral range. While a broker is down, every
+    reconnect attempt to its port takes an ephemeral local port, and one of them can be the
+    broker's own (a TCP self-connect to 127.0.0.1) or another test's pick: the restarted broker
+    then fails with "Address already in use". No connect() nor bind(0) ever lands down here."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for port in random.sample(range(max(1024, low - 12000), low), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port below the ephemeral range ({low})")
+
+
+class SteadyBroker(MosquittoBroker):
+    """:class:`MosquittoBroker` on a :func:`steady_port`, so it can stay dead for a minute with
+    clients knocking and still get its port back."""
+
+    def __init__(self, pki: PkiDir, workdir: Path) -> None:
+        super().__init__(pki, workdir)
+        self.port = steady_port(self.host)
+        self.conf_path = write_mosquitto_config(
+            pki, workdir / "conf", port=self.port, bind=self.host, persistence_dir=workdir / "data"
+        )
+
+
+def kill_broker(broker: MosquittoBroker) -> None:
+    """``kill -9`` the broker: no persistence save, no will, no DISCONNECT (MosquittoBroker's own
+    ``stop`` is a SIGTERM, on which Mosquitto saves its database). ``broker.start()`` restarts it
+    on the same port and persistence directory."""
+    proc, broker._proc = broker._proc, None
+    if proc is None or proc.poll() is not None:
+        raise RuntimeError("the broker is not running")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
 
 
 # -- child: an agent whose plugin floods its outbox ---------------------------------------------
@@ -283,9 +393,11 @@ class _Recorder:
         self.queued: dict[str, dict[int, str]] = defaultdict(dict)
         self.acked: dict[str, set[int]] = defaultdict(set)
         self.wills: dict[str, set[int]] = defaultdict(set)
+        self.samples: dict[str, dict[int, int]] = defaultdict(dict)  # telemetry seq -> samples
 
     def install(self) -> None:
         from agent.outbox import Outbox  # noqa: PLC0415
+        from protocol import UpKind, decode  # noqa: PLC0415
 
         recorder = self
         append, ack, reserve = Outbox._append, Outbox.ack, Outbox.reserve_seq
@@ -294,6 +406,9 @@ class _Recorder:
             entry = append(outbox, kind, build, **kwargs)
             if entry is not None:
                 recorder.queued[outbox.device_id][entry.seq] = entry.kind.value
+                if entry.kind is UpKind.TELEMETRY:
+                    message = decode(UpKind.TELEMETRY, entry.payload)
+                    recorder.samples[outbox.device_id][entry.seq] = len(getattr(message, "samples", ()))
             return entry
 
         def recording_ack(outbox: Outbox, *seqs: int) -> None:
@@ -334,6 +449,7 @@ class QuietPlugin:
 
 
 async def _fleet_child(args: argparse.Namespace) -> None:
+    from agent.config import AgentSettings, ReconnectSettings  # noqa: PLC0415
     from agent.runtime import AgentRuntime  # noqa: PLC0415
     from certs import PkiDir  # noqa: PLC0415
     from simulators.fleet import Member, SimulatedFleet  # noqa: PLC0415
@@ -349,6 +465,11 @@ async def _fleet_child(args: argparse.Namespace) -> None:
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGUSR1, producing.clear)
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    # SIGUSR2, sent right after the broker was killed: what the broker had acknowledged by then
+    acked_at_mark: dict[str, list[int]] = {}
+    loop.add_signal_handler(
+        signal.SIGUSR2, lambda: acked_at_mark.update({d: sorted(v) for d, v in recorder.acked.items()})
+    )
     produced = 0
     started_at = time.monotonic()
     stopped_at: float | None = None
@@ -380,7 +501,16 @@ async def _fleet_child(args: argparse.Namespace) -> None:
         else:
             agent.emit_event(CHAOS_EVENT, data={"n": n})
 
-    fleet = SimulatedFleet(
+    class QuickFleet(SimulatedFleet):
+        """Reconnect backoff scaled down (0.2 s to ``--reconnect-max``, 60 s by default): the
+        outage is what is measured, not the jitter of a minute-long backoff after it."""
+
+        def settings_for(self, device_id: str, index: int) -> AgentSettings:
+            settings = super().settings_for(device_id, index)
+            reconnect = ReconnectSettings(initial=0.2, max=args.reconnect_max)
+            return settings.model_copy(update={"reconnect": reconnect})
+
+    fleet = QuickFleet(
         PkiDir(args.pki),
         args.host,
         args.port,
@@ -398,7 +528,7 @@ async def _fleet_child(args: argparse.Namespace) -> None:
         # so a late loop catches up instead of lowering the rate.
         counts = dict.fromkeys(fleet.agents, 0)
         last_status = 0.0
-        t0 = time.monotonic()
+        t0 = started_at = time.monotonic()
         while not stopping.is_set():
             now = time.monotonic()
             if producing.is_set():
@@ -433,6 +563,8 @@ async def _fleet_child(args: argparse.Namespace) -> None:
         "queued": {d: {str(s): k for s, k in v.items()} for d, v in recorder.queued.items()},
         "acked": {d: sorted(v) for d, v in recorder.acked.items()},
         "wills": {d: sorted(v) for d, v in recorder.wills.items()},
+        "samples": {d: {str(s): n for s, n in v.items()} for d, v in recorder.samples.items()},
+        "acked_at_mark": acked_at_mark,
         "depth": depth,
         "dropped": dropped,
         "produced": produced,
@@ -454,6 +586,7 @@ def _fleet_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--status", type=Path, required=True)
     parser.add_argument("--report", type=Path, required=True)
+    parser.add_argument("--reconnect-max", type=float, default=2.0)
     return parser.parse_args(argv)
 
 

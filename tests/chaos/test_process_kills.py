@@ -37,8 +37,17 @@ from agent import AgentRuntime
 from certs import PkiDir
 from protocol import Severity, UpKind
 from tests.chaos.counts import Ledger
-from tests.chaos.support_processes import REPO, ChaosServer, child_env, stored_counts
-from tests.support.broker import MosquittoBroker, free_port, unique_device
+from tests.chaos.support_processes import (
+    REPO,
+    ChaosServer,
+    FleetProcess,
+    SteadyBroker,
+    child_env,
+    kill_broker,
+    steady_port,
+    stored_counts,
+)
+from tests.support.broker import MosquittoBroker, unique_device
 from tests.support.databases import sqlite_url
 from tests.support.e2e import PublishLog, agent_settings
 from tests.support.equipment import FakePlugin
@@ -255,7 +264,7 @@ async def test_agent_killed_in_the_middle_of_outbox_writes_loses_nothing_committ
     device_id = unique_device(pki, "chaos-agent")
     data_dir = tmp_path / "agent-data"
     path = database_path(data_dir)
-    config = _agent_config(tmp_path / "agent.toml", pki, device_id, data_dir, free_port())  # offline
+    config = _agent_config(tmp_path / "agent.toml", pki, device_id, data_dir, steady_port())  # offline
     log = tmp_path / "agent.log"
     observed: dict[int, str] = {}  # every message seen committed, across the kills
     previous: dict[int, str] = {}
@@ -356,3 +365,183 @@ async def test_agent_killed_in_the_middle_of_outbox_writes_loses_nothing_committ
     ledger.check()
     assert accepted_events <= set(counts.event_rows[device_id])
     assert not {s: k for s, k in left.items() if s in accepted}, "drained, yet still queued"
+
+
+# -- 1. the broker killed and down a minute under 1,000 msg/s -------------------------------------
+
+DOWN_SECONDS = 60.0
+"""How long the broker stays dead (the issue's figure)."""
+DEVICES = 100
+FLEET_PROCESSES = 2  # one Python process cannot run 1,000 msg/s of agents on this machine
+RATE = 10.0  # messages a second per device: 1,000 msg/s in total
+CONNECTED_BEFORE = 5.0  # s of normal running before the kill
+PRODUCING_AFTER = 5.0  # s of producing after the restart, then the queues drain
+PLAIN = {"shared_group": None}
+"""The server's subscription without ``$share``: Mosquitto 2.0 keeps only plain subscriptions
+of a persistent session across its restarts (tests/integration/test_e2e_reliability.py)."""
+
+
+def _sum_status(fleets: list[FleetProcess], key: str) -> int:
+    return sum(int(f.status().get(key, 0)) for f in fleets)
+
+
+def _phase(marks: dict[str, float], name: str) -> None:
+    marks[name] = time.monotonic()
+    print(f"  [{marks[name] - marks['start']:6.1f} s] {name}", flush=True)
+
+
+@pytest.mark.timeout(420)
+async def test_broker_killed_and_down_a_minute_under_1000_msg_s_loses_nothing(
+    sqlite_db: str, pki: PkiDir, steady_broker: SteadyBroker, tmp_path: Path, stopwatch: list[float]
+) -> None:
+    broker = steady_broker
+    marks = {"start": time.monotonic()}
+    server = ChaosServer(server_settings(sqlite_db, pki=pki, broker=broker, mqtt=PLAIN), tmp_path / "server")
+    await asyncio.to_thread(server.start)
+    # A broker that has run a while has saved its database (autosave_interval 60, as deployed):
+    # the server's persistent session is in it. A clean restart saves it now.
+    await asyncio.to_thread(broker.stop)
+    await asyncio.to_thread(broker.start)
+    prefix = f"chaos-fleet-{os.getpid() % 10000}-{random.randrange(10**4)}"
+    per_process = DEVICES // FLEET_PROCESSES
+    fleets: list[FleetProcess] = []
+    try:
+        await eventually(lambda: _healthy(server), timeout=30, what="the server reconnected")
+        for n in range(FLEET_PROCESSES):
+            fleets.append(
+                FleetProcess(
+                    tmp_path / f"fleet-{n}",
+                    [
+                        *("--pki", str(pki.root), "--host", broker.host, "--port", str(broker.port)),
+                        *(
+                            "--prefix",
+                            prefix,
+                            "--first",
+                            str(1 + n * per_process),
+                            "--count",
+                            str(per_process),
+                        ),
+                        *("--rate", str(RATE), "--data-root", str(tmp_path / "agents")),
+                    ],
+                )
+            )
+        await eventually(
+            lambda: _sum_status(fleets, "connected") == DEVICES, timeout=90, what="every agent connected"
+        )
+        _phase(marks, "connected")
+        await asyncio.sleep(CONNECTED_BEFORE)
+        assert await _stored_total(sqlite_db, prefix) > 0, "the server stored nothing before the kill"
+
+        await asyncio.to_thread(kill_broker, broker)
+        _phase(marks, "broker killed")
+        # Once every agent has read its socket to the end, every PUBACK the broker sent is counted.
+        await eventually(
+            lambda: _sum_status(fleets, "connected") == 0, timeout=30, what="every agent cut off"
+        )
+        for fleet in fleets:
+            fleet.mark_acked()
+        await asyncio.sleep(DOWN_SECONDS)
+        queued_while_down = _sum_status(fleets, "depth")
+        await asyncio.to_thread(broker.start)
+        _phase(marks, "broker restarted")
+        await eventually(
+            lambda: _sum_status(fleets, "connected") == DEVICES, timeout=60, what="every agent reconnected"
+        )
+        _phase(marks, "reconnected")
+        await asyncio.sleep(PRODUCING_AFTER)
+        for fleet in fleets:
+            fleet.stop_producing()
+        _phase(marks, "producing stopped")
+        await eventually(lambda: _sum_status(fleets, "depth") == 0, timeout=240, what="every outbox drained")
+        _phase(marks, "drained")
+        reports = [await asyncio.to_thread(f.stop) for f in fleets]
+        devices = sorted(d for r in reports for d in r.queued)
+        queued = {d: r.queued[d] for r in reports for d in r.queued}
+        acked = {d: r.acked[d] & set(r.queued[d]) for r in reports for d in r.queued}
+        before_kill = {d: r.acked_at_mark.get(d, set()) & acked[d] for r in reports for d in r.queued}
+        after_kill = {d: acked[d] - before_kill[d] for d in devices}
+        await eventually(
+            lambda: _all_devices_stored(sqlite_db, after_kill),
+            timeout=120,
+            what="every message acknowledged after the kill stored",
+        )
+        await asyncio.sleep(1.0)  # anything still on its way from the broker
+        _phase(marks, "stored")
+    finally:
+        for fleet in fleets:
+            fleet.kill()
+        await asyncio.to_thread(server.stop)
+    counts = await stored_counts(sqlite_db, devices)
+
+    samples = {d: r.samples.get(d, {}) for r in reports for d in r.queued}
+    expected_rows = sum(n for d in devices for s, n in samples[d].items() if s in acked[d])
+    doubled = counts.duplicate_rows()
+    doubled["telemetry"] = max(0, sum(counts.telemetry_rows.values()) - expected_rows)
+    produced = sum(r.produced for r in reports)
+    seconds = max(r.producing_seconds for r in reports)
+    superseded = sum(1 for d in devices for s, k in queued[d].items() if k in SNAPSHOTS and s not in acked[d])
+
+    # What the outage did: everything queued during the minute down, and after, was delivered once.
+    outage = Ledger(f"broker kill -9, down {DOWN_SECONDS:g} s, {DEVICES} agents: acknowledged after the kill")
+    outage.sent = sum(len(set(queued[d]) - before_kill[d]) for d in devices)
+    outage.acknowledged = sum(len(v) for v in after_kill.values())
+    outage.stored = sum(len(counts.message_seqs[d] & after_kill[d]) for d in devices)
+    outage.duplicates = sum(doubled.values())
+    outage.notes["produced msg/s"] = round(produced / seconds)
+    outage.notes["queued while down"] = queued_while_down
+    outage.notes["superseded snapshots"] = superseded
+    outage.notes["reconnect s"] = round(marks["reconnected"] - marks["broker restarted"], 1)
+    outage.notes["drain s"] = round(marks["drained"] - marks["producing stopped"], 1)
+    outage.check()
+    assert not {d: n for r in reports for d, n in r.depth.items() if n}, "queues left after the goodbye"
+    assert len(devices) == DEVICES
+
+    # What the kill did: the broker acknowledges a publish on receipt and keeps it in memory until
+    # its next save; what it had not delivered to the server when killed is gone.
+    kill = Ledger(f"broker kill -9 under {RATE * DEVICES:g} msg/s: acknowledged before the kill")
+    kill.sent = kill.acknowledged = sum(len(v) for v in before_kill.values())
+    kill.stored = sum(len(counts.message_seqs[d] & before_kill[d]) for d in devices)
+    kill.duplicates = 0  # counted for every row above
+    lost_per_device = [len(before_kill[d] - counts.message_seqs[d]) for d in devices]
+    kill.notes["devices that lost some"] = sum(1 for n in lost_per_device if n)
+    if kill.lost:
+        print(f"\n{kill.line()}")
+        pytest.xfail(
+            f"Mosquitto acknowledged {kill.lost} messages it had not yet delivered to the server's "
+            "session nor saved (autosave_interval 60) when it was killed: they are lost "
+            "(docs/testing.md, 'Chaos: process kills')"
+        )
+    kill.check()
+
+
+def _healthy(server: ChaosServer) -> bool:
+    import httpx  # noqa: PLC0415
+
+    try:
+        return bool(httpx.get(f"{server.base_url}/api/v1/health", timeout=1).json().get("mqtt"))
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+async def _stored_total(db_url: str, prefix: str) -> int:
+    from sqlalchemy import func, select  # noqa: PLC0415
+
+    from server.db import create_engine  # noqa: PLC0415
+    from server.db.models import Message  # noqa: PLC0415
+
+    engine = create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            return int(
+                await conn.scalar(
+                    select(func.count()).select_from(Message).where(Message.device_id.like(f"{prefix}-%"))
+                )
+                or 0
+            )
+    finally:
+        await engine.dispose()
+
+
+async def _all_devices_stored(db_url: str, acked: dict[str, set[int]]) -> bool:
+    counts = await stored_counts(db_url, sorted(acked))
+    return all(seqs <= counts.message_seqs[d] for d, seqs in acked.items())
