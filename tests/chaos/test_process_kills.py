@@ -27,7 +27,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,6 +83,17 @@ def _samples(payload: bytes) -> int:
     telemetry = protocol.decode(UpKind.TELEMETRY, payload)
     assert isinstance(telemetry, protocol.Telemetry)
     return len(telemetry.samples)
+
+
+async def _settled(check: Callable[[], Awaitable[bool]], *, timeout: float, what: str) -> bool:
+    """Wait for ``check`` like :func:`eventually`, but on a timeout return False instead of
+    raising: the ledger then fails with the counts (what is lost, how much), not a bare timeout."""
+    try:
+        await eventually(check, timeout=timeout, what=what)
+    except AssertionError as exc:
+        print(f"\n{exc}")
+        return False
+    return True
 
 
 def _ingest_duplicates(log: str) -> int:
@@ -142,9 +153,9 @@ async def test_server_killed_between_commit_and_ack_stores_everything_once(
     clean = ChaosServer(settings, workdir)
     await asyncio.to_thread(clean.start)
     try:
-        await eventually(
+        stored_in_time = await _settled(
             lambda: _all_stored(db_url, device_id, log.acked),
-            timeout=60,
+            timeout=30,
             what="every published message stored",
         )
         await asyncio.sleep(0.5)  # redeliveries still in flight would show up as doubles
@@ -166,6 +177,7 @@ async def test_server_killed_between_commit_and_ack_stores_everything_once(
     ledger.acknowledged = len(log.acked)
     ledger.stored = len(counts.message_seqs[device_id] & log.acked)
     ledger.duplicates = sum(doubled.values())
+    ledger.notes["all stored in time"] = stored_in_time
     ledger.notes["crashes"] = crashes
     ledger.notes["stored at each crash"] = stored_at_crash
     ledger.notes["redeliveries seen as duplicates by the last server"] = _ingest_duplicates(
@@ -329,7 +341,7 @@ async def test_agent_killed_in_the_middle_of_outbox_writes_loses_nothing_committ
         _agent_config(config, pki, device_id, data_dir, broker.port)
         proc = await _spawn_agent(config, log, rate=-1)
         try:
-            await eventually(
+            stored_in_time = await _settled(
                 lambda: _all_stored(sqlite_db, device_id, accepted),
                 timeout=90,
                 what="every message the outbox committed stored",
@@ -355,6 +367,7 @@ async def test_agent_killed_in_the_middle_of_outbox_writes_loses_nothing_committ
     ledger.duplicates = sum(counts.duplicate_rows().values()) + max(
         0, len(counts.event_rows[device_id]) - len(set(counts.event_rows[device_id]))
     )
+    ledger.notes["all stored in time"] = stored_in_time
     ledger.notes["kills"] = AGENT_KILLS
     ledger.notes["mid-write crash points (seq)"] = mid_write_seqs
     ledger.notes["superseded snapshots"] = superseded
@@ -460,7 +473,7 @@ async def test_broker_killed_and_down_a_minute_under_1000_msg_s_loses_nothing(
         acked = {d: r.acked[d] & set(r.queued[d]) for r in reports for d in r.queued}
         before_kill = {d: r.acked_at_mark.get(d, set()) & acked[d] for r in reports for d in r.queued}
         after_kill = {d: acked[d] - before_kill[d] for d in devices}
-        await eventually(
+        stored_in_time = await _settled(
             lambda: _all_devices_stored(sqlite_db, after_kill),
             timeout=120,
             what="every message acknowledged after the kill stored",
@@ -487,6 +500,7 @@ async def test_broker_killed_and_down_a_minute_under_1000_msg_s_loses_nothing(
     outage.acknowledged = sum(len(v) for v in after_kill.values())
     outage.stored = sum(len(counts.message_seqs[d] & after_kill[d]) for d in devices)
     outage.duplicates = sum(doubled.values())
+    outage.notes["all stored in time"] = stored_in_time
     outage.notes["produced msg/s"] = round(produced / seconds)
     outage.notes["queued while down"] = queued_while_down
     outage.notes["superseded snapshots"] = superseded
