@@ -50,14 +50,8 @@ from typing import Any, ClassVar
 from agent.clock import Clock
 from agent.plugin import ActionContext, ActionResult, ActionSpec, EventSink
 from protocol import EquipmentState, Severity, format_ts
-from simulators.catalogue import (
-    NO_ARGS,
-    ActiveFault,
-    EquipmentOptions,
-    FaultBook,
-    Finding,
-    SimulatedEquipment,
-)
+from simulators.catalogue import NO_ARGS, EquipmentOptions, Finding, SimulatedEquipment
+from simulators.fault_book import ActiveFault, FaultBook
 from simulators.faults import FaultModel, FaultSpec, occurs, poisson
 
 __all__ = ["LOW_TONER_PERCENT", "PAPER_JAM", "TONER_COLORS", "Jam", "PrinterOptions", "PrinterPlugin"]

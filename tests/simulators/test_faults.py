@@ -14,8 +14,9 @@ import pytest
 from agent.actions.builtins import BUILTIN_ACTION_NAMES
 from agent.plugin import fault_catalogue
 from protocol import EquipmentState, Severity
-from simulators.catalogue import FaultBook, SimulatedMachine
+from simulators.catalogue import SimulatedMachine
 from simulators.chiller import CHILLER_FAULTS, ChillerPlugin
+from simulators.fault_book import FaultBook
 from simulators.faults import FaultModel, GuidedFix, RemoteFix, WearOut, occurs_units
 from simulators.imaging import IMAGING_FAULTS, ImagingPlugin
 from tests.simulators.support import FakeClock, FakeSink, within
