@@ -4,7 +4,7 @@ Pure code: no sockets, no files, no asyncio.
 """
 
 from protocol.args import check_args
-from protocol.codec import MAX_PAYLOAD_BYTES, decode, decode_command, decode_uplink, encode
+from protocol.codec import MAX_PAYLOAD_BYTES, decode, decode_command, decode_receipt, decode_uplink, encode
 from protocol.errors import (
     CommandRejected,
     DecodeError,
@@ -25,6 +25,7 @@ from protocol.messages import (
     EVENT_TYPES,
     MAX_INT,
     MAX_JSON_DEPTH,
+    MAX_RECEIPT_RANGES,
     PROTOCOL_VERSION,
     ActionInfo,
     AgentInfo,
@@ -34,6 +35,7 @@ from protocol.messages import (
     Event,
     Inventory,
     PolicyDecision,
+    Receipt,
     Reply,
     ReplyType,
     Sample,
@@ -43,6 +45,7 @@ from protocol.messages import (
     Telemetry,
     UpMessage,
     format_ts,
+    seq_ranges,
 )
 from protocol.signing import (
     CommandSigner,
@@ -56,10 +59,12 @@ from protocol.signing import (
 )
 from protocol.topics import (
     Direction,
+    DownKind,
     ParsedTopic,
     UpKind,
     command_topic,
     parse_topic,
+    receipt_topic,
     server_subscription,
     up_topic,
     validate_device_id,
@@ -73,6 +78,7 @@ __all__ = [
     "MAX_INT",
     "MAX_JSON_DEPTH",
     "MAX_PAYLOAD_BYTES",
+    "MAX_RECEIPT_RANGES",
     "PROTOCOL_VERSION",
     "ActionInfo",
     "AgentInfo",
@@ -83,6 +89,7 @@ __all__ = [
     "DecodeError",
     "DeviceMismatch",
     "Direction",
+    "DownKind",
     "EquipmentInfo",
     "EquipmentState",
     "Event",
@@ -94,6 +101,7 @@ __all__ = [
     "PayloadTooLarge",
     "PolicyDecision",
     "ProtocolError",
+    "Receipt",
     "RejectReason",
     "ReplayCache",
     "Reply",
@@ -113,6 +121,7 @@ __all__ = [
     "command_topic",
     "decode",
     "decode_command",
+    "decode_receipt",
     "decode_uplink",
     "encode",
     "format_ts",
@@ -120,6 +129,8 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "parse_topic",
+    "receipt_topic",
+    "seq_ranges",
     "server_subscription",
     "up_topic",
     "validate_device_id",

@@ -11,10 +11,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from protocol.errors import DeviceMismatch, NotJson, PayloadTooLarge, SchemaError, UnsupportedVersion
-from protocol.messages import PROTOCOL_VERSION, Command, UpMessage, model_for
+from protocol.messages import PROTOCOL_VERSION, Command, Receipt, UpMessage, model_for
 from protocol.topics import Direction, UpKind, parse_topic
 
-__all__ = ["MAX_PAYLOAD_BYTES", "decode", "decode_command", "decode_uplink", "encode"]
+__all__ = ["MAX_PAYLOAD_BYTES", "decode", "decode_command", "decode_receipt", "decode_uplink", "encode"]
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 
@@ -78,3 +78,7 @@ def decode_uplink(topic: str, payload: bytes, *, limit: int = MAX_PAYLOAD_BYTES)
 
 def decode_command(payload: bytes, *, limit: int = MAX_PAYLOAD_BYTES) -> Command:
     return _validate(Command, _load(payload, limit), "cmd")
+
+
+def decode_receipt(payload: bytes, *, limit: int = MAX_PAYLOAD_BYTES) -> Receipt:
+    return _validate(Receipt, _load(payload, limit), "receipt")

@@ -8,6 +8,7 @@ Unknown fields are refused (``extra="forbid"``): ``v`` is the version, not silen
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -31,6 +32,7 @@ __all__ = [
     "EVENT_TYPES",
     "MAX_INT",
     "MAX_JSON_DEPTH",
+    "MAX_RECEIPT_RANGES",
     "PROTOCOL_VERSION",
     "ActionInfo",
     "AgentInfo",
@@ -41,6 +43,7 @@ __all__ = [
     "Event",
     "Inventory",
     "PolicyDecision",
+    "Receipt",
     "Reply",
     "ReplyType",
     "Sample",
@@ -52,6 +55,7 @@ __all__ = [
     "UtcDateTime",
     "format_ts",
     "model_for",
+    "seq_ranges",
 ]
 
 PROTOCOL_VERSION: Literal[1] = 1
@@ -64,6 +68,8 @@ MAX_INT = 2**63 - 1
 MIN_INT = -(2**63)
 MAX_COUNT = 2**31 - 1
 MAX_JSON_DEPTH = 32
+MAX_RECEIPT_RANGES = 1024
+"""Ranges in one receipt (about 40 KB at most); a server with more to confirm sends several."""
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -346,3 +352,44 @@ class Command(_Model):
     nonce: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
     kid: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
     sig: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]*$", max_length=128)] = ""
+
+
+def _ordered_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    for index, (first, last) in enumerate(ranges):
+        if first > last:
+            raise ValueError(f"at ranges.{index}: first seq {first} is above last seq {last}")
+    return ranges
+
+
+SeqRange = tuple[Seq, Seq]
+
+
+class Receipt(_Model):
+    """Server → device on ``.../down/receipt``: the seqs of this device that the server has
+    handled for good (stored, already stored, refused or quarantined: sending them again cannot
+    help), as inclusive ``[first, last]`` ranges. The agent forgets a message only then
+    (docs/agent.md, "The outbox"). Not signed: only a server identity may write a device's down
+    topics, and a forged receipt can only make the agent forget messages the broker has already
+    acknowledged (docs/security.md)."""
+
+    v: Literal[1] = PROTOCOL_VERSION
+    kind: Literal["receipt"] = "receipt"
+    device_id: DeviceId
+    ranges: Annotated[list[SeqRange], AfterValidator(_ordered_ranges)] = Field(
+        min_length=1, max_length=MAX_RECEIPT_RANGES
+    )
+
+    def seqs(self) -> int:
+        """How many seqs the ranges cover."""
+        return sum(last - first + 1 for first, last in self.ranges)
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """``seqs`` (any order, repeats allowed) as sorted inclusive ranges of consecutive seqs."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges

@@ -1,4 +1,5 @@
-"""The MQTT topic tree: ``fc/v1/d/{device_id}/up/{kind}`` and ``fc/v1/d/{device_id}/down/cmd``.
+"""The MQTT topic tree: ``fc/v1/d/{device_id}/up/{kind}`` and ``fc/v1/d/{device_id}/down/{kind}``
+(``cmd``: signed commands; ``receipt``: the seqs the server has stored, docs/design.md).
 
 The up/down split is what lets a broker ACL confine a device with two pattern lines.
 """
@@ -16,10 +17,12 @@ __all__ = [
     "ROOT",
     "SERVER_SHARED_GROUP",
     "Direction",
+    "DownKind",
     "ParsedTopic",
     "UpKind",
     "command_topic",
     "parse_topic",
+    "receipt_topic",
     "server_subscription",
     "up_topic",
     "validate_device_id",
@@ -38,6 +41,11 @@ class UpKind(StrEnum):
     REPLY = "reply"
 
 
+class DownKind(StrEnum):
+    COMMAND = "cmd"
+    RECEIPT = "receipt"
+
+
 class Direction(StrEnum):
     UP = "up"
     DOWN = "down"
@@ -47,7 +55,7 @@ class Direction(StrEnum):
 class ParsedTopic:
     device_id: str
     direction: Direction
-    kind: str  # an UpKind value for "up", "cmd" for "down"
+    kind: str  # an UpKind value for "up", a DownKind value for "down"
 
 
 def validate_device_id(device_id: str) -> str:
@@ -65,7 +73,11 @@ def up_topic(device_id: str, kind: UpKind) -> str:
 
 
 def command_topic(device_id: str) -> str:
-    return f"{ROOT}/{validate_device_id(device_id)}/down/cmd"
+    return f"{ROOT}/{validate_device_id(device_id)}/down/{DownKind.COMMAND.value}"
+
+
+def receipt_topic(device_id: str) -> str:
+    return f"{ROOT}/{validate_device_id(device_id)}/down/{DownKind.RECEIPT.value}"
 
 
 def server_subscription(shared_group: str | None = SERVER_SHARED_GROUP) -> str:
@@ -88,6 +100,6 @@ def parse_topic(topic: str) -> ParsedTopic:
             allowed = ", ".join(k.value for k in UpKind)
             raise TopicError(topic, f"unknown up kind {kind!r} (expected one of {allowed})")
         return ParsedTopic(device_id, Direction.UP, kind)
-    if direction == Direction.DOWN.value and kind == "cmd":
+    if direction == Direction.DOWN.value and kind in DownKind.__members__.values():
         return ParsedTopic(device_id, Direction.DOWN, kind)
     raise TopicError(topic, f"unknown direction/kind {direction}/{kind}")

@@ -12,6 +12,7 @@ from protocol import (
     canonical_bytes,
     decode,
     decode_command,
+    decode_receipt,
     decode_uplink,
     encode,
     load_public_key,
@@ -39,3 +40,10 @@ def test_command_vector_canonical_bytes_and_signature_match() -> None:
     verifier = CommandVerifier(public_key, "printer-0001")
     verifier.verify(command, now=command.issued_at)
     assert vectors.signed_command() == stored
+
+
+def test_receipt_vector_decodes_and_reencodes_byte_for_byte() -> None:
+    stored = (vectors.VECTORS_DIR / "receipt.json").read_bytes().rstrip(b"\n")
+    receipt = decode_receipt(stored)
+    assert encode(receipt) == stored == encode(vectors.receipt())
+    assert receipt.seqs() == 6

@@ -26,6 +26,7 @@ from protocol import (
     Event,
     Inventory,
     PolicyDecision,
+    Receipt,
     Reply,
     ReplyType,
     Sample,
@@ -111,6 +112,11 @@ def messages() -> dict[str, Any]:
     }
 
 
+def receipt() -> Receipt:
+    """Server → device: seqs 41-45 and 47 of printer-0001 are stored (46 is still on its way)."""
+    return Receipt(device_id="printer-0001", ranges=[(41, 45), (47, 47)])
+
+
 def signed_command() -> dict[str, Any]:
     key = vector_key()
     # Nonces are random by design; the vector pins one so it is reproducible.
@@ -139,6 +145,7 @@ def write() -> None:
     VECTORS_DIR.mkdir(exist_ok=True)
     for name, message in messages().items():
         (VECTORS_DIR / f"{name}.json").write_bytes(encode(message) + b"\n")
+    (VECTORS_DIR / "receipt.json").write_bytes(encode(receipt()) + b"\n")
     (VECTORS_DIR / "command.json").write_text(
         json.dumps(signed_command(), indent=2, ensure_ascii=False) + "\n"
     )
