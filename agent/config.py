@@ -289,6 +289,10 @@ class AgentSettings(_Section):
     thousands of agents and no operator, look rarely."""
     telemetry_interval: float = Field(default=10.0, gt=0, le=86400)
     outbox_max_messages: int = Field(default=10_000, ge=10)
+    """Bound of the queue, and of the messages sent and waiting for the server's receipt."""
+    outbox_unconfirmed_max_age: float = Field(default=3600.0, ge=1, le=30 * 86400)
+    """Seconds a message the broker acknowledged waits for the server's receipt before it is
+    forgotten; as long without any receipt, the agent stops waiting for them (docs/agent.md)."""
     policy: PolicySettings = Field(default_factory=PolicySettings)
     plugins: list[PluginSettings] = Field(default_factory=list)
     site: str | None = Field(default=None, max_length=256)

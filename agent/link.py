@@ -7,10 +7,11 @@ One :class:`MqttLink` runs for the agent's lifetime (:meth:`MqttLink.run`). Each
   QoS 1 commands sent while the device was offline are delivered when it comes back;
 * last will: retained ``Status(online=False)`` on ``.../up/status``, QoS 1, with a seq taken
   from the outbox counter and ``ts`` = connect time (the ``will`` factory builds it);
-* after CONNACK: subscribe to ``.../down/cmd`` (QoS 1) — on *every* connection, the wanted
-  subscription lives here, not in the broker's memory — then ``on_connected()`` (the runtime
-  queues its birth Status), then received commands go to the ``keep`` callback (or, without
-  one, to :attr:`MqttLink.incoming`).
+* after CONNACK: subscribe to ``.../down/cmd`` (QoS 1) and ``.../down/receipt`` (QoS 0: a lost
+  receipt only means a resend) — on *every* connection, the wanted subscriptions live here, not
+  in the broker's memory — then ``on_connected()`` (the runtime queues its birth Status), then
+  received commands go to the ``keep`` callback (or, without one, to :attr:`MqttLink.incoming`)
+  and receipts to :attr:`MqttLink.on_receipt` (the publisher's, agent/publisher.py).
 
 Acknowledgements are manual (paho's ``manual_ack``): a command's PUBACK is sent only once
 ``keep(payload, redelivered)`` returned — the runtime commits it to its inbox there
@@ -54,7 +55,7 @@ from agent.config import AgentSettings
 from agent.crashpoints import crash_point
 from agent.errors import AgentError, FatalLinkError, LinkDown, LinkError
 from agent.tls import LinkSSLContext, is_identity_refusal, make_ssl_context
-from protocol import UpKind, command_topic, up_topic
+from protocol import UpKind, command_topic, receipt_topic, up_topic
 from transport.backoff import Backoff
 from transport.sockets import NO_DELAY
 
@@ -238,6 +239,9 @@ class MqttLink:
         """Received commands, when there is no ``keep`` callback (and for tests to inject)."""
         self.status_topic = up_topic(settings.device_id, UpKind.STATUS)
         self.command_topic = command_topic(settings.device_id)
+        self.receipt_topic = receipt_topic(settings.device_id)
+        self.on_receipt: Callable[[bytes], None] | None = None
+        """Takes each received receipt's payload (set by the publisher); None: ignored."""
         self.connections = 0  # successful connections so far
         self._will = will
         self._on_connected = on_connected
@@ -387,11 +391,18 @@ class MqttLink:
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         try:
-            granted = await client.subscribe(self.command_topic, qos=1)
+            granted = await client.subscribe([(self.command_topic, 1), (self.receipt_topic, 0)])
         except aiomqtt.MqttError as exc:
             raise LinkError(f"subscribing to {self.command_topic} failed: {exc}") from exc
         codes = [g.value if isinstance(g, ReasonCode) else int(g) for g in granted]
-        if any(code >= 0x80 for code in codes):
+        if len(codes) > 1 and codes[1] >= 0x80:
+            logger.warning(
+                "%s: the broker refused the subscription to %s: the server's receipts will not "
+                "arrive (messages are then forgotten on the broker's acknowledgement)",
+                self.name,
+                self.receipt_topic,
+            )
+        if codes and codes[0] >= 0x80:
             # Telemetry and events still flow; commands cannot arrive. Loud, not fatal.
             logger.error(
                 "%s: the broker refused the subscription to %s (ACL?): commands will not arrive",
@@ -407,6 +418,11 @@ class MqttLink:
         async def pump() -> None:
             async for message in client.messages:
                 payload = message.payload
+                if message.topic.value == self.receipt_topic and isinstance(payload, bytes):
+                    client.ack(message)  # QoS 0: nothing is sent
+                    if self.on_receipt is not None:
+                        self.on_receipt(payload)
+                    continue
                 if message.topic.value != self.command_topic or not isinstance(payload, bytes):
                     logger.warning("%s: ignoring a message on %s", self.name, message.topic.value)
                     client.ack(message)

@@ -1,11 +1,20 @@
 """Disk-backed store-and-forward for every up-message (SQLite; see :mod:`agent.storage`).
 
-A message is assigned its ``seq``, encoded and committed *before* anyone tries to publish it;
-it is deleted (:meth:`Outbox.ack`) only after the broker acknowledged the publish (QoS 1
-PUBACK). ``seq`` comes from a counter row, so it survives restarts and never goes backwards,
-even when every message has been deleted.
+A message is assigned its ``seq``, encoded and committed *before* anyone tries to publish it.
+Its states: *queued* (``sent_at`` NULL) until the broker acknowledges the publish (QoS 1 PUBACK,
+:meth:`Outbox.ack`), then *sent, unconfirmed* until the server confirms it stored it (a receipt,
+:meth:`Outbox.confirm`), then deleted. A broker acknowledges on receipt and may lose what it
+has not yet delivered (kill -9 before its save): :meth:`Outbox.requeue`, at every connection,
+puts the unconfirmed messages back in the queue and the server's dedup on ``(device, seq)``
+absorbs what was not lost. Only once this outbox has seen a receipt (remembered in the file,
+``receipts_at``): until then, and again after ``unconfirmed_max_age`` seconds without one (an
+old server, or receipts turned off), a PUBACK deletes the message as before receipts existed.
+The unconfirmed set is bounded by ``max_messages`` and ``unconfirmed_max_age``: beyond either,
+the oldest are forgotten (counted: ``dropped_unconfirmed``; the broker had acknowledged them).
+``seq`` comes from a counter row, so it survives restarts and never goes backwards, even when
+every message has been deleted.
 
-Bounded: above ``max_messages`` the oldest *telemetry* is dropped (and counted); events,
+Bounded: above ``max_messages`` queued messages the oldest queued *telemetry* is dropped (and counted); events,
 replies, status and inventory are never dropped for space. A new retained snapshot
 (``status``, ``inventory``) supersedes queued ones of its kind: only the latest is meaningful.
 
@@ -33,7 +42,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +69,13 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 INSERT OR IGNORE INTO counters (name, value) VALUES ('next_seq', 0), ('dropped_telemetry', 0);
 CREATE TABLE IF NOT EXISTS once_keys (key TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 """
+# Receipts (module docstring): an outbox written before them has no sent_at column; adding it
+# keeps every row queued, as it was. The partial index keeps pending() off the unconfirmed rows.
+RECEIPT_SCHEMA = """
+CREATE INDEX IF NOT EXISTS outbox_queued ON outbox (seq) WHERE sent_at IS NULL;
+INSERT OR IGNORE INTO counters (name, value) VALUES ('dropped_unconfirmed', 0), ('receipts_at', 0);
+"""
+AGE_CHECK_EVERY = 10.0  # seconds between looks for unconfirmed messages past their age bound
 
 CRASH_POINT_ENV = "FLEETCARE_AGENT_CRASH_POINT"  # agent/crashpoints.py's, not imported: no new edge
 MID_WRITE = "outbox_mid_write"
@@ -97,7 +113,10 @@ class OutboxStats:
     oldest_seq: int | None
     oldest_kind: str | None
     oldest_created_at: datetime | None
-    by_kind: dict[str, int]
+    by_kind: dict[str, int]  # queued messages by kind
+    unconfirmed: int = 0  # sent (PUBACK) and not yet confirmed by the server
+    dropped_unconfirmed: int = 0
+    last_receipt_at: datetime | None = None  # None: this outbox never saw a receipt
 
 
 class Outbox:
@@ -109,22 +128,41 @@ class Outbox:
         device_id: str,
         *,
         max_messages: int = 10_000,
+        unconfirmed_max_age: float = 3600.0,
         now: Callable[[], float] = time.time,
+        wall: Callable[[], float] = time.time,
         db: sqlite3.Connection | None = None,
     ) -> None:
+        """``now`` stamps ``created_at`` (the agent's clock, maybe simulated); ``wall`` is real
+        time, for the unconfirmed messages' age and the last receipt."""
         self.path = path
         self._owns_db = db is None
         self.device_id = device_id
         self.max_messages = max_messages
+        self.unconfirmed_max_age = unconfirmed_max_age
         self._now = now
+        self._wall = wall
         self._warned_full = False
+        self._warned_unconfirmed = False
+        self._age_checked = 0.0
         self._crash_at = _mid_write_crash_at()
         self._appends = 0
         try:
             self._db = db if db is not None else connect(path)
             self._db.executescript(SCHEMA)
-            self._depth: int = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            if not _has_sent_at(self._db):
+                self._db.execute("ALTER TABLE outbox ADD COLUMN sent_at REAL")
+            self._db.executescript(RECEIPT_SCHEMA)
+            self._depth: int = self._db.execute(
+                "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
+            ).fetchone()[0]
+            self._unconfirmed: int = self._db.execute(
+                "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL"
+            ).fetchone()[0]
             self._dropped: int = self._counter("dropped_telemetry")
+            self._dropped_unconfirmed: int = self._counter("dropped_unconfirmed")
+            self._receipts_at: float = float(self._counter("receipts_at"))
+            self._confirming = self._receipts_fresh()
             # The one writer (the agent holds the data-dir lock) keeps the counter in memory too:
             # no read per message. The row is still updated in each append's transaction.
             self._next_seq: int = self._counter("next_seq")
@@ -183,9 +221,13 @@ class Outbox:
                 payload = encode(build(seq))
                 if len(payload) > MAX_PAYLOAD_BYTES:
                     raise MessageTooLarge(kind.value, len(payload), MAX_PAYLOAD_BYTES)
-                superseded = 0
+                superseded = superseded_sent = 0
                 if kind in _SUPERSEDING:
-                    superseded = self._db.execute("DELETE FROM outbox WHERE kind = ?", (kind.value,)).rowcount
+                    gone = self._db.execute(
+                        "DELETE FROM outbox WHERE kind = ? RETURNING sent_at IS NOT NULL", (kind.value,)
+                    ).fetchall()
+                    superseded_sent = sum(sent for (sent,) in gone)
+                    superseded = len(gone) - superseded_sent
                 created = self._now()
                 topic = up_topic(self.device_id, kind)
                 self._db.execute(
@@ -209,6 +251,7 @@ class Outbox:
             raise OutboxError(f"cannot store a {kind.value} message: {exc}") from exc
         self._next_seq = seq + 1
         self._depth = depth - dropped
+        self._unconfirmed -= superseded_sent
         self._dropped += dropped
         return OutboxEntry(seq, kind, topic, payload, retain, created)
 
@@ -220,14 +263,14 @@ class Outbox:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _enforce_bound(self, depth: int) -> int:
-        """Inside append's transaction: drop the oldest telemetry above the bound."""
+        """Inside append's transaction: drop the oldest queued telemetry above the bound."""
         excess = depth - self.max_messages
         if excess <= 0:
             self._warned_full = False
             return 0
         dropped = self._db.execute(
-            "DELETE FROM outbox WHERE seq IN "
-            "(SELECT seq FROM outbox WHERE kind = 'telemetry' ORDER BY seq LIMIT ?)",
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
+            "WHERE kind = 'telemetry' AND sent_at IS NULL ORDER BY seq LIMIT ?)",
             (excess,),
         ).rowcount
         if dropped:
@@ -255,35 +298,154 @@ class Outbox:
         self._next_seq = seq + 1
         return seq
 
+    @property
+    def confirming(self) -> bool:
+        """Whether a PUBACK only marks a message sent (the server confirms, module docstring)."""
+        return self._confirming
+
+    def _receipts_fresh(self) -> bool:
+        return self._receipts_at > 0 and self._wall() - self._receipts_at <= self.unconfirmed_max_age
+
     def ack(self, *seqs: int) -> None:
-        """The broker acknowledged ``seqs``: forget them, in one transaction. Unknown seqs
-        (superseded, dropped) are fine."""
+        """The broker acknowledged ``seqs``, in one statement: mark them sent (unconfirmed), or,
+        from a server that does not confirm, forget them. Unknown seqs (superseded, dropped,
+        already confirmed) are fine."""
         if not seqs:
             return
+        if self._confirming and not self._receipts_fresh():
+            self._confirming = False
+            logger.warning(
+                "outbox of %s: no receipt from the server for %.0f s; forgetting messages once the "
+                "broker acknowledges them again, until the next receipt",
+                self.device_id,
+                self.unconfirmed_max_age,
+            )
+        one = len(seqs) == 1
+        args: tuple[object, ...] = seqs if one else (json.dumps(seqs),)
         try:
-            if len(seqs) == 1:
-                deleted = self._db.execute("DELETE FROM outbox WHERE seq = ?", seqs).rowcount
+            if self._confirming:
+                sent = self._db.execute(_MARK_SENT[one], (self._wall(), *args)).rowcount
+                self._unconfirmed += sent
+                self._depth -= sent
+                self._bound_unconfirmed()
             else:
-                deleted = self._db.execute(
-                    "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
-                    (json.dumps(seqs),),
-                ).rowcount
+                self._depth -= self._db.execute(_FORGET[one], args).rowcount
         except sqlite3.Error as exc:
-            raise OutboxError(f"cannot delete acknowledged messages {list(seqs)}: {exc}") from exc
-        self._depth -= deleted
+            raise OutboxError(f"cannot record acknowledged messages {list(seqs)}: {exc}") from exc
+
+    def _bound_unconfirmed(self) -> None:
+        """Forget the oldest unconfirmed messages beyond ``max_messages``, and (every
+        AGE_CHECK_EVERY s) those unconfirmed for longer than ``unconfirmed_max_age``."""
+        now = self._wall()
+        excess = self._unconfirmed - self.max_messages
+        aged = now - self._age_checked >= AGE_CHECK_EVERY and self._unconfirmed > 0
+        if excess <= 0 and not aged:
+            self._warned_unconfirmed = False
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            dropped = 0
+            if excess > 0:
+                dropped = self._db.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
+                    "WHERE sent_at IS NOT NULL ORDER BY seq LIMIT ?)",
+                    (excess,),
+                ).rowcount
+            if aged:
+                self._age_checked = now
+                dropped += self._db.execute(
+                    "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?",
+                    (now - self.unconfirmed_max_age,),
+                ).rowcount
+            if dropped:
+                self._db.execute(
+                    "UPDATE counters SET value = value + ? WHERE name = 'dropped_unconfirmed'", (dropped,)
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._unconfirmed -= dropped
+        self._dropped_unconfirmed += dropped
+        if dropped and not self._warned_unconfirmed:
+            self._warned_unconfirmed = True
+            logger.warning(
+                "outbox of %s: forgot %d message(s) the broker acknowledged and the server has not "
+                "confirmed (bounds: %d messages, %.0f s); logged once until the set is within them",
+                self.device_id,
+                dropped,
+                self.max_messages,
+                self.unconfirmed_max_age,
+            )
+
+    def confirm(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """The server handled the seqs in ``ranges`` (inclusive): delete them, queued or sent,
+        and remember that this server confirms, in one transaction. Returns how many went."""
+        now = self._wall()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                sent = queued = 0
+                for first, last in ranges:
+                    for (was_sent,) in self._db.execute(
+                        "DELETE FROM outbox WHERE seq BETWEEN ? AND ? RETURNING sent_at IS NOT NULL",
+                        (first, last),
+                    ).fetchall():
+                        sent += was_sent
+                        queued += not was_sent
+                self._db.execute("UPDATE counters SET value = ? WHERE name = 'receipts_at'", (int(now),))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot delete confirmed messages: {exc}") from exc
+        self._unconfirmed -= sent
+        self._depth -= queued
+        self._receipts_at = now
+        if not self._confirming:
+            self._confirming = True
+            logger.info(
+                "outbox of %s: the server confirms what it stores; messages are kept until confirmed",
+                self.device_id,
+            )
+        return sent + queued
+
+    def requeue(self) -> int:
+        """A new connection: the unconfirmed messages go back in the queue, to be published
+        again in seq order (the broker may have lost them). Returns how many."""
+        if not self._unconfirmed:
+            return 0
+        try:
+            moved = self._db.execute("UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL").rowcount
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot requeue unconfirmed messages: {exc}") from exc
+        self._unconfirmed = 0
+        self._depth += moved
+        return moved
 
     # -- reading -----------------------------------------------------------------------------
 
     def pending(self, limit: int = 100) -> list[OutboxEntry]:
-        """The oldest ``limit`` messages, in seq order."""
+        """The oldest ``limit`` queued messages, in seq order."""
         rows = self._db.execute(
-            "SELECT seq, kind, topic, payload, retain, created_at FROM outbox ORDER BY seq LIMIT ?",
+            "SELECT seq, kind, topic, payload, retain, created_at FROM outbox WHERE sent_at IS NULL "
+            "ORDER BY seq LIMIT ?",
             (limit,),
         ).fetchall()
         return [OutboxEntry(s, UpKind(k), t, bytes(p), bool(r), c) for s, k, t, p, r, c in rows]
 
     def depth(self) -> int:
+        """Queued messages: not yet acknowledged by the broker."""
         return self._depth
+
+    def unconfirmed(self) -> int:
+        """Messages the broker acknowledged and the server has not confirmed yet."""
+        return self._unconfirmed
+
+    @property
+    def dropped_unconfirmed(self) -> int:
+        return self._dropped_unconfirmed
 
     @property
     def dropped_telemetry(self) -> int:
@@ -305,10 +467,41 @@ class Outbox:
             self._db.close()
 
 
+def _has_sent_at(db: sqlite3.Connection) -> bool:
+    return any(row[1] == "sent_at" for row in db.execute("PRAGMA table_info(outbox)"))
+
+
+# Indexed by "one seq": the usual single PUBACK binds it; a window binds a JSON list.
+_MARK_SENT = {
+    True: "UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL AND seq = ?",
+    False: "UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL AND seq IN (SELECT value FROM json_each(?))",
+}
+_FORGET = {
+    True: "DELETE FROM outbox WHERE seq = ?",
+    False: "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?))",
+}
+# Indexed by "has sent_at": read_stats may look at an outbox written before receipts.
+_QUEUED_BY_KIND = {
+    True: "SELECT kind, count(*) FROM outbox WHERE sent_at IS NULL GROUP BY kind",
+    False: "SELECT kind, count(*) FROM outbox GROUP BY kind",
+}
+_OLDEST_QUEUED = {
+    True: "SELECT seq, kind, created_at FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT 1",
+    False: "SELECT seq, kind, created_at FROM outbox ORDER BY seq LIMIT 1",
+}
+_UNCONFIRMED = {
+    True: "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL",
+    False: "SELECT 0",
+}
+
+
 def _stats(db: sqlite3.Connection) -> OutboxStats:
     counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
-    by_kind = dict(db.execute("SELECT kind, count(*) FROM outbox GROUP BY kind").fetchall())
-    oldest = db.execute("SELECT seq, kind, created_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
+    receipts = _has_sent_at(db)
+    by_kind = dict(db.execute(_QUEUED_BY_KIND[receipts]).fetchall())
+    oldest = db.execute(_OLDEST_QUEUED[receipts]).fetchone()
+    unconfirmed = db.execute(_UNCONFIRMED[receipts]).fetchone()[0]
+    receipts_at = int(counters.get("receipts_at", 0))
     return OutboxStats(
         depth=sum(by_kind.values()),
         next_seq=int(counters.get("next_seq", 0)),
@@ -317,6 +510,9 @@ def _stats(db: sqlite3.Connection) -> OutboxStats:
         oldest_kind=oldest[1] if oldest else None,
         oldest_created_at=datetime.fromtimestamp(oldest[2], UTC) if oldest else None,
         by_kind=by_kind,
+        unconfirmed=int(unconfirmed),
+        dropped_unconfirmed=int(counters.get("dropped_unconfirmed", 0)),
+        last_receipt_at=datetime.fromtimestamp(receipts_at, UTC) if receipts_at else None,
     )
 
 

@@ -5,21 +5,32 @@ sleep. Up to :data:`agent.link.PUBLISH_WINDOW` QoS 1 publishes are in flight at 
 the connection in seq order); each message is deleted from the outbox only once the broker
 acknowledged it. When a publish fails, the rest stay queued and the publisher waits for the
 next connection.
+
+Receipts (protocol.Receipt, on ``.../down/receipt``): the publisher takes the link's receipts
+(:meth:`Publisher.receipt`, set as ``link.on_receipt``) and deletes the confirmed messages
+(agent/outbox.py). At every new connection, before publishing anything, the messages the broker
+acknowledged but the server has not confirmed go back in the queue (:meth:`Outbox.requeue`):
+they are published again first, in seq order, so the server sees each device's messages in the
+order they were made, and a retained snapshot resent is never older than one sent after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
-from agent.errors import LinkError
+from agent.errors import LinkError, OutboxError
 from agent.link import PUBLISH_WINDOW, MqttLink
 from agent.outbox import Outbox, OutboxEntry
+from protocol import DecodeError, decode_receipt
 
 __all__ = ["Publisher"]
 
 logger = logging.getLogger(__name__)
+
+BAD_RECEIPT_LOG_INTERVAL = 60.0  # seconds between log lines about receipts that cannot be used
 
 
 class Publisher:
@@ -31,6 +42,12 @@ class Publisher:
         self._wakeup = asyncio.Event()  # something new in the outbox
         self._empty = asyncio.Event()  # the outbox was seen empty
         self._acked = asyncio.Event()  # some messages were acknowledged
+        self._confirmed = asyncio.Event()  # a receipt deleted some messages
+        self._connection = link.connections  # the connection whose unconfirmed ones are requeued
+        self._bad_receipt_logged = -BAD_RECEIPT_LOG_INTERVAL
+        self.receipts = 0  # receipts taken
+        self.requeued = 0  # messages published again after a reconnection
+        link.on_receipt = self.receipt
 
     def notify(self) -> None:
         """A message was queued."""
@@ -42,6 +59,36 @@ class Publisher:
         while self.outbox.depth() > 0:
             self._empty.clear()
             await self._empty.wait()
+
+    async def confirmed(self) -> None:
+        """Until nothing is queued nor waiting for the server's receipt (only meaningful with a
+        server that sends receipts: see agent/outbox.py)."""
+        while self.outbox.depth() > 0 or self.outbox.unconfirmed() > 0:
+            self._confirmed.clear()
+            self._acked.clear()
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._confirmed, self._acked)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+
+    def receipt(self, payload: bytes) -> None:
+        """The link received a receipt: forget what it confirms. A receipt that cannot be used
+        is logged (at most once a minute) and ignored: the messages are simply sent again."""
+        try:
+            receipt = decode_receipt(payload)
+            if receipt.device_id != self.outbox.device_id:
+                raise ValueError(f"it is for device {receipt.device_id!r}")
+            self.outbox.confirm(receipt.ranges)
+        except (DecodeError, ValueError, OutboxError) as exc:
+            now = time.monotonic()
+            if now - self._bad_receipt_logged >= BAD_RECEIPT_LOG_INTERVAL:
+                self._bad_receipt_logged = now
+                logger.warning("%s: ignoring a receipt: %s", self.name, exc)
+            return
+        self.receipts += 1
+        self._confirmed.set()
 
     async def below(self, depth: int) -> None:
         """Until fewer than ``depth`` messages are queued (back-pressure for streaming output:
@@ -57,6 +104,12 @@ class Publisher:
             except LinkError:
                 return  # the link stopped or failed; its own task reports why
             self._wakeup.clear()
+            if self.link.connections != self._connection:
+                self._connection = self.link.connections
+                requeued = self.outbox.requeue()
+                if requeued:
+                    self.requeued += requeued
+                    logger.info("%s: publishing %d unconfirmed message(s) again", self.name, requeued)
             # depth() is kept in memory (one writer): an empty outbox costs no query.
             batch = self.outbox.pending(self.window) if self.outbox.depth() else []
             if not batch:

@@ -17,8 +17,8 @@ then guarded and run by :class:`agent.intake.CommandIntake`, which also finishes
 a crash left unanswered.
 
 Every up-message goes through the outbox (``seq`` assigned and stored before publishing); the
-publisher drains it in seq order whenever the link is connected, woken by new messages and by
-reconnections, never by polling.
+publisher drains it in seq order whenever the link is connected (woken, never polling) and takes
+the server's receipts.
 """
 
 from __future__ import annotations
@@ -351,6 +351,7 @@ class AgentRuntime:
             path,
             self.device_id,
             max_messages=settings.outbox_max_messages,
+            unconfirmed_max_age=settings.outbox_unconfirmed_max_age,
             now=lambda: self.clock.now().timestamp(),
             db=db,
         )
@@ -395,8 +396,7 @@ class AgentRuntime:
         for store in (self._outbox, self._replay, self._inbox, self._consent):
             if store is not None:
                 store.close()
-        self._outbox = self._replay = self._inbox = None
-        self._consent = None
+        self._outbox = self._replay = self._inbox = self._consent = None
         if self._db is not None:
             self._db.close()
             self._db = None
