@@ -30,6 +30,7 @@ from server.db import create_engine, create_sessionmaker, run_migrations
 from server.errors import ConfigError
 from server.incidents import IncidentTracker
 from server.ingest import BatchWriter, Consumer, IngestStats
+from server.ingest.receipts import ReceiptSender
 from server.maintenance.rules import rule_job
 from server.mqtt import MqttLink
 from server.periodic import Periodic
@@ -142,7 +143,13 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
             if anchorer is not None:
                 tasks.append(tg.create_task(anchorer.run(), name="server.audit.anchorer"))
             consumer: Consumer | None = None
+            receipts: ReceiptSender | None = None
             if link is not None:
+                if settings.ingest.receipts:  # delivery receipts to the agents
+                    receipts = ReceiptSender(
+                        link.publish_nowait, settings.ingest.receipt_interval, runtime.stats
+                    )
+                    tasks.append(tg.create_task(receipts.run(), name="server.ingest.receipts"))
                 consumer = Consumer(
                     link.messages,
                     link.ack,
@@ -150,6 +157,7 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
                     settings.ingest,
                     runtime.stats,
                     on_commands=commands.notify,
+                    on_settled=receipts.add if receipts is not None else None,
                 )
                 link_task = tg.create_task(link.run(), name="server.mqtt")
                 consumer_task = tg.create_task(consumer.run(), name="server.ingest")
@@ -161,6 +169,8 @@ async def start_runtime(settings: ServerSettings, *, migrate: bool = True) -> As
                 if link is not None and consumer is not None:
                     consumer.stop()
                     await consumer_task  # the last batch is committed and acknowledged
+                    if receipts is not None:
+                        receipts.flush()  # and confirmed
                     await link.close()
                     await link_task  # disconnected
     finally:

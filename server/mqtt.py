@@ -169,6 +169,16 @@ class MqttLink:
         except aiomqtt.MqttError as exc:
             raise Unavailable(f"publish to {topic} failed: {exc}") from exc
 
+    def publish_nowait(self, topic: str, payload: bytes) -> bool:
+        """Publish QoS 0 without waiting (the delivery receipts: a lost one only causes a
+        resend); False when not connected. Straight to paho (see the module docstring): nothing
+        to await, no task per message."""
+        client = self._client
+        if client is None or not self.connected:
+            return False
+        info = client._client.publish(topic, payload, qos=0)
+        return info.rc == paho.MQTT_ERR_SUCCESS
+
     async def close(self) -> None:
         """Stop reconnecting and disconnect (after the caller has sent its last acks)."""
         self._stopping.set()

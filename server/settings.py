@@ -135,6 +135,11 @@ class IngestSettings(_Section):
     batch_linger: float = Field(default=0.005, gt=0, le=10)
     stats_log_interval: float = Field(default=60.0, gt=0)
     retry_max: float = Field(default=10.0, gt=0)  # longest pause between retries of a failed batch
+    # Delivery receipts to the agents (server/ingest/receipts.py): after a batch commits, the seqs
+    # handled are confirmed to each device, at most one receipt per device per receipt_interval.
+    # Off: agents forget messages on the broker's PUBACK, as they did before receipts.
+    receipts: bool = True
+    receipt_interval: float = Field(default=0.5, ge=0.05, le=10)
 
 
 # --- preventive maintenance (docs/preventive-maintenance.md) ------------------------------------

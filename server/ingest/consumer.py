@@ -17,7 +17,9 @@ Every message is acknowledged exactly when it is settled: committed, or rejected
   - anything else (the database refuses the data, or something unexpected is raised while
     applying it): the batch is written one message at a time, and a message that still fails
     is counted (``db_rejected`` or ``write_crash``), quarantined, and dropped.
-Quarantined messages are kept as received (topic, bytes, error class, reason) in
+After the acknowledgement, ``on_settled`` gets the ``(device_id, seq)`` of every decoded message
+of the batch (committed, duplicate, refused or quarantined: all final), for the delivery
+receipts (server/ingest/receipts.py). Quarantined messages are kept as received (topic, bytes, error class, reason) in
 ``quarantined_messages`` (``GET /api/v1/ingest/quarantine``), written before the batch is
 acknowledged.
 
@@ -94,6 +96,7 @@ class Consumer:
         on_commands: Callable[[set[str]], None] | None = None,
         refused: RefusedDevices | None = None,
         decode: Decoder = protocol.decode_uplink,
+        on_settled: Callable[[list[tuple[str, int]]], None] | None = None,
     ) -> None:
         self._queue = queue
         self._ack = ack
@@ -103,6 +106,7 @@ class Consumer:
         self._on_commands = on_commands
         self._refused = refused or RefusedDevices(writer.refused_devices)
         self._decoder = decode
+        self._on_settled = on_settled
         self._stopping = False
         self._last_log = time.monotonic()
         self._quarantine: list[Quarantined] = []  # of the batch in hand
@@ -200,7 +204,8 @@ class Consumer:
     async def _process(self, batch: list[InboundMessage]) -> None:
         self.stats.received += len(batch)
         self._quarantine = []
-        decoded = await self._admit(self._decode(batch))
+        settled = self._decode(batch)
+        decoded = await self._admit(settled)
         outcome = await self._write(decoded) if decoded else BatchOutcome()
         if outcome is None:
             return  # stopping while the database is down: leave unacknowledged for redelivery
@@ -210,6 +215,8 @@ class Consumer:
             _crash(f"batch of {len(batch)} committed ({outcome.stored} new), not acknowledged")
         for inbound in batch:
             self._ack(inbound)
+        if self._on_settled is not None and settled:
+            self._on_settled([item.key for item in settled])
         latency = (utcnow() - batch[0].received_at).total_seconds()
         self.stats.stored += outcome.stored
         self.stats.duplicates += outcome.duplicates

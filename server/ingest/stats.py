@@ -31,6 +31,8 @@ class IngestStats:
     last_batch_size: int = 0
     last_batch_latency_ms: float = 0.0  # first message of the batch received → committed
     db_retries: int = 0
+    receipts_sent: int = 0  # delivery receipts published to devices (server/ingest/receipts.py)
+    receipts_unsent: int = 0  # dropped: no broker connection at the time (the device resends)
     started_at: float = field(default_factory=time.monotonic)
 
     def snapshot(self) -> dict[str, Any]:
@@ -49,5 +51,7 @@ class IngestStats:
             "last_batch_size": self.last_batch_size,
             "last_batch_latency_ms": round(self.last_batch_latency_ms, 3),
             "db_retries": self.db_retries,
+            "receipts_sent": self.receipts_sent,
+            "receipts_unsent": self.receipts_unsent,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
         }

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -106,12 +107,16 @@ async def run_consumer(
     *,
     writer: BatchWriter | None = None,
     decode: Decoder | None = None,
+    on_settled: Callable[[list[tuple[str, int]]], None] | None = None,
+    source: FakeSource | None = None,
     **settings: object,
 ) -> tuple[IngestStats, FakeSource]:
-    source = FakeSource()
+    source = source or FakeSource()
     source.expected = len(messages)
     stats = IngestStats()
-    options = {"decode": decode} if decode is not None else {}
+    options: dict[str, Any] = {"decode": decode} if decode is not None else {}
+    if on_settled is not None:
+        options["on_settled"] = on_settled
     consumer = Consumer(
         source.queue,
         source.ack,
@@ -165,6 +170,32 @@ async def test_malformed_message_is_counted_acked_and_ingestion_goes_on(
     assert (stats.received, stats.stored) == (2, 1)
     assert source.acked == [bad.mid, good.mid]  # acked in arrival order, after the commit
     assert await count(sessions, TelemetrySample, device_id="dev-m") == 1
+
+
+async def test_every_decoded_message_is_settled_for_the_receipts_after_its_ack(sessions: Sessions) -> None:
+    """Stored, duplicate and refused messages are all final (sending them again cannot help):
+    each is handed to the delivery receipts (server/ingest/receipts.py), once acknowledged. A
+    message that could not be decoded has no seq to confirm."""
+    await _register(sessions, "dev-gone", revoked_at=utcnow())
+    messages = [f.inbound(f.telemetry("dev-s", seq)) for seq in (1, 2, 1)]
+    messages += [f.inbound(f.event("dev-gone", 4)), f.inbound(topic="fc/v1/d/dev-s/up/event", payload=b"{")]
+    settled: list[tuple[str, int]] = []
+    acked_when_settled: list[int] = []
+    source = FakeSource()
+
+    def on_settled(keys: list[tuple[str, int]]) -> None:
+        settled.extend(keys)
+        acked_when_settled.append(len(source.acked))
+
+    stats, _ = await run_consumer(sessions, messages, on_settled=on_settled, source=source)
+    assert (stats.stored, stats.duplicates, stats.refused["revoked"], stats.malformed["not_json"]) == (
+        2,
+        1,
+        1,
+        1,
+    )
+    assert sorted(settled) == [("dev-gone", 4), ("dev-s", 1), ("dev-s", 1), ("dev-s", 2)]
+    assert acked_when_settled == [len(messages)]  # one batch, handed over after all its acks
 
 
 async def test_consumer_batches_and_counts_duplicates(sessions: Sessions) -> None:
