@@ -42,7 +42,6 @@ class Publisher:
         self._wakeup = asyncio.Event()  # something new in the outbox
         self._empty = asyncio.Event()  # the outbox was seen empty
         self._acked = asyncio.Event()  # some messages were acknowledged
-        self._confirmed = asyncio.Event()  # a receipt deleted some messages
         self._connection = link.connections  # the connection whose unconfirmed ones are requeued
         self._bad_receipt_logged = -BAD_RECEIPT_LOG_INTERVAL
         self.receipts = 0  # receipts taken
@@ -60,19 +59,6 @@ class Publisher:
             self._empty.clear()
             await self._empty.wait()
 
-    async def confirmed(self) -> None:
-        """Until nothing is queued nor waiting for the server's receipt (only meaningful with a
-        server that sends receipts: see agent/outbox.py)."""
-        while self.outbox.depth() > 0 or self.outbox.unconfirmed() > 0:
-            self._confirmed.clear()
-            self._acked.clear()
-            waits = [asyncio.ensure_future(e.wait()) for e in (self._confirmed, self._acked)]
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for wait in waits:
-                    wait.cancel()
-
     def receipt(self, payload: bytes) -> None:
         """The link received a receipt: forget what it confirms. A receipt that cannot be used
         is logged (at most once a minute) and ignored: the messages are simply sent again."""
@@ -88,7 +74,6 @@ class Publisher:
                 logger.warning("%s: ignoring a receipt: %s", self.name, exc)
             return
         self.receipts += 1
-        self._confirmed.set()
 
     async def below(self, depth: int) -> None:
         """Until fewer than ``depth`` messages are queued (back-pressure for streaming output:
