@@ -102,7 +102,8 @@ def _database(data_dir: Path, legacy_name: str) -> Path:
 
 @app.command()
 def outbox(config: ConfigOption) -> None:
-    """Show the outbox: depth, oldest queued message, dropped telemetry (safe while running)."""
+    """Show the outbox: depth, oldest queued message, dropped telemetry, messages waiting for the
+    server's receipt (safe while running)."""
     settings = _load(config)
     path = _database(Path(settings.data_dir), "outbox.sqlite3")
     try:
@@ -124,6 +125,10 @@ def outbox(config: ConfigOption) -> None:
         )
     typer.echo(f"next seq:          {stats.next_seq}")
     typer.echo(f"dropped telemetry: {stats.dropped_telemetry}")
+    typer.echo(f"unconfirmed:       {stats.unconfirmed} (sent, waiting for the server's receipt)")
+    typer.echo(f"dropped unconfirmed: {stats.dropped_unconfirmed}")
+    receipt = f"{stats.last_receipt_at:%Y-%m-%d %H:%M:%S}Z" if stats.last_receipt_at else "never"
+    typer.echo(f"last receipt:      {receipt}")
 
 
 AsOption = Annotated[

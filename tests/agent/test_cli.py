@@ -109,12 +109,20 @@ def test_cli_outbox_shows_depth_oldest_and_dropped(
                 device_id="dev-x", seq=seq, ts=datetime(2026, 6, 1, tzinfo=UTC), event="fault.raised"
             ),
         )
-    box.close()
     result = runner.invoke(app, ["outbox", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert "depth:             3" in result.output
     assert "seq 0 (event)" in result.output
     assert "dropped telemetry: 0" in result.output
+    assert "last receipt:      never" in result.output
+
+    box.confirm([(0, 0)])  # the server confirms; the next PUBACK leaves a message unconfirmed
+    box.ack(1)
+    box.close()
+    result = runner.invoke(app, ["outbox", "--config", str(config)])
+    assert "depth:             1" in result.output
+    assert "unconfirmed:       1 (sent, waiting for the server's receipt)" in result.output
+    assert "last receipt:      never" not in result.output
 
 
 def test_cli_check_config_only_warns_about_missing_log_paths(
