@@ -211,7 +211,8 @@ class FleetReport:
     """What one fleet process recorded: per device, every seq its outbox committed (with the
     message kind), every seq the broker acknowledged (and those acknowledged by the time of
     :meth:`FleetProcess.mark_acked`), every seq reserved for a last will, the samples of each
-    telemetry message; and the outbox depth and dropped telemetry at exit."""
+    telemetry message; the messages published again after a reconnection because the server had
+    not confirmed them (agent/outbox.py); and the outbox depth and dropped telemetry at exit."""
 
     queued: dict[str, dict[int, str]]
     acked: dict[str, set[int]]
@@ -222,6 +223,7 @@ class FleetReport:
     dropped: dict[str, int]
     produced: int
     producing_seconds: float
+    requeued: int = 0
 
     @classmethod
     def load(cls, path: Path) -> FleetReport:
@@ -236,6 +238,7 @@ class FleetReport:
             dropped=data["dropped"],
             produced=data["produced"],
             producing_seconds=data["producing_seconds"],
+            requeued=data.get("requeued", 0),
         )
 
 
@@ -394,13 +397,14 @@ class _Recorder:
         self.acked: dict[str, set[int]] = defaultdict(set)
         self.wills: dict[str, set[int]] = defaultdict(set)
         self.samples: dict[str, dict[int, int]] = defaultdict(dict)  # telemetry seq -> samples
+        self.requeued = 0  # unconfirmed messages put back in the queue at reconnections
 
     def install(self) -> None:
         from agent.outbox import Outbox  # noqa: PLC0415
         from protocol import UpKind, decode  # noqa: PLC0415
 
         recorder = self
-        append, ack, reserve = Outbox._append, Outbox.ack, Outbox.reserve_seq
+        append, ack, reserve, requeue = Outbox._append, Outbox.ack, Outbox.reserve_seq, Outbox.requeue
 
         def recording_append(outbox: Outbox, kind: Any, build: Any, **kwargs: Any) -> Any:
             entry = append(outbox, kind, build, **kwargs)
@@ -420,7 +424,13 @@ class _Recorder:
             recorder.wills[outbox.device_id].add(seq)
             return seq
 
+        def recording_requeue(outbox: Outbox) -> int:
+            moved = requeue(outbox)
+            recorder.requeued += moved
+            return moved
+
         Outbox._append = recording_append  # type: ignore[method-assign]
+        Outbox.requeue = recording_requeue  # type: ignore[method-assign]
         Outbox.ack = recording_ack  # type: ignore[method-assign]
         Outbox.reserve_seq = recording_reserve  # type: ignore[method-assign]
 
@@ -569,6 +579,7 @@ async def _fleet_child(args: argparse.Namespace) -> None:
         "dropped": dropped,
         "produced": produced,
         "producing_seconds": (stopped_at or time.monotonic()) - started_at,
+        "requeued": recorder.requeued,
     }
     args.report.write_text(json.dumps(report))
     write_status(fleet)
