@@ -5,7 +5,11 @@ config) in the same run: N telemetry messages (5 samples each) are queued for a 
 session while the consumer is offline, then the consumer connects and the clock runs from its
 first message to its last. The figure is the ratio stored/s ÷ received/s.
 
-    python -m benchmarks.ingest [--messages 20000] [--devices 20] [--db sqlite|postgres|both]
+The server runs with delivery receipts on and off (``ingest.receipts``, server/ingest/receipts.py:
+one QoS 0 receipt per device per ``receipt_interval`` after each committed batch), alternating,
+``--runs`` times each: the last column is the ratio of the medians, receipts on ÷ off.
+
+    python -m benchmarks.ingest [--messages 20000] [--devices 20] [--db sqlite|postgres|both] [--runs 2]
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -109,15 +114,24 @@ async def baseline_rate(broker: MosquittoBroker, pki: PkiDir, devices: list[str]
 
 
 async def ingest_rate(
-    broker: MosquittoBroker, pki: PkiDir, devices: list[str], per_device: int, db_url: str
-) -> tuple[float, int]:
+    broker: MosquittoBroker,
+    pki: PkiDir,
+    devices: list[str],
+    per_device: int,
+    db_url: str,
+    *,
+    receipts: bool = True,
+    seq0: int = 10**6,
+) -> tuple[float, int, int]:
+    """Stored msg/s, rows in ``messages``, receipts sent."""
     total = len(devices) * per_device
     client_id = f"bench-ingest-{int(time.time())}"
-    settings = server_settings(db_url, pki=pki, broker=broker, client_id=client_id)
+    ingest = {"batch_interval": 0.02, "receipts": receipts}
+    settings = server_settings(db_url, pki=pki, broker=broker, client_id=client_id, ingest=ingest)
     async with api_client(settings) as (_client, runtime):  # creates the schema and the session
         while not runtime.mqtt_connected:
             await asyncio.sleep(0.01)
-    await publish_backlog(broker, pki, devices, per_device, seq0=10**6)
+    await publish_backlog(broker, pki, devices, per_device, seq0=seq0)
     async with api_client(settings) as (_client, runtime), asyncio.timeout(600):
         stats = runtime.stats
         while stats.stored == 0:
@@ -127,9 +141,15 @@ async def ingest_rate(
             await asyncio.sleep(0.005)
         last = time.perf_counter()
         async with runtime.sessions() as session:
-            rows = await session.scalar(select(func.count()).select_from(Message))
+            rows = await session.scalar(
+                select(func.count())
+                .select_from(Message)
+                .where(Message.seq >= seq0, Message.seq < seq0 + per_device)
+            )
+        await asyncio.sleep(2 * settings.ingest.receipt_interval)  # the last receipts
+        sent = runtime.stats.receipts_sent
     await forget_session(broker, pki, client_id)
-    return (total - stored0) / (last - first), int(rows or 0)
+    return (total - stored0) / (last - first), int(rows or 0), sent
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -147,23 +167,37 @@ async def run(args: argparse.Namespace) -> None:
             for backend in backends:
                 plain = await baseline_rate(broker, pki, devices, per_device)
                 print(f"plain subscriber: {plain:,.0f} msg/s")
-                if backend == "sqlite":
-                    stored, count = await ingest_rate(
-                        broker, pki, devices, per_device, sqlite_url(tmp / "bench.db")
-                    )
-                else:
-                    with temporary_postgres_database("fc_bench") as pg_url:
-                        stored, count = await ingest_rate(broker, pki, devices, per_device, pg_url)
-                assert count == total, f"stored {count} rows, expected {total}"
-                print(f"server ingest ({backend}): {stored:,.0f} msg/s stored, ratio {stored / plain:.2f}")
+                with contextlib.ExitStack() as stack:
+                    if backend == "sqlite":
+                        url = sqlite_url(tmp / "bench.db")
+                    else:
+                        url = stack.enter_context(temporary_postgres_database("fc_bench"))
+                    rates: dict[bool, list[float]] = {False: [], True: []}
+                    for run in range(args.runs):
+                        for receipts in (False, True):  # alternating: drift hits both alike
+                            seq0 = 10**6 * (1 + 2 * run + receipts)
+                            stored, count, sent = await ingest_rate(
+                                broker, pki, devices, per_device, url, receipts=receipts, seq0=seq0
+                            )
+                            assert count == total, f"stored {count} rows, expected {total}"
+                            assert (sent > 0) == receipts, f"receipts {receipts}: {sent} sent"
+                            rates[receipts].append(stored)
+                            print(
+                                f"server ingest ({backend}, receipts {'on' if receipts else 'off'}): "
+                                f"{stored:,.0f} msg/s stored, ratio {stored / plain:.2f}, {sent} receipts"
+                            )
+                off, on = statistics.median(rates[False]), statistics.median(rates[True])
+                runs = lambda values: " / ".join(f"{v:,.0f}" for v in values)  # noqa: E731
                 rows.append(
-                    f"| {backend} | {total:,} | {plain:,.0f} | {stored:,.0f} | {stored / plain:.2f} | {count:,} |"
+                    f"| {backend} | {total:,} | {plain:,.0f} | {runs(rates[False])} | {runs(rates[True])} "
+                    f"| {off / plain:.2f} | {on / plain:.2f} | {on / off:.2f} |"
                 )
         body = (
             f"Backlog of {total:,} telemetry messages (5 samples each) from {args.devices} devices, QoS 1, "
             "drained by each consumer from a persistent session.\n\n"
-            "| database | messages | plain subscriber msg/s | server stored msg/s | ratio | rows stored |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows)
+            "| database | messages | plain subscriber msg/s | stored msg/s, receipts off | stored msg/s, "
+            "receipts on | ratio off | ratio on | on ÷ off (medians) |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows)
         )
         print(body)
         record("benchmarks.ingest", "Ingest throughput vs plain subscriber", body)
@@ -176,6 +210,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--runs", type=int, default=2, help="runs with receipts off and on, alternating")
     asyncio.run(run(parser.parse_args()))
 
 
