@@ -8,6 +8,7 @@ gets, as the pages themselves do before answering."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,9 +33,11 @@ __all__ = [
     "PAGE_SIZE",
     "WebRoute",
     "as_json",
+    "duration",
     "int_param",
     "invalid",
     "json_script",
+    "kpi_text",
     "page_router",
     "render",
     "templates",
@@ -48,6 +51,56 @@ PAGE_SIZE = 50
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals["human"] = human
 templates.env.globals["DEFINITIONS"] = DEFINITIONS
+
+_UNITS = ((60.0, 1.0, "s"), (3600.0, 60.0, "min"), (48 * 3600.0, 3600.0, "h"), (math.inf, 86400.0, "d"))
+"""(below, divisor, unit): seconds under a minute, minutes under an hour, hours under two days,
+then days — the same steps as ``fleetcare kpi report``."""
+
+
+def _significant(value: float, digits: int = 3) -> str:
+    """``value`` (≥ 0) to ``digits`` significant digits, trailing zeros dropped, thousands
+    separated. Rounded half up as ``floor(x·10^d + 0.5)`` so that static/format.js, which does
+    the same in the same double arithmetic, gives the same text for every value."""
+    if value == 0:
+        return "0"
+    places = max(0, digits - 1 - math.floor(math.log10(value)))
+    scaled = math.floor(value * 10**places + 0.5)
+    whole, frac = divmod(scaled, 10**places)
+    text = f"{whole:,}"
+    if places:
+        decimals = f"{frac:0{places}d}".rstrip("0")
+        text += f".{decimals}" if decimals else ""
+    return text
+
+
+def duration(seconds: float | None) -> str:
+    """A duration for people — one rule for the console's tiles, charts and tables (the charts
+    use static/format.js, the same rule): three significant digits in the largest unit it
+    reaches of s, min (under an hour), h (under two days), d. So 150 s is "2.5 min", never
+    "0.0 h" or "0.04 h"; 4,500 s is "1.25 h"."""
+    if seconds is None or math.isnan(seconds):
+        return "—"
+    sign, value = ("-", -seconds) if seconds < 0 else ("", float(seconds))
+    for below, divisor, unit in _UNITS:
+        if value < below:
+            return f"{sign}{_significant(value / divisor)} {unit}"
+    raise AssertionError("unreachable: the last unit has no upper bound")
+
+
+def kpi_text(name: str, value: Any, values: dict[str, Any] | None = None) -> str:
+    """A KPI value as the dashboard shows it: durations by :func:`duration`, everything else as
+    the KPI report's terminal shows it (``server.kpi.export.human``)."""
+    unit = DEFINITIONS[name].unit if name in DEFINITIONS else ""
+    if name == "mtbf_s" and value is None and values and values.get("mtbf_censored"):
+        bound = values.get("mtbf_lower_bound_s")
+        return "—" if bound is None else f"> {duration(bound)}"
+    if unit == "seconds" and isinstance(value, int | float) and not isinstance(value, bool):
+        return duration(float(value))
+    return human(name, value, values)
+
+
+templates.env.globals["duration"] = duration
+templates.env.globals["kpi_text"] = kpi_text
 
 
 def when(value: datetime | None) -> str:
