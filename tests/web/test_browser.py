@@ -224,6 +224,7 @@ async def test_device_telemetry_zooms_and_resets_and_shows_forecasts(
         float(await chart.get_attribute("data-view-max")),
     )
     over = chart.locator(".u-over")
+    await over.scroll_into_view_if_needed()  # below the system profile: the mouse acts in the viewport
     box = await over.bounding_box()
     assert box is not None
     await page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)  # type: ignore[attr-defined]

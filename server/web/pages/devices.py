@@ -8,22 +8,27 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server import clock, fleet
 from server.api.deps import RuntimeDep, SessionDep
+from server.api.sessions import SessionCreate
 from server.base import access, permissions
 from server.base.permissions import Capability
-from server.db.models import Device, StateInterval
+from server.db.models import Customer, Device, Site, StateInterval
 from server.incidents import service as incident_service
 from server.incidents.service import IncidentFilter
 from server.maintenance import forecast as forecast_service
+from server.web import auth
 from server.web.auth import WebUser
-from server.web.rendering import int_param, json_script, page_router, render, when
+from server.web.profile import diagnostics, profile
+from server.web.rendering import int_param, invalid, json_script, page_router, render, when
 
 __all__ = ["TELEMETRY_METRICS", "TELEMETRY_POINTS", "router"]
 
@@ -114,6 +119,8 @@ async def device_view(
     )
     telemetry, uncharted = await _telemetry(session, device_id, start)
     forecasts = await forecast_service.device_forecast(session, device_id, runtime.settings.maintenance)
+    customer = await session.get(Customer, device.customer_id) if device.customer_id is not None else None
+    site = await session.get(Site, device.site_id) if device.site_id is not None else None
     return await render(
         request,
         "device.html",
@@ -126,8 +133,31 @@ async def device_view(
         events=events,
         incidents=[incident for incident, _ in incidents],
         inventory=json.dumps(device.inventory or {}, indent=2, sort_keys=True),
+        profile=profile(device.inventory),
+        diagnostics=diagnostics(device.inventory),
+        customer=customer,
+        site=site,
+        can_session=permissions.allows(user, Capability.RUN_SESSIONS),
         telemetry=json_script(telemetry),
         metrics=[s["metric"] for s in telemetry],
         uncharted=uncharted,
         forecasts=sorted(forecasts, key=lambda f: (f.eta is None, f.eta or end, f.metric)),
     )
+
+
+@router.post("/devices/{device_id}/session")
+async def open_session(device_id: str, request: Request, runtime: RuntimeDep, web: WebUser) -> Response:
+    """Open a remote session on the device (``POST /sessions``: the session service checks the
+    role, the scope and the device's state) and go to its console, where the session's actions are
+    run; with ``action`` (one of the diagnostics the page offers) the session's reason names it."""
+    form = await auth.form_data(request)
+    auth.check_csrf(web, form)
+    user = permissions.check(web.principal, Capability.RUN_SESSIONS)
+    action = form.get("action") or ""
+    reason = form.get("reason") or (f"diagnostic: {action}" if action else "")
+    try:
+        body = SessionCreate(device_id=device_id, reason=reason)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    remote = await runtime.session_service.open(user, body.device_id, reason=body.reason)
+    return RedirectResponse(f"/sessions/{quote(remote.id)}", status_code=303)
