@@ -282,8 +282,13 @@ async def test_a_stalled_write_times_out_and_the_task_goes_on(
     assert "has not finished" in (task.stats.last_error or "")
     assert task.stats.failed == 2
     release.set()
-    await eventually((tmp_path / "anchors.jsonl").exists, timeout=5)
-    assert await task.anchor_once() is not None
+
+    async def anchored() -> bool:
+        # The released write still has to finish after it creates the file: until it has,
+        # anchor_once refuses to pile a second write behind it, so retry rather than race it.
+        return await task.anchor_once() is not None
+
+    await eventually(anchored, timeout=5, what="an anchor written once the stalled write finished")
 
 
 async def test_the_anchorer_resumes_its_file_and_raises_the_alarm_on_truncation(
