@@ -217,7 +217,16 @@ class CommandService:
         finally:
             self._publishing.discard(command_id)
         async with self._sessions() as session:
-            moved = await transition(session, command_id, S.SENT, sent_at=utcnow())
+            now = utcnow()
+            moved = await transition(session, command_id, S.SENT, sent_at=now)
+            if not moved:
+                # The device's reply can be handled before this mark (a fast device, a loaded
+                # server): the state has moved on, but the record must still say when it went out.
+                await session.execute(
+                    update(Command)
+                    .where(Command.id == command_id, Command.sent_at.is_(None))
+                    .values(sent_at=now)
+                )
             await session.commit()
         if moved:
             self.notify([command_id])
