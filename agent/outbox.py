@@ -6,9 +6,13 @@ Its states: *queued* (``sent_at`` NULL) until the broker acknowledges the publis
 :meth:`Outbox.confirm`), then deleted. A broker acknowledges on receipt and may lose what it
 has not yet delivered (kill -9 before its save): :meth:`Outbox.requeue`, at every connection,
 puts the unconfirmed messages back in the queue and the server's dedup on ``(device, seq)``
-absorbs what was not lost. Only once this outbox has seen a receipt (remembered in the file,
-``receipts_at``): until then, and again after ``unconfirmed_max_age`` seconds without one (an
-old server, or receipts turned off), a PUBACK deletes the message as before receipts existed.
+absorbs what was not lost. From the start: a fresh agent keeps what the broker acknowledged
+until the server confirms it, before any receipt arrived (the first receipt takes a receipt
+interval, and a broker killed in the agent's first seconds must not take acknowledged messages
+with it — measured: 586 of 5,429 lost under load when the protection waited for a first
+receipt). Only after ``unconfirmed_max_age`` seconds without a receipt — counted from the last
+receipt (``receipts_at``, remembered in the file) or from this opening, whichever is later: an
+old server, or receipts turned off — does a PUBACK delete the message as before receipts existed.
 The unconfirmed set is bounded by ``max_messages`` and ``unconfirmed_max_age``: beyond either,
 the oldest are forgotten (counted: ``dropped_unconfirmed``; the broker had acknowledged them).
 ``seq`` comes from a counter row, so it survives restarts and never goes backwards, even when
@@ -162,6 +166,7 @@ class Outbox:
             self._dropped: int = self._counter("dropped_telemetry")
             self._dropped_unconfirmed: int = self._counter("dropped_unconfirmed")
             self._receipts_at: float = float(self._counter("receipts_at"))
+            self._opened_at = self._wall()
             self._confirming = self._receipts_fresh()
             # The one writer (the agent holds the data-dir lock) keeps the counter in memory too:
             # no read per message. The row is still updated in each append's transaction.
@@ -304,7 +309,9 @@ class Outbox:
         return self._confirming
 
     def _receipts_fresh(self) -> bool:
-        return self._receipts_at > 0 and self._wall() - self._receipts_at <= self.unconfirmed_max_age
+        """Whether the server may still be confirming: a receipt, or this opening, within
+        ``unconfirmed_max_age`` (module docstring: protected from the start)."""
+        return self._wall() - max(self._receipts_at, self._opened_at) <= self.unconfirmed_max_age
 
     def ack(self, *seqs: int) -> None:
         """The broker acknowledged ``seqs``, in one statement: mark them sent (unconfirmed), or,

@@ -1,8 +1,9 @@
 """``fleetcare session``: a technician's remote session from the terminal, over the HTTP API.
 
     fleetcare session open printer-0042 --incident 17 --reason "paper jam"   # waits for consent
-    fleetcare session run ses_… selftest
+    fleetcare session run ses_… selftest                                       # the device's text output
     fleetcare session run ses_… printer.clear_jam --arg tray=2                 # live output; Ctrl-C cancels
+    fleetcare session run ses_… agent.info --json | jq .                       # the result's data as JSON
     fleetcare session fetch ses_… /var/log/printer.log -o printer.log
     fleetcare session close ses_… --outcome "jam cleared" --fixed
     fleetcare session report ses_… --markdown -o report.md
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,6 +29,9 @@ from client.api import DEFAULT_URL, Api, Token, Url, say
 __all__ = ["app"]
 
 app = typer.Typer(help="Remote sessions from the terminal.", no_args_is_help=True)
+
+FILE_FETCH = "file.fetch"  # its output is the file in base64 chunks: counted, never printed
+EXIT_KEYS = ("exit_code", "returncode", "exit_status")  # how an action's data may name an exit code
 
 
 def _args(pairs: list[str], args_json: str | None) -> dict[str, Any]:
@@ -86,34 +91,83 @@ def run(
     arg: Annotated[list[str] | None, typer.Option("--arg", help="KEY=VALUE (repeatable)")] = None,
     args_json: Annotated[str | None, typer.Option("--args-json", help="Arguments as a JSON object")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds")] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print the result's data as JSON (for scripts), not the text output"),
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Save a file the device returns (file.fetch) here")
+    ] = None,
     url: Url = DEFAULT_URL,
     token: Token = "",
 ) -> None:
-    """Run ACTION in SESSION; stream progress and output; end with the result. Ctrl-C offers cancel."""
+    """Run ACTION in SESSION: the device's text output on stdout as it arrives, progress and a
+    final status line (succeeded/failed, exit code, duration) on stderr. Ctrl-C offers cancel."""
+    if output is not None and action != FILE_FETCH:
+        say(f"error: -o {output}: only file.fetch returns a file ({action} prints its output)")
+        raise typer.Exit(2)
     api = Api(url, token)
     body = {"action": action, "args": _args(arg or [], args_json), "timeout_s": timeout}
     command = api.call("POST", f"/sessions/{session}/commands", json=body).json()
     say(f"command {command['id']} ({action}) sent")
-    _follow(api, command["id"])
+    end = _follow(api, command, as_json=as_json)
+    if end.get("state") == "succeeded" and action == FILE_FETCH:
+        _returned_file(api, command["id"], end.get("data") or {}, output)
+    if end.get("state") != "succeeded":
+        raise typer.Exit(1)
 
 
-def _follow(api: Api, command_id: str) -> dict[str, Any]:
+class _Output:
+    """The command's text as the device numbered it (``chunk``), written in order."""
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.pending: dict[int, str] = {}
+        self.seen = False
+
+    def chunk(self, number: int, text: str) -> None:
+        self.seen = True
+        if number >= self.next:
+            self.pending[number] = text
+        while self.next in self.pending:
+            self.write(self.pending.pop(self.next))
+            self.next += 1
+
+    def flush(self) -> None:  # a gap never filled: write what did arrive
+        for number in sorted(self.pending):
+            self.write(self.pending.pop(number))
+
+    @staticmethod
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _follow(api: Api, command: dict[str, Any], *, as_json: bool) -> dict[str, Any]:
+    """Stream the command: text to stdout (``as_json``: only the result's data, as JSON), the
+    rest to stderr; the ``end`` event's data."""
+    command_id, fetch = command["id"], command.get("action") == FILE_FETCH
+    out, chunks = _Output(), 0
+    result: dict[str, Any] = {}
     try:
         for event, data in api.events(command_id):
             if event == "progress":
                 say(f"[{(data.get('progress') or 0) * 100:5.1f}%] {data.get('output', '')}".rstrip())
+            elif event == "output" and (fetch or as_json):
+                chunks += 1
             elif event == "output":
-                sys.stdout.write(str(data.get("output", "")))
-                sys.stdout.flush()
+                out.chunk(int(data.get("chunk") or 0), str(data.get("output", "")))
             elif event in ("result", "error", "rejected"):
-                if data.get("output") and event != "result":
+                result = data
+                if event == "result" and not (fetch or as_json):
+                    _text(str(data.get("output") or ""), data.get("data") or {}, out)
+                elif data.get("output"):
                     say(str(data["output"]))
-                if data.get("data"):
-                    typer.echo(json.dumps(data["data"], indent=2))
             elif event == "end":
-                say(f"{data['state']}" + (f": {data['reason']}" if data.get("reason") else ""))
-                if data["state"] != "succeeded":
-                    raise typer.Exit(1)
+                out.flush()
+                if as_json:
+                    typer.echo(json.dumps(result.get("data") or data.get("data") or {}, indent=2))
+                say(_status(command, data, result, chunks if fetch else 0))
                 return data
     except KeyboardInterrupt:
         if typer.confirm("\ncancel the command on the device?", default=True, err=True):
@@ -121,6 +175,68 @@ def _follow(api: Api, command_id: str) -> dict[str, Any]:
             say(f"cancel sent for {command_id}")
         raise typer.Exit(130) from None
     return {}
+
+
+def _text(text: str, data: dict[str, Any], out: _Output) -> None:
+    """The result's text output (after any streamed chunks, on a line of its own); with no
+    text at all, the data as ``key: value`` lines — never JSON with escape codes."""
+    if text:
+        _Output.write(("\n" if out.seen else "") + text + ("" if text.endswith("\n") else "\n"))
+    elif not out.seen and data:
+        for key, value in _flat(data):
+            _Output.write(f"{key}: {value}\n")
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    lines: list[tuple[str, str]] = []
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            lines += _flat(value, f"{prefix}{key}.")
+        elif isinstance(value, str):
+            lines.append((f"{prefix}{key}", value))
+        else:
+            lines.append((f"{prefix}{key}", json.dumps(value)))
+    return lines
+
+
+def _status(command: dict[str, Any], end: dict[str, Any], result: dict[str, Any], chunks: int) -> str:
+    """One line: ``selftest failed: Boom · exit code 3 · 1.2 s (command …)`` — the reason, the
+    exit code and the file's chunks only when there are any."""
+    state = str(end.get("state") or "ended")
+    line = f"{command.get('action', 'command')} {state}"
+    if end.get("reason"):
+        line += f": {end['reason']}"
+    data = end.get("data") or result.get("data") or {}
+    code = next((data[key] for key in EXIT_KEYS if isinstance(data.get(key), int)), None)
+    if code is not None:
+        line += f" · exit code {code}"
+    if chunks:
+        line += f" · {chunks} chunk{'s' if chunks != 1 else ''} received"
+    try:
+        took = datetime.fromisoformat(end["finished_at"]) - datetime.fromisoformat(command["issued_at"])
+        line += f" · {took.total_seconds():.1f} s"
+    except (KeyError, TypeError, ValueError):
+        pass  # no finish time: no duration
+    return line + f" (command {command['id']})"
+
+
+def _returned_file(api: Api, command_id: str, data: dict[str, Any], output: Path | None) -> None:
+    """Say what file the device returned, and save it (``-o``) or say how to fetch it."""
+    name = Path(str(data.get("path") or "file")).name
+    size = data.get("size")
+    about = f"{data.get('path', 'the file')}" + (f", {size:,} bytes" if isinstance(size, int) else "")
+    if output is None:
+        link = f"{api.base_url}/commands/{command_id}/file"
+        say(
+            f'the device returned {about}; save it with: curl -H "Authorization: Bearer $FLEETCARE_TOKEN" -o {name} {link}'
+        )
+        say(f"(or run again with -o {name}; the console's session page has a download link)")
+        return
+    response = api.call("GET", f"/commands/{command_id}/file")
+    output.write_bytes(response.content)
+    say(
+        f"saved {about} to {output} (sha256 {response.headers.get('x-content-sha256')}, checked by the server)"
+    )
 
 
 @app.command()
@@ -151,6 +267,7 @@ def fetch(
         "POST", f"/sessions/{session}/commands", json={"action": "file.fetch", "args": {"path": path}}
     )
     command_id = command.json()["id"]
+    end: dict[str, Any] = {}
     try:
         for event, data in api.events(command_id):
             if event == "progress":
@@ -160,14 +277,13 @@ def fetch(
                 if data["state"] != "succeeded":
                     say(f"{data['state']}: {data.get('reason') or ''}")
                     raise typer.Exit(1)
+                end = data
                 break
     except KeyboardInterrupt:
         api.call("POST", f"/commands/{command_id}/cancel")
         say(f"cancelled {command_id}")
         raise typer.Exit(130) from None
-    response = api.call("GET", f"/commands/{command_id}/file")
-    output.write_bytes(response.content)
-    say(f"{output}: {len(response.content)} bytes, sha256 {response.headers.get('x-content-sha256')}")
+    _returned_file(api, command_id, end.get("data") or {"path": path}, output)
 
 
 @app.command()

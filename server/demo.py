@@ -5,8 +5,10 @@
 In the work directory: a fleet PKI (created once, reused afterwards), an embedded MQTT broker
 with mutual TLS and the fleet ACL (Mosquitto if installed, else amqtt), the fleet server
 (API, ingest, commands; SQLite in the work directory) on the API port, and a simulated fleet of
-printers, each a real agent. Prints the URLs, an admin token and curl examples; runs until
-Ctrl-C, then stops the fleet (agents say goodbye), the server (last batch committed), the broker.
+printers, each a real agent. Prints the web console's URL with the admin's password (new at
+every start), the API's URL, an admin token and curl examples; both secrets are also in the
+work directory (``admin.password``, ``admin.token``, mode 0600). Runs until Ctrl-C, then stops
+the fleet (agents say goodbye), the server (last batch committed), the broker.
 
 Programmatic use (tests): ``async with running_demo(DemoConfig(workdir=...)) as demo: ...``.
 Guide: docs/demo.md.
@@ -17,24 +19,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
+import secrets
 import shlex
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from fastapi import FastAPI
 
+from certs.store import write_file
 from server.app import create_app
 from server.embedded_broker import EmbeddedBroker, EmbeddedBrokerError, Preference
 from server.errors import ServerError
 from server.local_stack import LocalStackError, admin_token, ensure_pki, serve_api
 from server.settings import load_settings
 from simulators.clock import ScaledClock
+from simulators.demo_history import History, write_history, write_wear
 from simulators.fleet import SimulatedFleet
+from simulators.printer import PrinterOptions
 from simulators.signals import stop_on_signals
 
 __all__ = ["Demo", "DemoConfig", "DemoError", "app", "running_demo"]
@@ -62,6 +68,7 @@ class DemoConfig:
     jam_rate_per_hour: float = 0.5
     jam_self_clear_minutes: float | None = 20.0
     seed: int | None = None
+    history_days: float = 30.0  # a month of business written at the first start (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +76,12 @@ class Demo:
     config: DemoConfig
     api_url: str
     token: str
+    password: str  # the admin's, for the web console at api_url
     broker: EmbeddedBroker
     fleet: SimulatedFleet
     app: FastAPI
+    history: History
+    jammed: str | None  # the printer jammed at the start, for the clear-jam example
 
     @property
     def docs_url(self) -> str:
@@ -85,6 +95,13 @@ class Demo:
         command = f"{self.api_url}/api/v1/devices/{first}/commands"
         ping = '{"action": "ping", "wait": true}'
         clear = '{"action": "printer.clear_jam", "wait": true}'
+        jammed = self.jammed or first
+        clear_url = f"{self.api_url}/api/v1/devices/{jammed}/commands"
+        clear_title = (
+            f"Clear the paper jam of {jammed} (jammed at the start; its customer clears it too, after a while):"
+            if self.jammed
+            else "Clear a paper jam (a device whose state is 'down'; on a running printer it fails honestly):"
+        )
         sibling = Path(sys.executable).with_name("fleetcare")  # the virtualenv's command
         cli = str(sibling) if sibling.exists() else "fleetcare"
         log = f" (log {broker.log_path})" if broker.log_path else ""
@@ -93,6 +110,7 @@ class Demo:
             [
                 "",
                 "fleetcare demo is running",
+                f"  console      {self.api_url}/  (sign in as {ADMIN_USER}, password {self.password})",
                 f"  API          {self.api_url}",
                 f"  API docs     {self.docs_url}",
                 f"  admin token  {self.token}",
@@ -100,6 +118,7 @@ class Demo:
                 f"  fleet        {len(self.fleet.device_ids)} simulated printers "
                 f"({self.fleet.device_ids[0]} … {self.fleet.device_ids[-1]})",
                 f"  work dir     {self.config.workdir}",
+                f"  {self.history.line()}",
                 "",
                 "List the devices:",
                 f"  curl -s -H {shlex.quote(auth)} {devices}",
@@ -108,9 +127,9 @@ class Demo:
                 f"  curl -s -X POST -H {shlex.quote(auth)} -H 'Content-Type: application/json' \\",
                 f"       -d {shlex.quote(ping)} {command}",
                 "",
-                "Clear a paper jam (a device whose state is 'down'):",
+                clear_title,
                 f"  curl -s -X POST -H {shlex.quote(auth)} -H 'Content-Type: application/json' \\",
-                f"       -d {shlex.quote(clear)} {command}",
+                f"       -d {shlex.quote(clear)} {clear_url}",
                 "",
                 "Or work it as a technician would, in a remote session with a report:",
                 f"  export FLEETCARE_URL={self.api_url} FLEETCARE_TOKEN={self.token}",
@@ -123,6 +142,16 @@ class Demo:
                 "",
             ]
         )
+
+
+def _jam_one(fleet: SimulatedFleet) -> str | None:
+    """Jam one printer at the start (the last: the examples ping the first), so the printed
+    clear-jam line has a jam to clear; the customer clears it too, after a while."""
+    for device_id in reversed(fleet.device_ids):
+        printer = fleet.printers.get(device_id)
+        if printer is not None and printer.jam is None and printer.force_fault("PAPER_JAM"):
+            return device_id
+    return None
 
 
 def _url_host(host: str) -> str:
@@ -173,9 +202,10 @@ async def running_demo(config: DemoConfig) -> AsyncIterator[Demo]:
             raise DemoError(f"server settings: {exc}") from exc
         app = create_app(settings)
         async with serve_api(app, config.api_host, config.api_port) as api_port:
-            token = await admin_token(app, ADMIN_USER, actor="demo")
-            (workdir / "admin.token").write_text(token + "\n", encoding="utf-8")
-            os.chmod(workdir / "admin.token", 0o600)
+            password = secrets.token_urlsafe(12)  # 16 characters, a new one at every start
+            token = await admin_token(app, ADMIN_USER, actor="demo", password=password)
+            for name, secret in (("admin.token", token), ("admin.password", password)):
+                write_file(workdir / name, f"{secret}\n".encode(), private=True, overwrite=True)
             fleet = SimulatedFleet(
                 pki,
                 broker.host,
@@ -190,16 +220,34 @@ async def running_demo(config: DemoConfig) -> AsyncIterator[Demo]:
                 seed=config.seed,
                 clock=ScaledClock(config.speed) if config.speed != 1.0 else None,
             )
+            sessions = app.state.runtime.sessions
+            started = datetime.now(UTC)
+            history = History(0, 0, 0, 0, None)
+            if config.history_days > 0:
+                history = await write_history(
+                    sessions,
+                    fleet.device_ids,
+                    now=started,
+                    model=PrinterOptions().model,
+                    days=config.history_days,
+                    seed=config.seed or 1,
+                )
             async with fleet:
                 async with asyncio.timeout(_CONNECT_TIMEOUT):
                     await fleet.wait_connected()
+                if config.history_days > 0:
+                    await write_wear(sessions, fleet.printers, now=started, seed=config.seed or 1)
+                jammed = _jam_one(fleet)
                 yield Demo(
                     config=config,
                     api_url=f"http://{_url_host(config.api_host)}:{api_port}",
                     token=token,
+                    password=password,
                     broker=broker,
                     fleet=fleet,
                     app=app,
+                    history=history,
+                    jammed=jammed,
                 )
 
 
@@ -261,6 +309,15 @@ def demo(
         float, typer.Option("--jam-rate", min=0.0, help="Paper jams per printer per (simulated) hour.")
     ] = 0.5,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed of the fleet.")] = None,
+    history_days: Annotated[
+        float,
+        typer.Option(
+            "--history-days",
+            min=0.0,
+            max=365.0,
+            help="Days of business history written at the first start (0: none).",
+        ),
+    ] = 30.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what every part is doing.")] = False,
 ) -> None:
     """Run broker, server and a simulated fleet until Ctrl-C."""
@@ -278,6 +335,7 @@ def demo(
         speed=speed,
         jam_rate_per_hour=jam_rate,
         seed=seed,
+        history_days=history_days,
     )
     try:
         asyncio.run(_main(config))

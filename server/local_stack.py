@@ -1,5 +1,6 @@
 """The pieces of a fleet on one machine that the demo and the simulators' runs both compose:
-the PKI (created once), the fleet server's API served in this event loop, an admin token.
+the PKI (created once), the fleet server's API served in this event loop, an admin token (and
+password).
 
 The embedded broker is :mod:`server.embedded_broker`; the simulated fleet is
 :mod:`simulators.fleet`. ``fleetcare demo`` (server/demo.py) and ``fleetcare sim run``
@@ -97,12 +98,16 @@ async def serve_api(app: FastAPI, host: str, port: int, *, name: str = "local.ap
             sock.close()
 
 
-async def admin_token(app: FastAPI, user: str = "admin", *, actor: str) -> str:
-    """A fresh API token of the admin ``user`` of the app's server (created if missing)."""
+async def admin_token(app: FastAPI, user: str = "admin", *, actor: str, password: str | None = None) -> str:
+    """A fresh API token of the admin ``user`` of the app's server (created if missing). With
+    ``password`` the user signs in to the web console with it: set, or reset if it had another."""
     runtime = app.state.runtime
     async with runtime.sessions() as session:
-        with contextlib.suppress(Conflict):
-            await users.create_user(session, user, Role.ADMIN, actor=actor)
+        try:
+            await users.create_user(session, user, Role.ADMIN, actor=actor, password=password)
+        except Conflict:
+            if password is not None:
+                await users.set_password(session, user, password, actor=actor)
     async with runtime.sessions() as session:
         issued = await users.issue_token(session, user, actor=actor)
     return issued.token

@@ -8,6 +8,7 @@ Obviously broken values are refused with :class:`server.errors.ConfigError` nami
 from __future__ import annotations
 
 import contextvars
+import logging
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -103,22 +104,28 @@ class MqttSettings(_Section):
             raise ValueError("must be a name without '/', '+', '#' or spaces (\"\" disables $share)")
         return value
 
-    @field_validator("ca_file", "cert_file", "key_file")
-    @classmethod
-    def _tls_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if not info.data.get("enabled", True):
-            return value
-        if value is None:
-            raise ValueError("is required (the broker connection is mutual TLS)")
-        if not value.is_file():
-            raise ValueError(f"{str(value)!r} is not a readable file")
-        return value
-
     @model_validator(mode="after")
     def _backoff(self) -> MqttSettings:
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must be >= reconnect_min")
         return self
+
+    def check_tls_files(self) -> None:
+        """Raise :class:`ConfigError` naming the first of the connection's certificate files that
+        is missing or unreadable (nothing to check with ``enabled`` false). Only what connects to
+        the broker needs them: :func:`load_settings` checks them unless told it does not connect."""
+        if not self.enabled:
+            return
+        for name in ("ca_file", "cert_file", "key_file"):
+            value: Path | None = getattr(self, name)
+            if value is None:
+                raise ConfigError(
+                    f"mqtt.{name}",
+                    f"is required (the broker connection is mutual TLS): set it in --config or "
+                    f"FLEETCARE_MQTT__{name.upper()}, or set mqtt.enabled = false to run the API only",
+                )
+            if not value.is_file():
+                raise ConfigError(f"mqtt.{name}", f"{str(value)!r} is not a readable file")
 
 
 class ApiSettings(_Section):
@@ -191,9 +198,42 @@ class IncidentSettings(_Section):
     fault_debounce: float = Field(default=60.0, ge=0, le=86400)  # s of device time: shorter is transient
     offline_grace: float = Field(default=300.0, ge=0, le=7 * 86400)  # s away before unknown + incident
     offline_flap_window: float = Field(default=300.0, ge=0, le=86400)  # s back before it is restored
-    reopen_window_days: float = Field(default=30.0, ge=0, le=365)  # same code within: same incident
+    # a recurrence of an incident's fault this many hours after its restore (or less) reopens it;
+    # later it is a new incident linked as a repeat failure (docs/incidents.md, Recurrence)
+    reopen_window_hours: float = Field(default=24.0, ge=0, le=365 * 24)
+    reopen_window_days: float | None = Field(default=None, ge=0, le=365)  # old name: days x 24 hours
     clock_skew_tolerance: float = Field(default=5.0, ge=0, le=3600)  # s: smaller offsets stay as sent
     sweep_interval: float = Field(default=5.0, gt=0, le=3600)  # s between sweeps (debounce, grace)
+    # service-level targets per priority P1…P4 (docs/incidents.md, Service levels): detection to
+    # the first acknowledgement, and detection to the equipment restored
+    sla_ack_minutes: tuple[float, float, float, float] = (15.0, 30.0, 120.0, 480.0)
+    sla_restore_hours: tuple[float, float, float, float] = (4.0, 8.0, 24.0, 72.0)
+
+    @field_validator("sla_ack_minutes", "sla_restore_hours")
+    @classmethod
+    def _sla_targets(cls, value: tuple[float, ...], info: ValidationInfo) -> tuple[float, ...]:
+        year = 366 * 24 * (60 if info.field_name == "sla_ack_minutes" else 1)
+        if any(not 0 < target <= year for target in value):
+            raise ValueError("each target (P1, P2, P3, P4) must be above 0 and at most a year")
+        if list(value) != sorted(value):
+            raise ValueError("targets must not shrink from P1 to P4 (P1 is the most urgent)")
+        return value
+
+    @model_validator(mode="after")
+    def _old_reopen_window(self) -> IncidentSettings:
+        """``reopen_window_days`` (the name before issue 15, measured from the resolution) still
+        works: it sets ``reopen_window_hours`` to days x 24, measured from the restore."""
+        if self.reopen_window_days is None:
+            return self
+        if "reopen_window_hours" in self.model_fields_set:
+            raise ValueError("set only reopen_window_hours (reopen_window_days is its old name, in days)")
+        logging.getLogger(__name__).warning(
+            "incidents.reopen_window_days is the old name of incidents.reopen_window_hours "
+            "(measured from the restore): using %g hours",
+            self.reopen_window_days * 24,
+        )
+        self.reopen_window_hours = self.reopen_window_days * 24
+        return self
 
 
 class AuthSettings(_Section):
@@ -330,9 +370,13 @@ def sync_database_url(url: str) -> str:
     return f"{_ASYNC_DRIVERS.get(scheme, scheme)}://{rest}"
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> ServerSettings:
+def load_settings(config: Path | None = None, *, connects: bool = True, **overrides: Any) -> ServerSettings:
     """Build the settings from ``config`` (TOML), the environment and ``overrides``.
 
+    ``connects=False`` is for commands that use only the database (user and customer
+    administration, reports): the broker connection's certificate files
+    (:meth:`MqttSettings.check_tls_files`) are then not checked, since such a command never
+    opens it — every other setting still is.
     Raises :class:`ConfigError` naming the first bad setting.
     """
     if config is not None:
@@ -345,7 +389,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> ServerSetting
             raise ConfigError("--config", f"{str(config)!r} is not valid TOML: {exc}") from exc
     token = _TOML_FILE.set(config)
     try:
-        return ServerSettings(**overrides)
+        settings = ServerSettings(**overrides)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         loc = ".".join(str(part) for part in err["loc"])
@@ -353,3 +397,6 @@ def load_settings(config: Path | None = None, **overrides: Any) -> ServerSetting
         raise ConfigError(loc or "settings", problem) from exc
     finally:
         _TOML_FILE.reset(token)
+    if connects:
+        settings.mqtt.check_tls_files()
+    return settings

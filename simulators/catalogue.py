@@ -150,7 +150,7 @@ class SimulatedEquipment:
         self._clock: Clock = clock or SystemClock()
         self.seed = self.opts.seed if self.opts.seed is not None else stable_seed(device_id)
         self.rng = self.machine_rng()
-        self.book = self.BOOK(self.FAULTS, seed=self.seed, clock=self._clock, multipliers=multipliers)
+        self.book = self.BOOK(self.fault_set(), seed=self.seed, clock=self._clock, multipliers=multipliers)
         self.serial = (
             self.SERIAL_PREFIX + hashlib.sha256(f"serial:{device_id}".encode()).hexdigest()[:10].upper()
         )
@@ -164,6 +164,10 @@ class SimulatedEquipment:
     def rate_multipliers(self) -> dict[str, float]:
         """Fault code → rate multiplier (missing: 1)."""
         return {}
+
+    def fault_set(self) -> Sequence[FaultModel]:
+        """The faults this machine can raise, given its options (default: all of ``FAULTS``)."""
+        return self.FAULTS
 
     def advance(self, seconds: float, sink: EventSink | None = None) -> object:
         """Let ``seconds`` of equipment time pass (what it returns is the model's business)."""
@@ -200,7 +204,7 @@ class SimulatedEquipment:
 
     def fault_catalogue(self) -> Sequence[plugin.FaultSpec]:
         """Every fault this machine can raise, for the inventory (``config["faults"]``)."""
-        return [model.catalogue_entry() for model in self.FAULTS]
+        return [model.catalogue_entry() for model in self.book.models.values()]
 
     async def run(self, sink: EventSink) -> None:
         self._remember(sink)
@@ -256,17 +260,18 @@ class SimulatedEquipment:
             return False
         return self.force_fault(code)
 
-    def clear_fault(self, code: str, sink: EventSink | None = None) -> bool:
-        """Clear an active fault now, as someone at the machine would (``cleared_by:
-        customer``); a wear-out fault's part is replaced, else it would strike again at once.
-        False if it is not active."""
+    def clear_fault(self, code: str, sink: EventSink | None = None, *, cleared_by: str = "customer") -> bool:
+        """Clear an active fault now, as someone at the machine would (``cleared_by``: the
+        customer, or a field engineer for the printer, which has no ``field_service``); a
+        wear-out fault's part is replaced, else it would strike again at once. False if it is
+        not active."""
         model = self._known(code)
         self._remember(sink)
         if code not in self.book.active:
             return False
         if model.wear is not None:
             self.replace_part(model.wear.part)
-        return self.book.clear(code, cleared_by="customer")
+        return self.book.clear(code, cleared_by=cleared_by)
 
     def replace_part(self, part: str) -> None:
         if part not in self.book.usage:

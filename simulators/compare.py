@@ -4,16 +4,17 @@ Fault arrivals draw from their own seeded stream, so both runs see the same faul
 people do differs. The baseline (remote maintenance off) is the policy of dispatching a field
 engineer for every incident that does not clear by itself. The table is the before/after a
 service organisation reports; every figure comes from the server's ``/api/v1/kpis`` of each run
-(dispatch cost: ``resolved_field`` x the customer's ``cost_per_dispatch``), except the two rows
-read from each run's incident list: the restore time per fault episode and the reopens.
+(dispatch cost: ``resolved_field`` x the customer's ``cost_per_dispatch``), except the reopens
+and repeat failures, counted from each run's incident list.
 
-Why both restore rows: the server's MTRS is, per resolved incident, ``t_restored - t_fault``, and
-a fault that comes back within ``incidents.reopen_window_days`` (30) *reopens* its incident —
-``t_fault`` of the first episode, ``t_restored`` of the last. With fast remote and customer fixes,
-recurring faults reopen resolved incidents again and again, so MTRS spans the working days
-between episodes and can come out *higher* with remote maintenance although every single outage
-is shorter; "restore time per episode" (mean of ``end - start`` over the fault episodes that
-ended in the period) is the outage length itself (docs/simulators.md, "Reading the compare table").
+The two restore rows (docs/kpis.md, "MTRS per episode"): **MTRS per episode** — the headline —
+is the mean outage: restore - fault of every failure episode restored in the run.
+**MTRS per incident** is, per resolved incident, ``t_restored - t_fault``: for an incident a
+recurrence reopened (within ``incidents.reopen_window_hours`` of its restore, default 24 h),
+from the first episode's fault to the last one's restore, the hours the equipment ran between
+them included. A recurrence later than that is a new incident, a **repeat failure** of the
+earlier one. (Before issue 15 an incident reopened for 30 days after its resolution, and MTRS
+per incident came out in weeks: docs/simulators.md, "Reading the compare table".)
 """
 
 from __future__ import annotations
@@ -25,15 +26,20 @@ from pathlib import Path
 from simulators.run import Progress, RunResult, run_scenario
 from simulators.scenario import Scenario
 
-__all__ = ["Comparison", "Row", "compare_scenario", "episode_restore_hours", "reopens"]
+__all__ = ["Comparison", "Row", "compare_scenario", "reopens", "repeats"]
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    label: str
+    label: str  # the row's name for programs (tests look rows up by it)
     remote: float | None
     baseline: float | None
     fmt: str  # "hours", "pct", "count", "money"
+    title: str = ""  # what the table prints, when it says more than the label
+
+    @property
+    def shown(self) -> str:
+        return self.title or self.label
 
     @property
     def difference(self) -> float | None:
@@ -43,7 +49,7 @@ class Row:
 
     def cells(self) -> tuple[str, str, str, str]:
         return (
-            self.label,
+            self.shown,
             _fmt(self.remote, self.fmt),
             _fmt(self.baseline, self.fmt),
             _fmt(self.difference, self.fmt, sign=True),
@@ -63,23 +69,16 @@ def _fmt(value: float | None, fmt: str, *, sign: bool = False) -> str:
     return f"{value:{plus},.0f}"
 
 
-def episode_restore_hours(result: RunResult) -> float | None:
-    """Mean hours from a fault episode's start to its end, over the fault episodes (of every
-    incident, reopened ones included) that ended within the run's period."""
-    start, end = result.start.timestamp(), result.end.timestamp()
-    durations = [
-        float(e["end_s"]) - float(e["start_s"])
-        for incident in result.incidents
-        if incident.get("kind", "fault") == "fault"
-        for e in incident.get("episodes") or []
-        if e.get("end_s") is not None and start <= float(e["end_s"]) < end
-    ]
-    return sum(durations) / len(durations) / 3600 if durations else None
-
-
 def reopens(result: RunResult) -> float:
-    """How many times a fault came back and reopened (or re-joined) an earlier incident."""
+    """How many times a fault came back within the reopen window and reopened (or re-joined,
+    while still open) an earlier incident."""
     return float(sum(int(i.get("reopened") or 0) for i in result.incidents))
+
+
+def repeats(result: RunResult) -> float:
+    """Incidents that are a repeat failure of an earlier one (``repeat_of``: the fault came back
+    later than the reopen window, within 30 days of the restore)."""
+    return float(sum(1 for i in result.incidents if i.get("repeat_of") is not None))
 
 
 def _kpi(result: RunResult, name: str, scale: float = 1.0) -> float | None:
@@ -94,20 +93,28 @@ class Comparison:
 
     def rows(self) -> list[Row]:
         r, b = self.remote, self.baseline
+
+        def kpi(name: str, scale: float = 1.0) -> tuple[float | None, float | None]:
+            return _kpi(r, name, scale), _kpi(b, name, scale)
+
+        hour = 1 / 3600
         return [
-            Row("downtime", _kpi(r, "downtime_s", 1 / 3600), _kpi(b, "downtime_s", 1 / 3600), "hours"),
-            Row("availability", _kpi(r, "availability"), _kpi(b, "availability"), "pct"),
-            Row("MTRS (mean)", _kpi(r, "mtrs_mean_s", 1 / 3600), _kpi(b, "mtrs_mean_s", 1 / 3600), "hours"),
-            Row("restore time per episode", episode_restore_hours(r), episode_restore_hours(b), "hours"),
-            Row("reopens", reopens(r), reopens(b), "count"),
+            Row("downtime", *kpi("downtime_s", hour), "hours"),
+            Row("availability", *kpi("availability"), "pct"),
             Row(
-                "self-resolution rate",
-                _kpi(r, "self_resolution_rate"),
-                _kpi(b, "self_resolution_rate"),
-                "pct",
+                "restore time per episode",
+                *kpi("mtrs_episode_mean_s", hour),
+                "hours",
+                "MTRS per episode (mean)",
             ),
-            Row("incidents resolved", _kpi(r, "resolved"), _kpi(b, "resolved"), "count"),
-            Row("dispatches", _kpi(r, "resolved_field"), _kpi(b, "resolved_field"), "count"),
+            Row("MTRS (mean)", *kpi("mtrs_mean_s", hour), "hours", "MTRS per incident (mean)"),
+            Row("episodes restored", *kpi("mtrs_episode_n"), "count"),
+            Row("incidents", *kpi("incidents"), "count", "incidents opened"),
+            Row("reopens", reopens(r), reopens(b), "count"),
+            Row("repeat failures", repeats(r), repeats(b), "count"),
+            Row("self-resolution rate", *kpi("self_resolution_rate"), "pct"),
+            Row("incidents resolved", *kpi("resolved"), "count"),
+            Row("dispatches", *kpi("resolved_field"), "count"),
             Row("dispatch cost", r.dispatch_cost, b.dispatch_cost, "money"),
         ]
 
@@ -126,8 +133,9 @@ class Comparison:
             f"scenario {self.remote.scenario.name}, seed {self.remote.scenario.seed}, {days:g} simulated days"
         )
         note = (
-            "MTRS counts a reopened incident from its first fault to its last restore; "
-            "restore time per episode is the mean outage (docs/simulators.md)."
+            "MTRS per episode: the mean restore time per episode (fault → restore, each outage); "
+            "per incident: first fault to last restore of an incident, reopens included "
+            "(docs/kpis.md)."
         )
         return "\n".join(
             [title, line(header), line(tuple("-" * w for w in widths)), *(line(c) for c in body), note]

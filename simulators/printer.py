@@ -10,6 +10,13 @@ near its set point while printing and cools towards standby otherwise. While run
 jam happens now and then (``jam_rate_per_hour``): ``fault.raised`` PAPER_JAM, state ``down``,
 no printing until ``printer.clear_jam`` (or, if ``jam_self_clear_minutes`` is set, until the
 customer clears it at the machine). A toner falling below 10 % sends ``consumable.low`` once.
+Two hardware faults only a field engineer fixes (no remote action, no guide), when the options
+enable them: the fuser wears out (FUSER_WORN, when its pages since replacement reach a life
+drawn around ``fuser_life_pages``; the machine starts with a used fuser; the metric
+``printer.fuser.wear.percent`` is its pages against the rated life) and the feed roller breaks
+(FEED_ROLLER_BROKEN, a mean ``feed_roller_mtbf_pages`` pages apart). Both are ``down``; their
+arrivals and lives draw from the fault book's streams, so the jams and pages stay those of the
+seed until the first of them strikes.
 :meth:`PrinterPlugin.selftest` (the built-in ``selftest`` action delegates to it) checks the jam
 sensor, fuser temperature, toner and drum and fails while jammed. ``printer.clear_jam`` is
 disruptive (exact policy entry, maintenance windows).
@@ -29,6 +36,8 @@ Options (all optional; unknown ones are refused):
     pages_per_hour          float    mean print rate while running (default 120)
     jam_rate_per_hour       float    mean paper jams per running hour (default 0.1)
     jam_self_clear_minutes  float    mean time until the customer clears a jam (default: never)
+    fuser_life_pages        float    rated fuser life in pages: it wears out (default: never)
+    feed_roller_mtbf_pages  float    mean pages between feed roller breakages (default: never)
     color_ratio             float    share of pages printed in colour (default 0.3)
     toner_yield_pages       float    pages per full cartridge, each colour (default 2500)
     drum_life_pages         float    pages until the drum is worn out (default 50000)
@@ -43,7 +52,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -52,9 +61,18 @@ from agent.plugin import ActionContext, ActionResult, ActionSpec, EventSink
 from protocol import EquipmentState, Severity, format_ts
 from simulators.catalogue import NO_ARGS, EquipmentOptions, Finding, SimulatedEquipment
 from simulators.fault_book import ActiveFault, FaultBook
-from simulators.faults import FaultModel, FaultSpec, occurs, poisson
+from simulators.faults import FaultModel, FaultSpec, WearOut, occurs, poisson
 
-__all__ = ["LOW_TONER_PERCENT", "PAPER_JAM", "TONER_COLORS", "Jam", "PrinterOptions", "PrinterPlugin"]
+__all__ = [
+    "FEED_ROLLER_BROKEN",
+    "FUSER_WORN",
+    "LOW_TONER_PERCENT",
+    "PAPER_JAM",
+    "TONER_COLORS",
+    "Jam",
+    "PrinterOptions",
+    "PrinterPlugin",
+]
 
 TONER_COLORS = ("black", "cyan", "magenta", "yellow")
 LOW_TONER_PERCENT = 10.0
@@ -81,6 +99,37 @@ _JAM_MODEL = FaultModel(
     condition="paper jammed (jam_rate_per_hour); cleared by printer.clear_jam or at the printer",
 )
 _JAM_LOCATIONS = ("tray 1", "tray 2", "fuser", "duplex unit", "output bin")
+# Hardware only a field engineer fixes; the option sets the life (rate) of each printer's.
+FUSER_WORN = FaultModel(
+    code="FUSER_WORN",
+    meaning="Fuser unit worn out: toner no longer fuses and printing stopped (replace the fuser)",
+    severity=Severity.ERROR,
+    effect=EquipmentState.DOWN,
+    wear=WearOut(
+        part="fuser",
+        counter="printer.fuser.pages",
+        unit="page",
+        threshold=300_000.0,  # fuser_life_pages
+        shape=3.0,
+        precursor="printer.fuser.wear.percent",
+    ),
+    field_only=True,
+    field_repair_minutes=60.0,
+    diagnostics=("printer.status", "selftest"),
+)
+FEED_ROLLER_BROKEN = FaultModel(
+    code="FEED_ROLLER_BROKEN",
+    meaning="Paper feed roller broken: the printer cannot pick paper (replace the roller)",
+    severity=Severity.ERROR,
+    effect=EquipmentState.DOWN,
+    mtbf=500_000.0,  # feed_roller_mtbf_pages
+    per="page",
+    field_only=True,
+    field_repair_minutes=45.0,
+    diagnostics=("printer.status", "selftest"),
+)
+FUSER_USED_SHARE = 0.8  # a machine starts with a used fuser: up to this share of its (drawn) life
+FUSER_WARN_PERCENT = 90.0
 _CLEARED = {"customer": "Paper jam cleared at the printer", "remote": "Paper jam cleared remotely"}
 
 
@@ -89,6 +138,8 @@ class PrinterOptions(EquipmentOptions):
     pages_per_hour: float = 120.0
     jam_rate_per_hour: float = 0.1
     jam_self_clear_minutes: float | None = None
+    fuser_life_pages: float | None = None
+    feed_roller_mtbf_pages: float | None = None
     color_ratio: float = 0.3
     toner_yield_pages: float = 2500.0
     drum_life_pages: float = 50000.0
@@ -115,8 +166,9 @@ class PrinterOptions(EquipmentOptions):
             self.check_number(name)
         for name in self.POSITIVE:
             self.check_number(name, positive=True)
-        if self.jam_self_clear_minutes is not None:
-            self.check_number("jam_self_clear_minutes", positive=True)
+        for name in ("jam_self_clear_minutes", "fuser_life_pages", "feed_roller_mtbf_pages"):
+            if getattr(self, name) is not None:
+                self.check_number(name, positive=True)
         for name in self.FRACTIONS:
             self.check_number(name, fraction=True)
         if not isinstance(self.toner, Mapping):
@@ -149,6 +201,8 @@ class _JamBook(FaultBook):
     __slots__ = ()
 
     def describe_raised(self, fault: ActiveFault, detail: str) -> tuple[str, dict[str, Any], str]:
+        if fault.model.code != PAPER_JAM.code:  # the hardware faults: as the catalogue says
+            return super().describe_raised(fault, detail)
         location = fault.data["location"]
         data = PAPER_JAM.event_data(location=location, jams_total=self.raised[PAPER_JAM.code])
         return f"{PAPER_JAM.detail} ({location})", data, f"paper jam ({location})"
@@ -156,6 +210,8 @@ class _JamBook(FaultBook):
     def describe_cleared(
         self, fault: ActiveFault, cleared_by: str, detail: str, data: Mapping[str, Any]
     ) -> tuple[str, dict[str, Any], str]:
+        if fault.model.code != PAPER_JAM.code:
+            return super().describe_cleared(fault, cleared_by, detail, data)
         location = fault.data["location"]
         said = detail or _CLEARED.get(cleared_by, f"Paper jam cleared ({cleared_by})")
         return (
@@ -188,6 +244,23 @@ class PrinterPlugin(SimulatedEquipment):
         self.drum_wear = round(rng.uniform(5.0, 60.0), 3)  # drums are replaced; pages are not
         self.fuser_celsius = STANDBY_CELSIUS
         self._low_reported = {color: level < LOW_TONER_PERCENT for color, level in self.toner.items()}
+        if FUSER_WORN.code in self.book.models:  # a used fuser, somewhere before its drawn end
+            used = random.Random(f"{self.seed}:fuser").uniform(0.0, FUSER_USED_SHARE)  # noqa: S311
+            self.book.add_usage("fuser", round(used * self.book.lives[FUSER_WORN.code]))
+
+    def fault_set(self) -> Sequence[FaultModel]:
+        """The jam, and the hardware faults the options enable."""
+        opts = self.options
+        faults = [_JAM_MODEL]
+        if opts.fuser_life_pages is not None and FUSER_WORN.wear is not None:
+            faults.append(replace(FUSER_WORN, wear=replace(FUSER_WORN.wear, threshold=opts.fuser_life_pages)))
+        if opts.feed_roller_mtbf_pages is not None:
+            faults.append(replace(FEED_ROLLER_BROKEN, mtbf=opts.feed_roller_mtbf_pages))
+        return tuple(faults)
+
+    def field_faults(self) -> dict[str, FaultModel]:
+        """The faults only a field engineer fixes (what the behaviours' runbook knows of them)."""
+        return {code: model for code, model in self.book.models.items() if model.field_only}
 
     def machine_rng(self) -> random.Random:
         """One stream for the printer's whole life, seeded with the bare seed (as it always was)."""
@@ -220,7 +293,15 @@ class PrinterPlugin(SimulatedEquipment):
                 "printer.jams.total": float(self.book.raised.get(PAPER_JAM.code, 0)),
             }
         )
+        if FUSER_WORN.code in self.book.models:
+            metrics["printer.fuser.wear.percent"] = round(self.fuser_wear_percent, 3)
         return metrics
+
+    @property
+    def fuser_wear_percent(self) -> float:
+        """The fuser's pages since its replacement against its rated life, in percent."""
+        life = self.options.fuser_life_pages
+        return 0.0 if life is None else 100.0 * self.book.usage.get("fuser", 0.0) / life
 
     def actions(self) -> Sequence[ActionSpec]:
         return [
@@ -276,6 +357,20 @@ class PrinterPlugin(SimulatedEquipment):
         wear = self.drum_wear
         drum = "fail" if wear >= 100.0 else "warn" if wear >= DRUM_WARN_PERCENT else "pass"
         check("drum", drum, f"{wear:.1f} % worn")
+        if FUSER_WORN.code in self.book.models:
+            used = self.fuser_wear_percent
+            worn = FUSER_WORN.code in self.book.active
+            status = "fail" if worn else "warn" if used >= FUSER_WARN_PERCENT else "pass"
+            check(
+                "fuser_unit", status, f"{'worn out: replace it; ' if worn else ''}{used:.1f} % of rated life"
+            )
+        if FEED_ROLLER_BROKEN.code in self.book.models:
+            broken = FEED_ROLLER_BROKEN.code in self.book.active
+            check(
+                "feed_roller",
+                "fail" if broken else "pass",
+                "broken: replace it" if broken else "picking paper",
+            )
         return findings
 
     def announce(self) -> None:
@@ -287,11 +382,11 @@ class PrinterPlugin(SimulatedEquipment):
     def advance(self, seconds: float, sink: EventSink | None = None) -> int:
         """Let ``seconds`` of equipment time pass; return the pages printed meanwhile."""
         self._remember(sink)
-        rng, opts = self.rng, self.opts
-        if PAPER_JAM.code in self.book.active:
+        rng, opts, book = self.rng, self.opts, self.book
+        if book.state is EquipmentState.DOWN:  # jammed, or hardware waiting for an engineer
             self._cool(seconds)
-            for code in self.book.count_down(seconds):  # the customer cleared it at the machine
-                self.book.clear(code, cleared_by="customer")
+            for code in book.count_down(seconds):  # the customer cleared the jam at the machine
+                book.clear(code, cleared_by="customer")
             return 0
         pages = poisson(rng, opts.pages_per_hour * seconds / 3600.0)
         if pages:
@@ -299,11 +394,17 @@ class PrinterPlugin(SimulatedEquipment):
             self.fuser_celsius = opts.fuser_setpoint_celsius + rng.gauss(0.0, 1.5)
         else:
             self._cool(seconds)
+        if len(book.models) > 1:  # the hardware faults: the fuser's wear, the roller's breakage
+            book.add_usage("fuser", pages)
+            if book.step(seconds, usage={"page": float(pages)}, operating=True):
+                return pages  # it broke: no jam on top
         if occurs(rng, opts.jam_rate_per_hour, seconds):
             self._raise_jam()
         return pages
 
     def force_fault(self, code: str) -> bool:
+        if code != PAPER_JAM.code:
+            return super().force_fault(code)
         self._raise_jam()
         return True
 
@@ -370,17 +471,21 @@ class PrinterPlugin(SimulatedEquipment):
         assert jam is not None, "the jam cleared while the paper path was being purged"
         self.book.clear(PAPER_JAM.code, cleared_by="remote", command_id=ctx.command_id)
         downtime = max(0.0, (ctx.now() - jam.since).total_seconds())
-        return ActionResult(
-            ok=True,
-            output=f"Paper jam at {jam.location} cleared; the printer is running again.",
-            data={
-                "state": self.state.value,
-                "location": jam.location,
-                "jammed_since": format_ts(jam.since),
-                "down_seconds": round(downtime, 3),
-                "jams_total": self.jams_total,
-            },
-        )
+        data: dict[str, Any] = {
+            "state": self.state.value,
+            "location": jam.location,
+            "jammed_since": format_ts(jam.since),
+            "down_seconds": round(downtime, 3),
+            "jams_total": self.jams_total,
+        }
+        output = f"Paper jam at {jam.location} cleared; the printer is running again."
+        if self.book.active:  # hardware a field engineer must fix keeps it down
+            data["still_active"] = sorted(self.book.active)
+            output = (
+                f"Paper jam at {jam.location} cleared, but the printer is still {self.state.value}: "
+                f"{', '.join(data['still_active'])} needs a field engineer."
+            )
+        return ActionResult(ok=True, output=output, data=data)
 
     async def _status_action(self, args: Mapping[str, Any], ctx: ActionContext) -> ActionResult:
         data: dict[str, Any] = {
@@ -398,10 +503,16 @@ class PrinterPlugin(SimulatedEquipment):
         jam = self.jam
         if jam is not None:
             data["fault"] = {"code": PAPER_JAM.code, "location": jam.location, "since": format_ts(jam.since)}
+        hardware = {c: f for c, f in sorted(self.book.active.items()) if c != PAPER_JAM.code}
+        if hardware:  # only a field engineer fixes these
+            data["hardware_faults"] = [{"code": c, "since": format_ts(f.since)} for c, f in hardware.items()]
+            data["fault"] = data["fault"] or data["hardware_faults"][0]
+        faults = [f"PAPER_JAM at {jam.location} since {format_ts(jam.since)}"] if jam else []
+        faults += [f"{c} since {format_ts(f.since)} ({f.model.meaning})" for c, f in hardware.items()]
         low = [color for color, level in self.toner.items() if level < LOW_TONER_PERCENT]
         lines = [
             f"{self.options.model} {self.serial} firmware {self.options.firmware}: {self.state.value}",
-            f"fault: PAPER_JAM at {jam.location} since {format_ts(jam.since)}" if jam else "fault: none",
+            "fault: " + ("; ".join(faults) or "none"),
             "toner: " + ", ".join(f"{color} {level:.1f} %" for color, level in self.toner.items()),
             f"pages: {self.pages_total}, jams: {self.jams_total}, drum wear: {self.drum_wear:.1f} %, "
             f"fuser: {self.fuser_celsius:.1f} °C",

@@ -105,7 +105,8 @@ class RunResult:
                 f"  incidents       {k.get('incidents')}   resolved {k.get('resolved')} "
                 f"(auto {k.get('resolved_auto')}, customer {k.get('resolved_customer')}, "
                 f"remote {k.get('resolved_remote')}, field {k.get('resolved_field')})",
-                f"  self-resolution {pct('self_resolution_rate')}   MTRS {hours('mtrs_mean_s')}   "
+                f"  self-resolution {pct('self_resolution_rate')}   MTRS per episode "
+                f"{hours('mtrs_episode_mean_s')} (per incident {hours('mtrs_mean_s')})   "
                 f"MTTA {hours('mtta_mean_s')}",
                 f"  dispatches      {k.get('resolved_field')}   cost {self.dispatch_cost:,.2f}",
             ]
@@ -144,8 +145,8 @@ async def run_scenario(
 ) -> RunResult:
     """Run ``scenario`` to its end in a fresh ``workdir`` (its database and agent data are
     replaced; the PKI is kept) and return the KPIs of its period. ``server_overrides``: extra
-    server settings (e.g. ``{"incidents": {"reopen_window_days": 0}}``: every fault its own
-    incident)."""
+    server settings (e.g. ``{"incidents": {"reopen_window_hours": 0}}``: every recurrence its
+    own incident)."""
     workdir = await asyncio.to_thread(fresh_workdir, workdir)
     pki = await asyncio.to_thread(ensure_pki, workdir / "pki")
     epoch = scenario.start_at()

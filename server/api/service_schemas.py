@@ -176,6 +176,7 @@ class IncidentPublic(_Out):
     remote_used: bool
     visits: int
     reopened: int
+    repeat_of: int | None = None  # the earlier incident this one repeats (docs/incidents.md)
     episodes: list[dict[str, Any]]
     model: str | None = None
     customer_id: int | None = None
@@ -224,7 +225,12 @@ class IncidentResolve(_In):
     external: bool | None = Field(default=None, description="Caused outside the equipment (power, network)")
     # knowledge capture (docs/knowledge.md): link an article, or draft one from this resolution
     article_id: Id | None = Field(default=None, description="The knowledge article used")
-    draft_article: bool = Field(default=False, description="Draft an article from this resolution")
+    draft_article: bool | None = Field(
+        default=None,
+        description="Draft an article from this resolution. Unset: drafted automatically when the fix is "
+        "new — resolution notes given, resolved by a person (remote, customer or field) and no article "
+        "covers the fault code for this model; false: never",
+    )
     article_fixed: bool = Field(default=True, description="The linked article's fix worked")
 
 

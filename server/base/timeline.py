@@ -2,7 +2,9 @@
 
 Kinds written by the server: ``opened``, ``fault.joined``, ``fault.recurred``, ``escalated``,
 ``restored``, ``restore.withdrawn``, ``resolved``, ``resolution.withdrawn``, ``reopened``,
-``rebuilt``, ``command`` (a person's command to the device during the incident). By people
+``rebuilt``, ``repeat.of`` (a new incident: the fault came back after the reopen window) and
+``repeated`` (on the earlier incident it repeats), ``command`` (a person's command to the device
+during the incident). By people
 (through the API): ``acknowledged``, ``assigned``, ``dispatched``, ``onsite``, ``guidance``,
 ``resolved``, ``reopened``, ``closed``, ``updated``.
 """

@@ -114,18 +114,37 @@ async def _hash_password(password: str) -> str:
 
 
 async def resolve_customer(session: AsyncSession, ref: str | int) -> Customer:
-    """A customer by id (an int, or digits that are not some customer's name) or by name."""
-    if isinstance(ref, str):
-        customer = await session.scalar(select(Customer).where(Customer.name == ref))
-        if customer is not None:
-            return customer
-        if not ref.isdigit():
+    """A customer by name or by id, as every command and filter that names one accepts both.
+
+    An exact name wins, then a name that differs only in case, then digits as an id. A
+    reference that fits two customers (no exact name but two that differ from it only in case,
+    or digits that are one customer's name and another's id) is refused listing them, rather
+    than one of them chosen silently."""
+    if isinstance(ref, int):
+        found = await session.get(Customer, ref)
+        if found is None:
             raise NotFound("customer", ref)
-        ref = int(ref)
-    found = await session.get(Customer, ref)
-    if found is None:
+        return found
+    as_id = int(ref) if ref.isascii() and ref.isdigit() and len(ref) < 10 else None  # an INTEGER column
+    by_id = await session.get(Customer, as_id) if as_id is not None else None
+    exact = await session.scalar(select(Customer).where(Customer.name == ref))
+    if exact is not None:
+        candidates = [exact] if by_id is None or by_id.id == exact.id else [exact, by_id]
+    else:
+        folded = list(
+            await session.scalars(
+                select(Customer).where(func.lower(Customer.name) == func.lower(ref)).order_by(Customer.id)
+            )
+        )
+        candidates = folded or ([by_id] if by_id is not None else [])
+    if not candidates:
         raise NotFound("customer", ref)
-    return found
+    if len(candidates) > 1:
+        listed = ", ".join(f"#{c.id} {c.name!r}" for c in candidates)
+        # digits that are a name and another's id: that one is meant by its name instead
+        how = "give the id" if exact is None else "give the name of the one with that id, or the other's id"
+        raise InvalidInput(f"customer {ref!r} is ambiguous: it could be {listed}; {how}", field="customer")
+    return candidates[0]
 
 
 async def create_user(

@@ -63,7 +63,7 @@ def audit_verify(
     async def work(session: AsyncSession) -> audit_anchor.AuditCheck:
         return await audit_anchor.verify_anchored(session, anchors=source, keys=keys)
 
-    check = with_session(settings, work)
+    check = with_session(settings, work, create=False)
     summary, *rest = check.lines()
     typer.echo(summary, err=not check.ok)
     for line in rest:

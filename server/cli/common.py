@@ -51,9 +51,11 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def load(config: Path | None) -> ServerSettings:
+def load(config: Path | None, *, connects: bool = False) -> ServerSettings:
+    """The settings; the broker's certificate files are required only by a command that
+    ``connects`` to it (``server run``): administering users or customers needs the database only."""
     try:
-        return load_settings(config)
+        return load_settings(config, connects=connects)
     except ServerError as exc:
         raise fail(str(exc)) from exc
 
@@ -62,25 +64,39 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def with_session(settings: ServerSettings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Migrate, open a session, run ``work``; errors become one line and exit status 2."""
+def with_session(
+    settings: ServerSettings, work: Callable[[AsyncSession], Awaitable[T]], *, create: bool = True
+) -> T:
+    """Migrate, open a session, run ``work``; errors become one line and exit status 2.
+    ``create=False`` (commands that read): the database must exist already, migrated."""
 
     async def in_session(sessions: async_sessionmaker[AsyncSession]) -> T:
         async with sessions() as session:
             return await work(session)
 
-    return with_sessions(settings, in_session)
+    return with_sessions(settings, in_session, create=create)
 
 
 def with_sessions(
-    settings: ServerSettings, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]
+    settings: ServerSettings,
+    work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]],
+    *,
+    create: bool = True,
 ) -> T:
     """Migrate, hand ``work`` a session factory (for work done in many transactions); errors
-    become one line and exit status 2."""
+    become one line and exit status 2.
+
+    ``create=False`` is for commands that read what is there (lists, the audit check): they
+    neither create a database file nor migrate one, and a missing or unmigrated database is a
+    one-line error naming where the database comes from, not an SQL error about a table."""
     from server.db import create_engine, create_sessionmaker, run_migrations  # noqa: PLC0415 - lazy
+    from server.db.existing import require_database  # noqa: PLC0415
 
     async def main() -> T:
-        await asyncio.to_thread(run_migrations, settings.database_url)
+        if create:
+            await asyncio.to_thread(run_migrations, settings.database_url)
+        else:
+            await asyncio.to_thread(require_database, settings.database_url)
         engine = create_engine(settings.database_url)
         try:
             return await work(create_sessionmaker(engine))

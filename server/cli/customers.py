@@ -96,7 +96,7 @@ def customer_list(config: ConfigOption = None) -> None:
         rows, _ = await customers.list_customers(session, limit=1_000_000)
         return [_customer_line(row) for row in rows]
 
-    for line in with_session(load(config), work):
+    for line in with_session(load(config), work, create=False):
         typer.echo(line)
 
 
@@ -165,7 +165,7 @@ def site_list(
         rows, _ = await customers.list_sites(session, customer_id, limit=1_000_000)
         return [f"{s.id}\t{s.name}\tcustomer={s.customer_id}\tcriticality={s.criticality}" for s in rows]
 
-    for line in with_session(load(config), work):
+    for line in with_session(load(config), work, create=False):
         typer.echo(line)
 
 

@@ -87,7 +87,7 @@ def quarantine_list(
             for r in rows
         ]
 
-    lines = with_session(load(config), work)
+    lines = with_session(load(config), work, create=False)
     for line in lines:
         typer.echo(line)
     typer.echo(f"{len(lines)} quarantined message(s) shown", err=True)

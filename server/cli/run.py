@@ -23,7 +23,7 @@ def run(config: ConfigOption = None) -> None:
     from server.app import create_app, load_signer  # noqa: PLC0415
     from server.db import run_migrations  # noqa: PLC0415
 
-    settings = load(config)
+    settings = load(config, connects=True)
     setup_logging(settings.log_level)
     try:
         load_signer(settings.signing_key_file)  # refuse a bad key before anything starts

@@ -12,7 +12,15 @@ from sqlalchemy.sql.elements import ColumnElement
 from server.db.models import Device, Event, TelemetrySample
 from server.errors import NotFound
 
-__all__ = ["DeviceFilter", "escape_like", "get_device", "list_devices", "list_events", "list_telemetry"]
+__all__ = [
+    "DeviceFilter",
+    "escape_like",
+    "get_device",
+    "list_devices",
+    "list_events",
+    "list_telemetry",
+    "placement_conditions",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +36,21 @@ def escape_like(text: str) -> str:
     themselves, so a search for "50%" is not a wildcard. Public for every substring search over
     devices (the API's list and the console's fleet table)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def placement_conditions(
+    customer_id: int | None, site_id: int | None, model: str | None
+) -> list[ColumnElement[bool]]:
+    """The SQL conditions over ``Device`` of the filters every list of devices, incidents and
+    sessions shares (a customer, a site, a model; None or empty: any)."""
+    conditions: list[ColumnElement[bool]] = []
+    if customer_id is not None:
+        conditions.append(Device.customer_id == customer_id)
+    if site_id is not None:
+        conditions.append(Device.site_id == site_id)
+    if model:
+        conditions.append(Device.model == model)
+    return conditions
 
 
 async def list_devices(

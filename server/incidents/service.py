@@ -33,6 +33,7 @@ from server.db.models import (
 )
 from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
+from server.fleet.devices import placement_conditions
 from server.incidents import sync
 from server.knowledge import capture
 
@@ -82,12 +83,7 @@ def filter_conditions(where: IncidentFilter) -> list[ColumnElement[bool]]:
         conditions.append(Incident.status.in_([OPEN, ACK]))
     if where.device_id is not None:
         conditions.append(Incident.device_id == where.device_id)
-    if where.customer_id is not None:
-        conditions.append(Device.customer_id == where.customer_id)
-    if where.site_id is not None:
-        conditions.append(Device.site_id == where.site_id)
-    if where.model is not None:
-        conditions.append(Device.model == where.model)
+    conditions.extend(placement_conditions(where.customer_id, where.site_id, where.model))
     if where.fault_code is not None:
         # codes is a JSON list: match the first code exactly, others through the text form
         conditions.append(
@@ -321,13 +317,13 @@ async def resolve(
     visits: int | None = None,
     external: bool | None = None,
     article_id: int | None = None,
-    draft_article: bool = False,
+    draft_article: bool | None = None,
     article_fixed: bool = True,
 ) -> Incident:
     """Resolve with a channel; without one it comes from the evidence: a person's successful
     command → remote, a dispatch or visit → field, guidance → customer; else it must be given.
     ``article_id`` links a knowledge article (``article_fixed``: its fix worked), or
-    ``draft_article`` drafts one from this resolution (server/knowledge/capture.py)."""
+    ``draft_article`` drafts one from this resolution (None: when the fix is new; server/knowledge/capture.py)."""
     incident = await get_incident(session, incident_id, lock=True)
     _not_done(incident, "resolve")
     now = utcnow()

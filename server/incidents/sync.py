@@ -3,8 +3,11 @@ them from evidence, server/incidents/evidence.py). Joins the caller's transactio
 
 A continuation replaces the device's intervals from the snapshot's open interval on; a rebuild
 replaces them all. Incidents are matched to episodes by the episodes they already cover
-(``Incident.episodes``), so a rebuild keeps every incident, its id and everything people did
-with it, and only moves the times the history moved.
+(``Incident.episodes``, mirrored row by row in ``incident_episodes`` for the KPIs), so a
+rebuild keeps every incident, its id and everything people did with it, and only moves the
+times the history moved. A new episode of an earlier incident's fault joins it while it is
+open, reopens it within ``incidents.reopen_window_hours`` of its restore, and otherwise opens
+a new incident linked to it as a repeat failure (``repeat_of``, within 30 days of the restore).
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from server.db.models import (
     StateInterval,
     TransientFault,
 )
+from server.db.models.incidents import IncidentEpisode
 from server.incidents.engine import SEVERITY_RANK, Episode, Fold, Segment
 from server.incidents.evidence import ACTIVE, refresh
+from server.kpi.definitions import REPEAT_WINDOW_S
 from server.kpi.incident_rollups import refresh_incident_rollups
 from server.kpi.rollups import refresh_rollups
 
@@ -185,6 +190,7 @@ async def _store_episodes(
     assigned: dict[int, list[Episode]] = {}
     created: set[int] = set()
     for ep in promoted:
+        repeat: Incident | None = None
         incident = by_id.get(ep.incident_id) if ep.incident_id is not None else None
         if incident is None and fold.full:
             incident = next(
@@ -196,21 +202,23 @@ async def _store_episodes(
                 None,
             )
         if incident is None and ep.kind == IncidentKind.FAULT.value and ep.codes:
-            incident = await _recurrence(
+            incident, repeat = await _recurrence(
                 session, device_id, ep, reopen_window, existing if fold.full else None
             )
             if incident is not None:
                 by_id.setdefault(incident.id, incident)
         if incident is None:
-            incident = await _open(session, device_id, ep)
+            incident = await _open(session, device_id, ep, repeat_of=repeat)
             by_id[incident.id] = incident
             created.add(incident.id)
         ep.incident_id = incident.id
         assigned.setdefault(incident.id, []).append(ep)
     for incident_id, episodes in assigned.items():
-        await _apply(
-            session, by_id[incident_id], episodes, full=fold.full, created=incident_id in created, now=now
-        )
+        incident = by_id[incident_id]
+        spans = _span_times(incident.episodes)
+        await _apply(session, incident, episodes, full=fold.full, created=incident_id in created, now=now)
+        if incident_id in created or _span_times(incident.episodes) != spans:
+            await _write_spans(session, incident)
     if fold.full:
         for incident in existing:
             if incident.id not in assigned:
@@ -224,9 +232,12 @@ async def _recurrence(
     ep: Episode,
     window: float,
     candidates: list[Incident] | None,
-) -> Incident | None:
-    """The incident a new episode of the same fault belongs to: one still open after its device
-    recovered, or one resolved less than ``window`` seconds before the episode began."""
+) -> tuple[Incident | None, Incident | None]:
+    """(the incident a new episode of the same fault belongs to, else the one it repeats).
+
+    It belongs to the newest earlier one that is still open after its device recovered, or that
+    was restored at most ``window`` seconds before the episode began (and is reopened); later, up
+    to :data:`REPEAT_WINDOW_S` after that restore, it is a repeat failure of it: a new incident."""
     if candidates is None:
         candidates = list(
             await session.scalars(
@@ -242,19 +253,23 @@ async def _recurrence(
                 .with_for_update()
             )
         )
+    repeat: Incident | None = None
     for incident in sorted(candidates, key=lambda i: i.fault_s, reverse=True):
         if incident.kind != IncidentKind.FAULT.value or incident.restored_s is None:
             continue
         if incident.restored_s > ep.start + EPS or not set(incident.codes or []) & set(ep.codes):
             continue
-        if incident.status in ACTIVE:
-            return incident
-        if incident.resolved_s is not None and incident.resolved_s >= ep.start - window:
-            return incident
-    return None
+        after = ep.start - incident.restored_s
+        if incident.status in ACTIVE or after <= window + EPS:
+            return incident, None
+        if repeat is None and after < REPEAT_WINDOW_S:
+            repeat = incident
+    return None, repeat
 
 
-async def _open(session: AsyncSession, device_id: str, ep: Episode) -> Incident:
+async def _open(
+    session: AsyncSession, device_id: str, ep: Episode, *, repeat_of: Incident | None = None
+) -> Incident:
     assert ep.detect is not None
     criticality = await prio.criticality(session, device_id)
     # the codes known when it was detected; later ones are noted as they join
@@ -278,6 +293,7 @@ async def _open(session: AsyncSession, device_id: str, ep: Episode) -> Incident:
         remote_used=False,
         visits=0,
         reopened=0,
+        repeat_of=None if repeat_of is None else repeat_of.id,
         episodes=[],
         auto_resolve=True,
     )
@@ -295,7 +311,56 @@ async def _open(session: AsyncSession, device_id: str, ep: Episode) -> Incident:
         priority=incident.priority,
         t_fault=incident.t_fault.isoformat(),
     )
+    if repeat_of is not None:
+        _note_repeat(session, incident, repeat_of, ep)
     return incident
+
+
+def _note_repeat(session: AsyncSession, incident: Incident, earlier: Incident, ep: Episode) -> None:
+    """Timeline entries on both: the new incident repeats the earlier one's failure."""
+    assert earlier.restored_s is not None
+    after = round(ep.start - earlier.restored_s, 3)
+    codes = list(ep.codes)
+    note(
+        session,
+        incident,
+        "repeat.of",
+        ts=incident.t_detect,
+        incident_id=earlier.id,
+        codes=codes,
+        after_restore_s=after,
+    )
+    note(
+        session,
+        earlier,
+        "repeated",
+        ts=incident.t_detect,
+        incident_id=incident.id,
+        codes=codes,
+        after_restore_s=after,
+    )
+
+
+def _span_times(spans: list[dict[str, Any]] | None) -> list[tuple[Any, ...]]:
+    return [(span["start_s"], span.get("detect_s"), span.get("end_s")) for span in spans or []]
+
+
+async def _write_spans(session: AsyncSession, incident: Incident) -> None:
+    """``incident_episodes``: one row per span of ``incident.episodes`` (what the KPIs read)."""
+    await session.execute(delete(IncidentEpisode).where(IncidentEpisode.incident_id == incident.id))
+    rows = [
+        {
+            "incident_id": incident.id,
+            "device_id": incident.device_id,
+            "seq": seq,
+            "fault_s": start,
+            "detect_s": start if detect is None else detect,
+            "restored_s": end,
+        }
+        for seq, (start, detect, end) in enumerate(_span_times(incident.episodes))
+    ]
+    if rows:
+        await session.execute(insert(IncidentEpisode), rows)
 
 
 def _worst(severities: list[str]) -> str:
@@ -443,4 +508,5 @@ async def _orphan(session: AsyncSession, incident: Incident, now: float) -> None
         return
     if incident.episodes:
         incident.episodes = []
+        await _write_spans(session, incident)
         note(session, incident, "rebuilt", ts=dt(now), reason="late data", orphaned=True)

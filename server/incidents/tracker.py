@@ -60,7 +60,7 @@ class IncidentTracker:
             flap_window=settings.offline_flap_window,
             skew_tolerance=settings.clock_skew_tolerance,
         )
-        self.reopen_window = settings.reopen_window_days * 86400.0
+        self.reopen_window = settings.reopen_window_hours * 3600.0  # after the restore
 
     # -- ingest ----------------------------------------------------------------------------------
 

@@ -7,6 +7,10 @@ separate tool. A reopen takes the success back: the fix did not hold.
 - **draft** (``draft_article``): a new draft article from the incident — symptom, codes, the
   device's model and firmware, cause and resolution notes, and the remote actions that
   succeeded (with their arguments) in the incident's sessions or as its remote evidence.
+  Unless asked either way (``draft_article`` true or false), a resolution drafts one by itself
+  when its fix is **new**: a person resolved it (remote, customer or field) with resolution
+  notes, and no article that is not retired covers any of its fault codes for the device's
+  model — so the knowledge base fills itself, and a reviewer publishes or rejects the draft.
 
 Either way the link keeps the incident's telemetry signature, and the article's signature is
 the mean over the incidents it fixed.
@@ -17,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import Text, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 import protocol
@@ -39,7 +43,7 @@ from server.errors import InvalidInput
 from server.knowledge import index
 from server.knowledge.signature import incident_signature, mean_signature
 
-__all__ = ["incident_actions", "on_reopen", "on_resolve"]
+__all__ = ["PERSON_CHANNELS", "incident_actions", "is_new_fix", "on_reopen", "on_resolve"]
 
 LINKED, DRAFTED = "linked", "drafted"
 
@@ -107,18 +111,47 @@ async def _draft(
     return article
 
 
+PERSON_CHANNELS = ("remote", "customer", "field")
+"""Resolutions a person made: only their fixes are worth an article (``auto``: it cleared itself)."""
+
+
+async def is_new_fix(session: AsyncSession, incident: Incident) -> bool:
+    """Whether resolving ``incident`` taught something the knowledge base does not hold: a person
+    resolved it with resolution notes, it has a fault code, and no article that is not retired
+    covers any of its codes for the device's model (an article without models covers every model)."""
+    codes = [c for c in dict.fromkeys([incident.fault_code, *(incident.codes or [])]) if c]
+    if not incident.resolution.strip() or incident.channel not in PERSON_CHANNELS or not codes:
+        return False
+    device = await session.get(Device, incident.device_id)
+    model = device.model if device is not None else None
+    candidates = await session.scalars(
+        select(Article).where(
+            Article.state != ArticleState.RETIRED.value,
+            or_(*(cast(Article.fault_codes, Text).contains(f'"{code}"', autoescape=True) for code in codes)),
+        )
+    )
+    for article in candidates:
+        if set(article.fault_codes) & set(codes) and (not article.models or model in article.models):
+            return False
+    return True
+
+
 async def on_resolve(
     session: AsyncSession,
     incident: Incident,
     who: Principal,
     *,
     article_id: int | None,
-    draft: bool,
+    draft: bool | None,
     fixed: bool,
     evidence: list[str],
     now: datetime,
 ) -> Article | None:
-    """Link ``article_id`` or draft an article for the resolved ``incident`` (the caller commits)."""
+    """Link ``article_id`` or draft an article for the resolved ``incident`` (the caller commits);
+    ``draft`` None: draft when the fix is new (:func:`is_new_fix`)."""
+    automatic = draft is None and article_id is None and await is_new_fix(session, incident)
+    if draft is None:
+        draft = automatic
     if article_id is not None and draft:
         raise InvalidInput(
             "draft_article: give either article_id or draft_article, not both", field="draft_article"
@@ -168,7 +201,7 @@ async def on_resolve(
         actor=who.actor,
         action=f"article.{kind}",
         target=f"article:{article.id}",
-        detail={"incident_id": incident.id, "fixed": fixed},
+        detail={"incident_id": incident.id, "fixed": fixed, **({"automatic": True} if automatic else {})},
     )
     index.invalidate()
     return article

@@ -11,13 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from server.base import audit
 from server.base.users import Principal
-from server.db.models import Article, ArticleLink, ArticleState, ArticleType, Guide, Role
+from server.db.models import Article, ArticleLink, ArticleState, ArticleType, Guide, Role, SuggestionShown
 from server.db.types import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.knowledge import index
@@ -31,6 +31,7 @@ __all__ = [
     "list_articles",
     "publish",
     "retire",
+    "suggested_counts",
     "sync_guides",
     "update_article",
     "visible_to",
@@ -163,6 +164,20 @@ async def list_articles(
     if where.model is not None:
         rows = [a for a in rows if not a.models or where.model in a.models]
     return rows[offset : offset + limit], len(rows)
+
+
+async def suggested_counts(session: AsyncSession, article_ids: list[int]) -> dict[int, int]:
+    """Per article, the incidents it was suggested for (``kb_suggestions_shown``: one row per
+    incident and article, recorded while the incident was unresolved) — how often the
+    suggestions put it in front of a technician, beside how often it was used and worked."""
+    if not article_ids:
+        return {}
+    rows = await session.execute(
+        select(SuggestionShown.article_id, func.count())
+        .where(SuggestionShown.article_id.in_(sorted(set(article_ids))))
+        .group_by(SuggestionShown.article_id)
+    )
+    return {int(article_id): int(n) for article_id, n in rows}
 
 
 async def update_article(

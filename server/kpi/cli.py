@@ -8,6 +8,7 @@ fleetcare kpi definitions
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,8 +42,9 @@ SUMMARY = {
     "coverage": "cover",
     "downtime_s": "down",
     "mtbf_s": "MTBF",
-    "mtrs_mean_s": "MTRS",
-    "mtrs_p90_s": "MTRS p90",
+    "mtrs_episode_mean_s": "MTRS/ep",
+    "mtrs_mean_s": "MTRS/inc",
+    "mtrs_p90_s": "MTRS/inc p90",
     "resolved": "resolved",
     "self_resolution_rate": "self-res",
     "dispatch_rate": "dispatch",
@@ -67,7 +69,7 @@ def _database_url(config: Path | None, database_url: str | None) -> str:
     from server.settings import load_settings  # noqa: PLC0415 - only when no URL is given
 
     # only the database is needed: the MQTT section is not checked
-    return load_settings(config, mqtt={"enabled": False}).database_url
+    return load_settings(config, connects=False).database_url
 
 
 def _baseline_hours(given: float | None, config: Path | None) -> float:
@@ -77,18 +79,28 @@ def _baseline_hours(given: float | None, config: Path | None) -> float:
 
     if config is None:
         return KpiSettings().baseline_restore_hours
-    return load_settings(config, mqtt={"enabled": False}).kpi.baseline_restore_hours
+    return load_settings(config, connects=False).kpi.baseline_restore_hours
 
 
-async def _report(url: str, spec: ReportSpec, engine_name: str) -> Report:
-    from server.db import create_engine, create_sessionmaker  # noqa: PLC0415 - lazy
+_DATABASE_HINT = "give --database-url URL or --config server.toml, or set FLEETCARE_DATABASE_URL"
+
+
+async def _report(url: str, spec: ReportSpec, engine_name: str, customer: str | None) -> Report:
+    """The report over the database at ``url``, which must exist already (a report never
+    creates or migrates one); ``customer`` is a name or an id, as for ``create-user``."""
+    from server.base.users import resolve_customer  # noqa: PLC0415 - lazy
+    from server.db import create_engine, create_sessionmaker  # noqa: PLC0415
+    from server.db.existing import require_database  # noqa: PLC0415
     from server.kpi.query import compute_report  # noqa: PLC0415
     from server.kpi.records import load_dataset  # noqa: PLC0415
     from server.kpi.reference import reference_report  # noqa: PLC0415
 
+    await asyncio.to_thread(require_database, url, hint=_DATABASE_HINT)
     engine = create_engine(url)
     try:
         async with create_sessionmaker(engine)() as session:
+            if customer is not None:
+                spec = dataclasses.replace(spec, customer=(await resolve_customer(session, customer)).id)
             if engine_name == "reference":
                 return reference_report(await load_dataset(session), spec)
             return await compute_report(session, spec)
@@ -143,7 +155,7 @@ def report(
     from_: Annotated[str, typer.Option("--from", help="Period start (inclusive), e.g. 2026-01-01 (UTC).")],
     to: Annotated[str, typer.Option("--to", help="Period end (exclusive).")],
     by: Annotated[GroupBy | None, typer.Option("--by", help="Group by this.")] = None,
-    customer: Annotated[int | None, typer.Option(help="Only this customer id.")] = None,
+    customer: Annotated[str | None, typer.Option(help="Only this customer (name or id).")] = None,
     site: Annotated[int | None, typer.Option(help="Only this site id.")] = None,
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
     fault_code: Annotated[str | None, typer.Option("--fault-code", help="Only this fault code.")] = None,
@@ -176,14 +188,13 @@ def report(
             start=start,
             end=end,
             group_by=by,
-            customer=customer,
             site=site,
             model=model,
             fault_code=fault_code,
             as_of=parse_time(as_of, "--as-of") if as_of else None,
             baseline_restore_s=3600.0 * _baseline_hours(baseline_restore_hours, config),
         )
-        result = asyncio.run(_report(_database_url(config, database_url), spec, engine))
+        result = asyncio.run(_report(_database_url(config, database_url), spec, engine, customer))
     except ServerError as exc:
         raise _fail(exc.message) from exc
     except (SQLAlchemyError, OSError) as exc:

@@ -38,15 +38,22 @@ _PERIOD = (
     "t_fault); model is its current one."
 )
 _RESOLVED_IN_P = "over incidents resolved (t_resolved) in P, whenever they started; never clipped"
+_RESTORED_IN_P = (
+    "over the incident episodes restored in P (their restore in P, whenever they began; never "
+    "clipped), of every incident whatever its status; an episode not restored by the end of P "
+    "is left out (censored) and counts in the period of its restore"
+)
 
 
-def _durations(prefix: str, label: str, formula: str, population: str) -> list[Kpi]:
+def _durations(
+    prefix: str, label: str, formula: str, population: str, counted: str = "incidents"
+) -> list[Kpi]:
     return [
         Kpi(
             f"{prefix}_n",
-            f"{label} — incidents",
+            f"{label} — {counted}",
             "count",
-            f"Incidents with a value for {formula}, {population}.",
+            f"{counted.capitalize()} with a value for {formula}, {population}.",
         ),
         Kpi(
             f"{prefix}_mean_s",
@@ -270,9 +277,21 @@ COLUMNS: tuple[Kpi, ...] = (
         "With no failure in P: MTBF > this uptime. Empty otherwise.",
     ),
     *_durations(
+        "mtrs_episode",
+        "MTRS per episode",
+        "restore - fault of each episode of an incident (its outages: the one that opened it "
+        "and each recurrence that joined or reopened it, incidents.episodes; fault: the "
+        "episode's start, clamped to <= its detection; restore: its end, the device back from "
+        "down/degraded) — each outage as it happened",
+        _RESTORED_IN_P,
+        counted="episodes",
+    ),
+    *_durations(
         "mtrs",
-        "MTRS",
-        "t_restored - t_fault (restore of service: detection + repair, the downtime-relevant MTTR)",
+        "MTRS per incident",
+        "t_restored - t_fault (restore of service: detection + repair, the downtime-relevant MTTR; "
+        "for an incident of several episodes, from the first one's fault to the last one's "
+        "restore, the time between them included)",
         _RESOLVED_IN_P,
     ),
     *_durations("mtta", "MTTA", "t_ack - t_detect (first human acknowledgement)", _RESOLVED_IN_P),

@@ -7,6 +7,8 @@ histories are deliberately awkward: overlapping faults (as incidents; their ``do
 intervals joined into one, as the incidents writer stores them, or — ``overlapping_states``,
 for tests — overlapping), device clocks skewed by up to ±2 h (t_fault after t_detect), devices
 decommissioned or first seen mid-period, incidents still open and intervals without an end.
+Some incidents have several failure episodes (a recurrence that reopened them: the first one
+starts at t_fault, the last ends at t_restored), a few none (as before migration 0014's rows).
 Timestamps are whole seconds, so epoch mirrors and datetimes agree exactly.
 
     ds = generate(FleetShape(devices=10_000, days=365, seed=7))
@@ -261,9 +263,31 @@ class _Builder:
                 remote_used=remote_used,
                 visits=visits,
                 reopened=int(rng.random() < 0.02),
+                episodes=self.episodes(fault, detect, restored, skew),
             )
         )
         self.next_incident += 1
+
+    def episodes(
+        self, fault: float, detect: float, restored: float | None, skew: float
+    ) -> tuple[tuple[float, float, float | None], ...]:
+        """The incident's failure episodes: mostly one (t_fault → t_restored); one in six more,
+        the time between them cut out of that span; one in fifty none. A stream of its own per
+        incident, so the rest of the fleet is the same as without episodes."""
+        rng = random.Random(f"{self.shape.seed}-{self.next_incident}")  # noqa: S311 - test data
+        draw = rng.random()
+        if draw < 0.02:
+            return ()
+        if draw > 1 / 6 + 0.02:
+            return ((fault, detect, restored),)
+        end = restored if restored is not None else _s(max(fault, detect) + rng.uniform(1, 72) * HOUR)
+        cuts = sorted(_s(rng.uniform(fault, end)) for _ in range(2 * rng.choice((1, 2))))
+        starts = [fault, *cuts[1::2]]
+        ends: list[float | None] = [*cuts[0::2], restored]
+        return tuple(
+            (start, detect if k == 0 else _s(start - skew + rng.uniform(5, 300)), ends[k])
+            for k, start in enumerate(starts)
+        )
 
 
 def generate(shape: FleetShape | None = None) -> Dataset:

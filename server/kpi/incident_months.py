@@ -32,7 +32,7 @@ _COUNTS = (
     "n_mttrespond", "t_mtrs", "t_mtta", "t_mttrespond", "t_mttresolve",
     "opened", "remote", "failures", "repeats", "episodes", "transients",
 )  # fmt: skip
-_BLOBS = ("v_mtrs", "v_mtta", "v_mttrespond", "v_mttresolve", "v_avoided")
+_BLOBS = ("v_mtrs", "v_mtta", "v_mttrespond", "v_mttresolve", "v_avoided", "v_mtrs_episode")
 _WHOLE = f"p.pf = -{OPEN_END} AND p.pt = {OPEN_END}"  # the device's only period
 _KEPT = "p.kept = 1 AND p.model_kept = 1"
 _AVOIDED_VALUES = "CASE WHEN r.avoided > 0 THEN r.v_avoided END"
@@ -221,10 +221,18 @@ async def rolled_rows(ctx: ReportContext, acc: Accumulator, bucket_of: dict[floa
             *(f"SUM(r.{c}) AS {c}" for c in _COUNTS),
             *(_concat(ctx, f"r.{c}") + f" AS {c}" for c in _BLOBS[:4]),
             _concat(ctx, _AVOIDED_VALUES) + " AS v_avoided",
+            _concat(ctx, "r.v_mtrs_episode") + " AS v_mtrs_episode",
         ]
     )
     outer = _report_row("x", [_concat(ctx, f"x.{c}") for c in _BLOBS])
-    per_row = _report_row("r", [*(_concat(ctx, f"r.{c}") for c in _BLOBS[:4]), _concat(ctx, _AVOIDED_VALUES)])
+    per_row = _report_row(
+        "r",
+        [
+            *(_concat(ctx, f"r.{c}") for c in _BLOBS[:4]),
+            _concat(ctx, _AVOIDED_VALUES),
+            _concat(ctx, "r.v_mtrs_episode"),
+        ],
+    )
     years = whole_years(bucket_of)
     not_years = " AND (r.month_s < :y_lo OR r.month_s >= :y_hi)" if years else ""
     by_months = f"""
@@ -299,10 +307,12 @@ def add_rolled(ctx: ReportContext, acc: Accumulator, g: Any, b: int, n: int, *re
     agg.mtta.total, agg.mtta.n = agg.mtta.total + t_mtta, agg.mtta.n + n_mtta
     agg.mttrespond.total, agg.mttrespond.n = agg.mttrespond.total + t_resp, agg.mttrespond.n + n_resp
     agg.mttresolve.total, agg.mttresolve.n = agg.mttresolve.total + t_resolve, agg.mttresolve.n + n
-    values = rest[20:25]
+    values = rest[20:26]
     for m, blob in enumerate(values[:4]):
         if blob:
             acc.populations.setdefault((g, b, m), []).append(decode(bytes(blob)))
     if values[4]:
         restore = decode(bytes(values[4]))
         agg.downtime_avoided += float(np.maximum(0.0, ctx.spec.baseline_restore_s - restore).sum())
+    if values[5]:  # MTRS per episode: summed and ranked by server.kpi.episode_figures
+        acc.episode_restores.setdefault((g, b), []).append(decode(bytes(values[5])))

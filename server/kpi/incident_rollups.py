@@ -9,8 +9,10 @@ restore times of the dispatches avoided, for ``downtime_avoided`` under any base
 float64 bytes — percentiles stay exact: the report concatenates and sorts the same values the
 raw path would fetch. By the month of their own time (migration 0012): incidents opened
 (t_detect) and with a remote session, failures (clamped t_fault), repeat failures, failure
-episodes begun, transient faults (raised). ``lo_s``/``hi_s`` bound the clamped t_fault (raised
-time) of everything in the row; the customer/site at the time, the filters and the cost per
+episodes begun, transient faults (raised), and the restore time of each failure episode restored
+in the month (``v_mtrs_episode``, migration 0014: MTRS per episode, by the month of the
+episode's restore). ``lo_s``/``hi_s`` bound the clamped t_fault (raised time) of everything in
+the row (of an episode: its incident's); the customer/site at the time, the filters and the cost per
 dispatch are applied by the report, which uses a row only when [lo_s, hi_s] lies in one
 customer/site period of the device.
 
@@ -55,7 +57,7 @@ COLUMNS = (
     "n", "ch_auto", "ch_customer", "ch_remote", "ch_field", "avoided", "ftf",
     "n_mtrs", "n_mtta", "n_mttrespond", "t_mtrs", "t_mtta", "t_mttrespond", "t_mttresolve",
     "v_mtrs", "v_mtta", "v_mttrespond", "v_mttresolve", "v_avoided",
-    "opened", "remote", "failures", "repeats", "episodes", "transients",
+    "opened", "remote", "failures", "repeats", "episodes", "transients", "v_mtrs_episode",
 )  # fmt: skip
 
 
@@ -101,6 +103,7 @@ class IncidentRow:
     visits: int | None
     remote_used: bool = False
     failure: bool = False  # unplanned down, not external (what MTBF counts)
+    episodes: tuple[tuple[float, float, float | None], ...] = ()  # (start, detection, restore)
 
     @property
     def fs(self) -> float:
@@ -248,6 +251,10 @@ def build_months(
                 count(failed, "episodes")
         if i.resolved_s is not None:
             _add_resolved(month_of(i.resolved_s, fs), i, i.resolved_s, by_code)
+        for start, detect, restored in i.episodes:  # MTRS per episode, by the month of its restore
+            if restored is not None:
+                restores = month_of(restored, fs).values.setdefault("v_mtrs_episode", array("d"))
+                restores.append(max(0.0, restored - min(start, detect)))
     for raised in transients:
         count(month_of(raised, raised), "transients")
     return out
@@ -300,6 +307,16 @@ async def _rebuild(ids: list[str], session: AsyncSession) -> None:
             {"ids": ids},
         )
     per_device: dict[str, list[IncidentRow]] = {d: [] for d in ids}
+    spans: dict[int, list[tuple[float, float, float | None]]] = {}
+    result = await session.execute(
+        text(
+            "SELECT e.incident_id, e.fault_s, e.detect_s, e.restored_s FROM incident_episodes e "
+            "JOIN incidents i ON i.id = e.incident_id WHERE i.device_id IN :ids ORDER BY e.incident_id, e.seq"
+        ).bindparams(expanding),
+        {"ids": ids},
+    )
+    for incident_id, start, detect, restored in result:
+        spans.setdefault(incident_id, []).append((start, detect, restored))
     result = await session.execute(
         text(
             "SELECT device_id, id, fault_code, fault_s, detect_s, ack_s, respond_s, restored_s, "
@@ -340,6 +357,7 @@ async def _rebuild(ids: list[str], session: AsyncSession) -> None:
                 visits,
                 bool(ru),
                 bool(f),
+                tuple(spans.get(id_, ())),
             )
         )
     raised: dict[str, list[float]] = {d: [] for d in ids}

@@ -32,7 +32,8 @@ The work is split by concept, each phase ``async def phase(ctx, acc)`` over a
 :data:`PHASES`: ``prepare`` (temporary tables, bounds, customer/site periods), ``state_time``
 and ``state_rolled`` (required and state time; ``state_sql`` their fragments),
 ``incident_months`` (what the incident rollups serve), ``incident_figures`` (the incidents
-read raw), ``knowledge_figures``, ``percentiles``; ``sql`` holds the temporary tables and
+read raw), ``episode_figures`` (MTRS per episode, from ``incident_episodes``),
+``knowledge_figures``, ``percentiles``; ``sql`` holds the temporary tables and
 dialect spellings.
 """
 
@@ -48,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import Customer, Site
 from server.kpi.calendar import ContractHours, buckets, parse_contract_hours
+from server.kpi.episode_figures import episode_restores
 from server.kpi.incident_figures import counts, episodes, load_incidents, resolved, transients
 from server.kpi.incident_months import resolved_rolled
 from server.kpi.knowledge_figures import knowledge
@@ -74,6 +76,7 @@ PHASES: tuple[Phase, ...] = (
     resolved_rolled,  # which months the incident rollups serve: the rest is read raw
     load_incidents,
     resolved,
+    episode_restores,  # after resolved_rolled (the rolled-up months' episode restores)
     knowledge,  # after resolved: "without a link" is the rest of its resolve time
     percentiles,  # after resolved_rolled (its populations) and load_incidents
     counts,

@@ -27,6 +27,7 @@ from server.db.models import (
     SuggestionShown,
     TransientFault,
 )
+from server.db.models.incidents import IncidentEpisode
 from server.kpi.calendar import to_datetime
 from server.kpi.report import epoch
 
@@ -118,6 +119,8 @@ class IncidentRecord:
     reopened: int = 0
     severity: str = "error"
     priority: int = 3
+    # its failure episodes in order (incident_episodes): (start, detection, restore or None)
+    episodes: tuple[tuple[float, float, float | None], ...] = ()
 
     @property
     def status(self) -> str:
@@ -223,6 +226,17 @@ async def load_dataset(session: AsyncSession) -> Dataset:
         ds.states.append(
             StateRecord(device_id, state, start_s, _float(end_s), bool(external), epoch(planned_end))
         )
+    spans: dict[int, list[tuple[float, float, float | None]]] = {}
+    episode_rows = await session.execute(
+        select(
+            IncidentEpisode.incident_id,
+            IncidentEpisode.fault_s,
+            IncidentEpisode.detect_s,
+            IncidentEpisode.restored_s,
+        ).order_by(IncidentEpisode.incident_id, IncidentEpisode.seq)
+    )
+    for incident_id, fault_s, detect_s, restored_s in episode_rows:
+        spans.setdefault(incident_id, []).append((fault_s, detect_s, _float(restored_s)))
     for i in (await session.scalars(select(Incident).order_by(Incident.id))).all():
         ds.incidents.append(
             IncidentRecord(
@@ -247,6 +261,7 @@ async def load_dataset(session: AsyncSession) -> Dataset:
                 reopened=i.reopened,
                 severity=i.severity,
                 priority=i.priority,
+                episodes=tuple(spans.get(i.id, ())),
             )
         )
     transients = await session.execute(
@@ -365,7 +380,34 @@ def incident_row(i: IncidentRecord) -> dict[str, Any]:
         "remote_used": i.remote_used,
         "visits": i.visits,
         "reopened": i.reopened,
+        "episodes": [  # as server/incidents/sync.py's episode_span writes them
+            {
+                "start_s": start,
+                "end_s": end,
+                "detect_s": detect,
+                "end_received_s": end,
+                "codes": [i.fault_code] if i.fault_code else [],
+                "effect": i.effect,
+                "severity": i.severity,
+            }
+            for start, detect, end in i.episodes
+        ],
     }
+
+
+def episode_rows(i: IncidentRecord) -> list[dict[str, Any]]:
+    """The incident's rows of incident_episodes (as server/incidents/sync.py writes them)."""
+    return [
+        {
+            "incident_id": i.id,
+            "device_id": i.device_id,
+            "seq": seq,
+            "fault_s": start,
+            "detect_s": detect,
+            "restored_s": end,
+        }
+        for seq, (start, detect, end) in enumerate(i.episodes)
+    ]
 
 
 def transient_row(t: TransientRecord) -> dict[str, Any]:
@@ -468,6 +510,11 @@ async def insert_dataset(session: AsyncSession, ds: Dataset, *, chunk: int = 20_
     for model, records, to_row in plan:
         for part in _chunks(records, chunk):
             await session.execute(insert(model.__table__), [to_row(record) for record in part])
+        if model is Incident:
+            for part in _chunks(records, chunk):
+                rows = [row for record in part for row in episode_rows(record)]
+                if rows:
+                    await session.execute(insert(IncidentEpisode), rows)
     if session.get_bind().dialect.name == "postgresql":
         for table in ("customers", "sites", "incidents", "kb_articles"):
             await session.execute(

@@ -43,6 +43,7 @@ from server.kpi.report import (
 
 __all__ = [
     "downtime_avoided",
+    "episode_restores",
     "failure_end",
     "fault_time",
     "is_failure",
@@ -69,6 +70,16 @@ def failure_end(incident: IncidentRecord) -> float:
     if incident.restored_s is not None:
         return incident.restored_s
     return INF if incident.resolved_s is None else incident.resolved_s
+
+
+def episode_restores(incident: IncidentRecord) -> list[tuple[float, float]]:
+    """(restore time, restore) of each restored failure episode of the incident: restore -
+    fault, the fault clamped to <= the episode's detection, never negative."""
+    return [
+        (max(0.0, restored - min(fault, detect)), restored)
+        for fault, detect, restored in incident.episodes
+        if restored is not None
+    ]
 
 
 def downtime_avoided(incident: IncidentRecord, baseline_restore_s: float) -> float:
@@ -264,6 +275,11 @@ class _Reference:
             if incident.detect_s < end and (incident.resolved_s is None or incident.resolved_s >= end):
                 self.row(key, bucket.index).open_at_end += 1
                 self.samples[(key, bucket.index), "open_age"].append(end - incident.detect_s)
+        for value, restored in episode_restores(incident):  # MTRS per episode: by its restore
+            index = self.where.index(restored)
+            if index is not None:
+                self.row(key, index)
+                self.samples[(key, index), "mtrs_episode"].append(value)
 
     def resolved(self, incident: IncidentRecord, row_key: RowKey, piece: Piece) -> None:
         agg = self.row(*row_key)

@@ -186,6 +186,7 @@ class RowAggregates:
     transient_faults: int = 0
     kb: KnowledgeTotals = field(default_factory=KnowledgeTotals)
     mtrs: DurationSummary = field(default_factory=DurationSummary)
+    mtrs_episode: DurationSummary = field(default_factory=DurationSummary)  # per failure episode
     mtta: DurationSummary = field(default_factory=DurationSummary)
     mttrespond: DurationSummary = field(default_factory=DurationSummary)
     mttresolve: DurationSummary = field(default_factory=DurationSummary)
@@ -279,6 +280,7 @@ def kpi_values(agg: RowAggregates) -> dict[str, Any]:
     values: dict[str, Any] = {
         **_state_values(agg.state, agg.failure_episodes),
         "failure_episodes": agg.failure_episodes,
+        **_durations("mtrs_episode", agg.mtrs_episode),
         **_durations("mtrs", agg.mtrs),
         **_durations("mtta", agg.mtta),
         **_durations("mttrespond", agg.mttrespond),

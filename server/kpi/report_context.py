@@ -181,6 +181,8 @@ class Accumulator:
     bounds: dict[str, Bounds] = field(default_factory=dict)
     rolled: RolledMonths | None = None
     populations: dict[Population, list[npt.NDArray[np.float64]]] = field(default_factory=dict)
+    # the rolled-up months' restore times of failure episodes, per report row (MTRS per episode)
+    episode_restores: dict[tuple[Any, int], list[npt.NDArray[np.float64]]] = field(default_factory=dict)
     schedules: dict[int, Schedule] | None = None
 
     def row(self, key: Any, index: int) -> RowAggregates:

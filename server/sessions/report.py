@@ -1,14 +1,17 @@
 """The session report: what a support team sends its customer after a remote intervention.
 
 :func:`build_report` gathers it as JSON (frozen into ``RemoteSession.report`` when the session
-ends); :func:`render_markdown` turns it into a readable document.
+ends); :func:`render_markdown` turns it into a document the customer reads: every time in the
+customer's own time zone (the ``tz`` of their contract hours; UTC when they have none), the
+customer and the site named, arguments and results as ``key=value`` text rather than JSON.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +43,22 @@ def _excerpt(text: str | None) -> str:
     if len(text) <= EXCERPT_CHARS:
         return text
     return text[:EXCERPT_CHARS] + f"\n… ({len(text) - EXCERPT_CHARS} more characters)"
+
+
+def _timezone(customer: Customer | None) -> str | None:
+    """The customer's time zone: their contract hours' ``tz`` (a site has none of its own)."""
+    hours = customer.contract_hours if customer is not None else None
+    tz = hours.get("tz") if isinstance(hours, dict) else None
+    return tz if isinstance(tz, str) and _zone(tz) is not None else None
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 async def build_report(session: AsyncSession, remote: RemoteSession) -> dict[str, Any]:
@@ -86,6 +105,7 @@ async def build_report(session: AsyncSession, remote: RemoteSession) -> dict[str
             "firmware": device.firmware if device else None,
             "customer": customer.name if customer else None,
             "site": site.name if site else (device.site if device else None),
+            "timezone": _timezone(customer),
         },
         "incident": incident_summary(incident),
         "timeline": [
@@ -137,27 +157,61 @@ def _row(*cells: Any) -> str:
     )
 
 
+def _pairs(values: dict[str, Any] | None) -> str:
+    """Arguments or result data as ``key=value`` text (nested values stay compact JSON)."""
+    if not values:
+        return "none"
+    return ", ".join(
+        f"{key}={value if isinstance(value, str | int | float | bool) or value is None else json.dumps(value, sort_keys=True)}"
+        for key, value in sorted(values.items())
+    )
+
+
+class _Clock:
+    """Times of the report in one time zone, written as a person reads them."""
+
+    def __init__(self, name: str | None) -> None:
+        self.zone = _zone(name) or UTC
+        self.name = name if _zone(name) is not None else "UTC"
+
+    def __call__(self, iso: str | None, missing: str = "—") -> str:
+        if not iso:
+            return missing
+        when = datetime.fromisoformat(iso)
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        return when.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: header, consent, timeline, commands with their output, outcome."""
     ses, dev, consent, inc = report["session"], report["device"], report["consent"], report["incident"]
+    when = _Clock(dev.get("timezone"))
+    owner = (
+        f"{dev['customer']}, site {dev['site'] or 'not named'}"
+        if dev["customer"]
+        else f"not assigned to a customer yet (site reported: {dev['site'] or 'none'})"
+    )
     lines = [
         f"# Remote session report — {dev['id']}",
         "",
         _row("", ""),
         _row("---", "---"),
         _row("Session", f"{ses['id']} ({ses['state']})"),
-        _row("Device", f"{dev['id']} — model {dev['model'] or '?'}, serial {dev['serial'] or '?'}"),
-        _row("Customer / site", f"{dev['customer'] or '?'} / {dev['site'] or '?'}"),
+        _row(
+            "Device", f"{dev['id']} — model {dev['model'] or 'unknown'}, serial {dev['serial'] or 'unknown'}"
+        ),
+        _row("Customer", owner),
         _row("Incident", f"#{inc['id']} {inc['fault_code'] or ''} ({inc['status']})" if inc else "none"),
         _row("Technician", ses["owner"]),
         _row("Reason", ses["reason"] or "—"),
-        _row("Opened", ses["created_at"]),
-        _row("Active from", ses["activated_at"]),
-        _row("Ended", f"{ses['ended_at'] or 'still open'} ({ses['ended_by'] or '—'})"),
+        _row("Opened", when(ses["created_at"])),
+        _row("Active from", when(ses["activated_at"])),
+        _row("Ended", f"{when(ses['ended_at'], 'still open')} ({ses['ended_by'] or '—'})"),
+        _row("Times", f"in {when.name}"),
     ]
     if consent["required"]:
         given = (
-            f"approved by {consent['approved_by']} until {consent['expires_at']}"
+            f"approved by {consent['approved_by']} until {when(consent['expires_at'])}"
             if consent["approved_by"]
             else "not given"
         )
@@ -168,7 +222,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Timeline", "", _row("Time", "Step", "By", "Detail"), _row("---", "---", "---", "---")]
     for entry in report["timeline"]:
         detail = ", ".join(f"{k}={v}" for k, v in entry["detail"].items() if v not in (None, "", {}))
-        lines.append(_row(entry["ts"], entry["kind"], entry["actor"], detail))
+        lines.append(_row(when(entry["ts"]), entry["kind"], entry["actor"], detail))
     lines += ["", "## Commands", ""]
     if not report["commands"]:
         lines.append("No command was sent.")
@@ -177,13 +231,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             f"### {number}. `{command['action']}` — {command['state']}",
             "",
-            f"- sent by {command['issuer']} at {command['issued_at']}; duration {duration}",
-            f"- arguments: `{json.dumps(command['args'], sort_keys=True)}`",
+            f"- sent by {command['issuer']} at {when(command['issued_at'])}; duration {duration}",
+            f"- arguments: {_pairs(command['args'])}",
         ]
         if command["reason"]:
             lines.append(f"- reason: {command['reason']}")
         if command["data"]:
-            lines.append(f"- result data: `{json.dumps(command['data'], sort_keys=True)[:1000]}`")
+            lines.append(f"- result: {_pairs(command['data'])[:1000]}")
         if command["output"]:
             lines += ["", "```", command["output"].rstrip(), "```"]
         lines.append("")
@@ -193,7 +247,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"Incident #{inc['id']}: {inc['status']}"
             + (f", resolved via {inc['channel']}" if inc["channel"] else "")
-            + f"; first response {inc['t_respond'] or '—'}, restored {inc['t_restored'] or '—'}."
+            + f"; first response {when(inc['t_respond'])}, restored {when(inc['t_restored'])}."
         )
         lines.append("")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ them), which a 10,000-device table cannot afford per refresh."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,14 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from server.db.models import Customer, Device, Event, Incident, IncidentStatus, Site
-from server.fleet.devices import escape_like
+from server.db.models import Command, Customer, Device, Event, Incident, IncidentStatus, Site
+from server.fleet.devices import escape_like, placement_conditions
 from server.incidents.service import IncidentFilter, filter_conditions
 
 __all__ = [
     "FLEET_SORTS",
     "FleetQuery",
     "FleetRow",
+    "command_sessions",
     "filter_options",
     "fleet_page",
     "open_by_priority",
@@ -105,12 +107,7 @@ class FleetRow:
 
 def _fleet_conditions(where: FleetQuery, scope: ColumnElement[bool] | None) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [] if scope is None else [scope]
-    if where.customer is not None:
-        conditions.append(Device.customer_id == where.customer)
-    if where.site is not None:
-        conditions.append(Device.site_id == where.site)
-    if where.model:
-        conditions.append(Device.model == where.model)
+    conditions.extend(placement_conditions(where.customer, where.site, where.model))
     if where.state:
         conditions.append(Device.state.is_(None) if where.state == "unknown" else Device.state == where.state)
     if where.online is not None:
@@ -224,3 +221,15 @@ async def filter_options(
         )
     ]
     return customers, sites, models
+
+
+async def command_sessions(session: AsyncSession, command_ids: Iterable[str]) -> dict[str, str]:
+    """Command id → the remote session it ran in, for those of ``command_ids`` that ran in one
+    (a sentence links a command to its row on the session's page)."""
+    wanted = sorted(set(command_ids))
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        select(Command.id, Command.session_id).where(Command.id.in_(wanted), Command.session_id.is_not(None))
+    )
+    return {command_id: session_id for command_id, session_id in rows if session_id}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,32 +21,31 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from server.base import permissions
-from server.base.permissions import Capability
 from server.errors import InvalidInput, ServerError, Unauthorized
 from server.kpi.definitions import DEFINITIONS
 from server.kpi.export import human
-from server.web import console
+from server.web import console, navigation
 from server.web.auth import WebSession
+from server.web.paging import PAGE_SIZE
 
 __all__ = [
     "PAGE_SIZE",
     "WebRoute",
     "as_json",
+    "choice_param",
     "duration",
     "int_param",
     "invalid",
     "json_script",
+    "known_params",
     "kpi_text",
     "page_router",
+    "placement_params",
     "render",
     "templates",
     "wants_json",
     "when",
 ]
-
-PAGE_SIZE = 50
-"""Rows per page of the fleet table and the audit log."""
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals["human"] = human
@@ -149,13 +148,14 @@ def page_router() -> APIRouter:
 
 
 async def render(request: Request, name: str, web: WebSession, **context: Any) -> HTMLResponse:
-    """A full page in the frame of ``base.html``: the user, the CSRF token, the navigation."""
-    nav = {
-        "dashboard": permissions.allows(web.principal, Capability.READ_KPIS),
-        "audit": permissions.allows(web.principal, Capability.READ_AUDIT),
-    }
+    """A full page in the frame of ``base.html``: the user, the CSRF token, the navigation
+    (only the pages the user may open: ``server.web.navigation``)."""
+    async with request.app.state.runtime.sessions() as session:
+        nav = await navigation.links(session, web.principal)
     return templates.TemplateResponse(
-        request, name, {"user": web.principal, "csrf": web.csrf, "nav": nav, **context}
+        request,
+        name,
+        {"user": web.principal, "csrf": web.csrf, "nav": nav, "current": request.url.path, **context},
     )
 
 
@@ -167,6 +167,38 @@ def int_param(value: str | None, field: str) -> int | None:
         return int(value)
     except ValueError:
         raise InvalidInput(f"{field}: {value!r} is not a number", field=field) from None
+
+
+def choice_param(value: str | None, field: str, choices: Iterable[str]) -> str | None:
+    """One of ``choices`` from a query string or form (None when absent or empty); any other
+    value is a 422 naming the field and listing the choices, never silently ignored."""
+    if value is None or value == "":
+        return None
+    allowed = list(choices)
+    if value not in allowed:
+        raise InvalidInput(f"{field}: {value!r} is not one of {', '.join(allowed)}", field=field)
+    return value
+
+
+def known_params(params: Mapping[str, str], accepted: Iterable[str]) -> None:
+    """Refuse (422) a query parameter the page does not know, naming it and the ones it takes:
+    a filter a person typed wrong (``?status=open`` on a page whose filter is ``state``) would
+    otherwise be ignored while the page looks filtered."""
+    allowed = set(accepted)
+    for name in params:
+        if name not in allowed:
+            raise InvalidInput(
+                f"{name}: unknown parameter; this page takes {', '.join(sorted(allowed))}", field=name
+            )
+
+
+def placement_params(params: Mapping[str, str]) -> dict[str, Any]:
+    """The customer, site and model filters every list shares (the ``_filters.html`` selects)."""
+    return {
+        "customer": int_param(params.get("customer"), "customer"),
+        "site": int_param(params.get("site"), "site"),
+        "model": (params.get("model") or "").strip()[:256] or None,
+    }
 
 
 def wants_json(request: Request) -> bool:

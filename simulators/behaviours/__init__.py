@@ -28,6 +28,7 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -45,6 +46,7 @@ __all__ = [
     "Person",
     "World",
     "claim_key",
+    "episode_detected",
     "fault_models",
     "guided_fix",
     "incident_order",
@@ -102,6 +104,7 @@ def printer_jam_model(plugin: PrinterPlugin) -> FaultModel:
         mtbf=1.0 / plugin.options.jam_rate_per_hour if plugin.options.jam_rate_per_hour > 0 else 1e9,
         self_clear_probability=1.0 if clear_minutes else 0.0,
         self_clear_minutes=clear_minutes,
+        field_repair_minutes=30.0,  # an engineer on site clears it and checks the paper path
         remote_fixes=(RemoteFix("printer.clear_jam", 0.9),),
         guided_fixes=(
             GuidedFix(
@@ -114,9 +117,10 @@ def printer_jam_model(plugin: PrinterPlugin) -> FaultModel:
 
 
 def fault_models(plugin: EquipmentPlugin) -> dict[str, FaultModel]:
-    """The runbook for a device: its plugin's fault models."""
+    """The runbook for a device: its plugin's fault models (the printer's jam as above, and its
+    field-only faults — a worn fuser, a broken feed roller — when its options enable them)."""
     if isinstance(plugin, PrinterPlugin):
-        return {PAPER_JAM.code: printer_jam_model(plugin)}
+        return {PAPER_JAM.code: printer_jam_model(plugin), **plugin.field_faults()}
     models: Callable[[], dict[str, FaultModel]] | None = getattr(plugin, "fault_models", None)
     return models() if models is not None else {}
 
@@ -147,6 +151,14 @@ def incident_tag(incident: Mapping[str, Any]) -> str:
     """A name for an incident episode that is the same in every run of a scenario and seed:
     its device, fault time and reopen count (ids follow the arrival order of messages)."""
     return f"{incident['device_id']}@{incident['t_fault'] or incident['t_detect']}#{incident['reopened']}"
+
+
+def episode_detected(incident: Mapping[str, Any]) -> float:
+    """When the episode being worked was detected (epoch seconds): a reopened incident's latest
+    one — its ``t_detect`` is the first episode's, which would let the desk skip the pickup wait."""
+    episodes = incident.get("episodes") or []
+    detect = episodes[-1].get("detect_s") if episodes else None
+    return float(detect) if detect is not None else datetime.fromisoformat(incident["t_detect"]).timestamp()
 
 
 def incident_order(incident: Mapping[str, Any]) -> tuple[str, str]:

@@ -1,8 +1,9 @@
 """The service desk: technicians and field engineers, through the real API.
 
 Each incident the desk may take (a degraded one at once; a down one once the customer has called
-or given up on the guide) waits ``pickup_minutes[priority]`` of simulated time, then a free
-technician (``count`` of them) takes it, most urgent first:
+or given up on the guide) waits ``pickup_minutes[priority]`` of simulated time from the
+detection of its current episode (a reopened incident's latest), then a free technician
+(``count`` of them) takes it, most urgent first:
 
 - remote maintenance on and the runbook (the fault model) lists remote fixes: open a session on
   the incident (an attended site's local operator approves it), run up to
@@ -23,7 +24,6 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from datetime import datetime
 from typing import Any
 
 from simulators.behaviours import (
@@ -32,6 +32,7 @@ from simulators.behaviours import (
     Person,
     Spawn,
     World,
+    episode_detected,
     fault_models,
     incident_order,
     incident_tag,
@@ -100,7 +101,7 @@ class ServiceDesk:
         incident_id = incident["id"]
         key = _key(incident)
         try:
-            due = _ts(incident["t_detect"]) + 60.0 * self.params.pickup_for(incident["priority"])
+            due = episode_detected(incident) + 60.0 * self.params.pickup_for(incident["priority"])
             await world.sleep_sim(due - world.clock.now().timestamp())
             person = await self._acquire()
             try:
@@ -267,9 +268,9 @@ class ServiceDesk:
         service = getattr(machine, "field_service", None)
         if service is not None:
             service()
-        else:  # the printer: clear every active fault at the machine
+        else:  # the printer: clear every active fault at the machine (a worn part is replaced)
             for code in fault_models(machine):
-                machine.clear_fault(code)  # type: ignore[attr-defined]
+                machine.clear_fault(code, cleared_by="field")  # type: ignore[attr-defined]
         world.actions["field.repair"] += 1
         await world.wait_restored(incident_id, incident["device_id"])
         current = await world.incident(incident_id)
@@ -284,10 +285,6 @@ class ServiceDesk:
                     "onsite_at": onsite.isoformat(),
                 },
             )
-
-
-def _ts(value: str) -> float:
-    return datetime.fromisoformat(value).timestamp()
 
 
 def _still_active(command: dict[str, Any]) -> list[str]:

@@ -119,9 +119,12 @@ class ServerSide:
     """Plays the fleet server in integration tests: the server identity on the broker, a
     command signer over the fleet's signing key, and every uplink message of one device."""
 
-    def __init__(self, broker: Any, pki: Any, device_id: str) -> None:
+    def __init__(self, broker: Any, pki: Any, device_id: str, *, confirm: bool = False) -> None:
+        """``confirm``: answer every message with a delivery receipt, as the fleet server does
+        (server/ingest/receipts.py); without, the agent keeps what the broker acknowledged."""
         from protocol import CommandSigner, load_private_key  # noqa: PLC0415
 
+        self.confirm = confirm
         self.broker = broker
         self.pki = pki
         self.device_id = device_id
@@ -158,10 +161,13 @@ class ServerSide:
             await self._client.__aexit__(None, None, None)
 
     async def _read(self) -> None:
-        from protocol import decode_uplink  # noqa: PLC0415
+        from protocol import Receipt, decode_uplink, encode, receipt_topic  # noqa: PLC0415
 
         async for message in self._client.messages:
             decoded = decode_uplink(message.topic.value, message.payload)
+            if self.confirm:
+                receipt = Receipt(device_id=self.device_id, ranges=[(decoded.seq, decoded.seq)])
+                await self._client.publish(receipt_topic(self.device_id), encode(receipt), qos=0)
             async with self._changed:
                 self.received.append((decoded, bool(message.retain)))
                 self._changed.notify_all()

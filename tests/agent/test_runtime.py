@@ -29,6 +29,7 @@ from protocol import (
 )
 from tests.agent.support import FakePlugin, ManualClock, ServerSide, device_settings, make_settings
 from tests.support.broker import MosquittoBroker, unique_device
+from tests.support.waiting import eventually
 
 
 def _messages(runtime: AgentRuntime) -> list[UpMessage]:
@@ -381,12 +382,12 @@ async def test_runtime_cancels_a_running_command_on_command_cancel(
 async def test_runtime_publishes_a_backlog_in_windows_and_forgets_only_what_was_acknowledged(
     tmp_path: Path, pki: PkiDir, broker: MosquittoBroker
 ) -> None:
-    """A backlog larger than the publish window goes out in windows whose PUBACKs are deleted in
-    one transaction each; after a restart nothing acknowledged is sent again, nothing queued
-    meanwhile is lost, and seqs go on."""
+    """A backlog larger than the publish window goes out in windows whose PUBACKs are recorded in
+    one transaction each; after a restart nothing the server confirmed is sent again, nothing
+    queued meanwhile is lost, and seqs go on."""
     device_id = unique_device(pki, "batch")
     settings = device_settings(tmp_path, pki, broker, device_id)
-    async with asyncio.timeout(30), ServerSide(broker, pki, device_id) as server:
+    async with asyncio.timeout(30), ServerSide(broker, pki, device_id, confirm=True) as server:
         async with AgentRuntime(settings, plugins=[]) as first:
             await first.wait_connected()
             await first.drained()
@@ -395,6 +396,7 @@ async def test_runtime_publishes_a_backlog_in_windows_and_forgets_only_what_was_
             await first.drained()
             assert first.outbox_depth() == 0
             sent = await server.wait_count(lambda m: isinstance(m, Event) and m.event == "fault.raised", 45)
+            await eventually(lambda: first.outbox.unconfirmed() == 0, what="the receipts applied")
         assert [m.code for m in sent] == [f"E{i}" for i in range(45)]
         offline = settings.model_copy(update={"broker": settings.broker.model_copy(update={"port": 1})})
         async with AgentRuntime(offline, plugins=[]) as second:

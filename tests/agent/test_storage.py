@@ -48,6 +48,7 @@ def _write_legacy(data_dir: Path) -> None:
     for _ in range(4):
         outbox.append(UpKind.EVENT, _event)
     outbox.ack(0)
+    outbox.confirm([(0, 0)])  # acknowledged and confirmed: gone before the migration
     outbox.append_once("consent:S-1:1", UpKind.EVENT, _event)
     for _ in range(12):
         outbox.append(UpKind.EVENT, _event)

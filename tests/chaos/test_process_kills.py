@@ -529,7 +529,21 @@ async def test_broker_killed_and_down_a_minute_under_1000_msg_s_loses_nothing(
     kill.sent = kill.acknowledged = sum(len(v) for v in before_kill.values())
     kill.stored = sum(len(counts.message_seqs[d] & before_kill[d]) for d in devices)
     kill.duplicates = 0  # counted for every row above
-    lost_per_device = [len(before_kill[d] - counts.message_seqs[d]) for d in devices]
+    # A status or inventory the broker lost is not published again if a newer one of its kind
+    # superseded it in the outbox meanwhile (agent/outbox.py: only the latest is meaningful;
+    # every agent publishes a fresh status when it reconnects). Under load more of them are
+    # still unconfirmed at the kill. Dropped by design — only when the newer one was stored.
+    superseded_before = {
+        d: {
+            s
+            for s in before_kill[d] - counts.message_seqs[d]
+            if queued[d].get(s) in SNAPSHOTS
+            and any(t > s and queued[d].get(t) == queued[d][s] for t in counts.message_seqs[d])
+        }
+        for d in devices
+    }
+    kill.dropped_by_design = sum(len(v) for v in superseded_before.values())
+    lost_per_device = [len(before_kill[d] - counts.message_seqs[d] - superseded_before[d]) for d in devices]
     kill.notes["devices that lost some"] = sum(1 for n in lost_per_device if n)
     kill.notes["published again"] = sum(r.requeued for r in reports)
     kill.check()

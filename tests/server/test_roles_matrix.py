@@ -150,7 +150,7 @@ DUMMY = {
     "article_id": "999999",
 }
 NAMES = {A: "m-admin", T: "m-tech", O: "m-ops", C: "m-customer", P: "m-prov"}
-QUERY = {"from": "2026-03-02", "to": "2026-03-09"}  # /kpis needs a period; others ignore it
+QUERY = {"from": "2026-03-02", "to": "2026-03-09"}  # /kpis needs a period; others refuse it
 
 
 @dataclass
@@ -205,7 +205,12 @@ async def call(world: World, method: str, path: str, token: str | None) -> httpx
     headers = bearer(token) if token is not None else {}
     body = {"json": {}} if method in {"POST", "PUT", "PATCH"} else {}
     return await world.client.request(
-        method, url(world, path), headers=headers, params=QUERY, timeout=10, **body
+        method,
+        url(world, path),
+        headers=headers,
+        params=QUERY if path == "/kpis" else None,
+        timeout=10,
+        **body,
     )
 
 

@@ -344,8 +344,10 @@ async def test_report_lists_every_step_and_the_incident_records_the_response(wor
     assert [e["kind"] for e in report["timeline"]] == ["requested", "activated", "command", "closed"]
     text = render_markdown(report)
     for expected in ("# Remote session report — ses-rep", "| Technician | tina |", "`printer.clear_jam` — succeeded",
-                     '`{"tray": 2}`', "opening tray 2", "jam cleared remotely (fixed)", "Incident | #"):  # fmt: skip
+                     "arguments: tray=2", "result: cleared=True", "opening tray 2",
+                     "jam cleared remotely (fixed)", "Incident | #"):  # fmt: skip
         assert expected in text
+    assert '{"' not in text  # no JSON where the customer reads
     async with world.sessions() as session:
         stored = await session.get(Incident, incident_id)
         assert stored is not None
@@ -356,3 +358,33 @@ async def test_report_lists_every_step_and_the_incident_records_the_response(wor
             await session.scalars(select(IncidentEntry.kind).where(IncidentEntry.incident_id == incident_id))
         )
     assert {"session.opened", "session.activated", "session.closed"} <= set(kinds)
+
+
+def test_the_report_reads_in_the_customers_time_zone_and_names_customer_and_site() -> None:
+    """Issue 15, item 4: the customer's contract time zone for every time, customer and site
+    named (or said to be missing), no JSON."""
+    report = {
+        "session": {"id": "ses-tz", "state": "closed", "owner": "tina", "reason": "jam",
+                    "created_at": "2026-07-01T08:00:00+00:00", "activated_at": "2026-07-01T08:01:00+00:00",
+                    "ended_at": "2026-07-01T08:30:00+00:00", "ended_by": "tina", "outcome": "cleared",
+                    "fixed": True},
+        "consent": {"required": False, "all_commands": False, "approved_by": None, "expires_at": None},
+        "device": {"id": "dev-1", "model": "LX-9", "serial": "S1", "customer": "St. Mary's Hospital",
+                   "site": "Radiology", "timezone": "Europe/Berlin"},
+        "incident": None,
+        "timeline": [{"ts": "2026-07-01T08:00:00+00:00", "kind": "requested", "actor": "user:tina", "detail": {}}],
+        "commands": [{"action": "printer.clear_jam", "state": "succeeded", "issuer": "tina",
+                      "issued_at": "2026-07-01T08:05:00+00:00", "duration_s": 2.0, "args": {"tray": 2},
+                      "reason": None, "data": {"cleared": True, "pages": [1, 2]}, "output": "done"}],
+    }  # fmt: skip
+    text = render_markdown(report)
+    assert "| Customer | St. Mary's Hospital, site Radiology |" in text
+    assert "| Opened | 2026-07-01 10:00:00 CEST |" in text  # 08:00 UTC in Berlin's summer time
+    assert "at 2026-07-01 10:05:00 CEST" in text
+    assert "| Times | in Europe/Berlin |" in text
+    assert "result: cleared=True, pages=[1, 2]" in text
+    report["device"] |= {"customer": None, "site": None, "timezone": None}
+    text = render_markdown(report)
+    assert "not assigned to a customer yet" in text
+    assert "| Opened | 2026-07-01 08:00:00 UTC |" in text
+    assert "?" not in text.split("## Timeline")[0]

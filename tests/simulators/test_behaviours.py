@@ -20,6 +20,7 @@ from simulators.behaviours import (
     Person,
     World,
     claim_key,
+    episode_detected,
     fault_models,
     guided_fix,
     incident_order,
@@ -150,3 +151,22 @@ async def test_people_sleep_in_their_own_phase_of_a_stepped_clock() -> None:
     world.settle = settle
     await world.settled(5.0)  # stepped: the runner's barrier, no real wait
     assert settled == [True]
+
+
+def test_the_desk_waits_its_pickup_time_from_the_episode_it_works() -> None:
+    """A reopened incident's t_detect is its first episode's: the desk's pickup wait runs from the
+    latest episode's detection, not from days ago (issue 15)."""
+    first = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    reopened = {
+        "t_detect": first.isoformat(),
+        "episodes": [
+            {
+                "start_s": first.timestamp() - 60,
+                "detect_s": first.timestamp(),
+                "end_s": first.timestamp() + 600,
+            },
+            {"start_s": first.timestamp() + 7200, "detect_s": first.timestamp() + 7260, "end_s": None},
+        ],
+    }
+    assert episode_detected(reopened) == first.timestamp() + 7260
+    assert episode_detected({"t_detect": first.isoformat(), "episodes": []}) == first.timestamp()

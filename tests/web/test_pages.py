@@ -75,6 +75,9 @@ async def test_dashboard_tiles_are_the_kpi_api_figures(console: Console) -> None
         expected = kpis[name]
         assert _tile(page.text, name) == (None if expected is None else pytest.approx(expected)), name
     assert kpis["incidents"] > 0  # the history is not empty: the comparison means something
+    # "Dispatches avoided" beside what it is counted among (issue 15: a bare 0 read as a lie)
+    among = (kpis["resolved_remote"] or 0) + (kpis["resolved_customer"] or 0)
+    assert f">of {among} resolved remotely or by the customer</span>" in page.text
     link = re.search(r'href="(/dashboard\.csv\?[^"]+)"', page.text)
     assert link, "no CSV export link"
     csv = await console.client.get(link.group(1).replace("&amp;", "&"))

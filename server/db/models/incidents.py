@@ -25,6 +25,7 @@ __all__ = [
     "DeviceState",
     "Incident",
     "IncidentEntry",
+    "IncidentEpisode",
     "IncidentKind",
     "IncidentStatus",
     "StateInterval",
@@ -147,6 +148,11 @@ class Incident(Base):
     remote_used: Mapped[bool] = mapped_column(Boolean, default=False)  # a remote session/command was used
     visits: Mapped[int] = mapped_column(Integer, default=0)  # field visits
     reopened: Mapped[int] = mapped_column(Integer, default=0)
+    # migration 0014: the earlier incident whose fault this one repeats — the same fault came back
+    # later than incidents.reopen_window_hours after that one's restore (docs/incidents.md)
+    repeat_of: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("incidents.id", ondelete="SET NULL"), index=True
+    )
     # migration 0003 (docs/incidents.md): the failure episodes this incident covers (one, more
     # once reopened) as [{"start_s", "end_s", "detect_s", "end_received_s", "codes", "effect",
     # "severity"}]; who resolved it ("server" or "user:<name>"); and whether the server may still
@@ -159,6 +165,25 @@ class Incident(Base):
     def _keep_epoch(self, key: str, value: datetime | None) -> datetime | None:
         setattr(self, key.removeprefix("t_") + "_s", epoch(value))
         return value
+
+
+class IncidentEpisode(Base):
+    """One failure episode of an incident (migration 0014): a row per span of
+    ``Incident.episodes``, written with them (server/incidents/sync.py), so the KPIs find the
+    episodes restored in a period through an index (MTRS per episode, docs/kpis.md)."""
+
+    __tablename__ = "incident_episodes"
+    __table_args__ = (Index("ix_incident_episodes_restored", "restored_s"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    device_id: Mapped[str] = mapped_column(String(64))  # the incident's (the rollups' dirty triggers)
+    seq: Mapped[int] = mapped_column(Integer)  # its place in Incident.episodes, from 0
+    fault_s: Mapped[float] = mapped_column(Float)  # the span's start_s (device time, skew-corrected)
+    detect_s: Mapped[float] = mapped_column(Float)
+    restored_s: Mapped[float | None] = mapped_column(Float)  # its end_s; None while it lasts
 
 
 class IncidentEntry(Base):

@@ -107,6 +107,9 @@ class _IncidentRollupColumns:
     repeats: Mapped[int] = mapped_column(Integer, server_default="0")
     episodes: Mapped[int] = mapped_column(Integer, server_default="0")
     transients: Mapped[int] = mapped_column(Integer, server_default="0")
+    # MTRS per episode (migration 0014): the restore time of each failure episode restored in the
+    # month (by the month of its restore), float64 bytes like the others; None in older rows
+    v_mtrs_episode: Mapped[bytes | None] = mapped_column()
 
 
 class KpiIncidentMonth(_IncidentRollupColumns, Base):

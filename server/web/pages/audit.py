@@ -1,11 +1,11 @@
 """The audit log (``GET /audit`` for people: ops and admin): entries filtered by actor,
 action, target and period, newest first, 50 a page — from ``server.base.audit``, the service
-the API's endpoint calls, with the same parsing of dates."""
+the API's endpoint calls, with the same parsing of dates. Each entry reads as a sentence with
+links (``server.web.audit_text``), its full detail beside it."""
 
 from __future__ import annotations
 
 from datetime import date
-from urllib.parse import urlencode
 
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
@@ -14,8 +14,11 @@ from server.api.deps import SessionDep
 from server.base import audit, permissions
 from server.base.permissions import Capability
 from server.kpi.export import parse_time
+from server.web import audit_text
 from server.web.auth import WebUser
-from server.web.rendering import PAGE_SIZE, int_param, page_router, render
+from server.web.paging import Paging
+from server.web.queries import command_sessions
+from server.web.rendering import page_router, render
 
 __all__ = ["router"]
 
@@ -26,7 +29,7 @@ router = page_router()
 async def audit_view(request: Request, session: SessionDep, web: WebUser) -> Response:
     permissions.check(web.principal, Capability.READ_AUDIT)
     params = request.query_params
-    page = max(1, int_param(params.get("page"), "page") or 1)
+    paging = Paging(params)
     window = {name: parse_time(value, name) for name in ("since", "until") if (value := params.get(name))}
     entries, total = await audit.query(
         session,
@@ -36,19 +39,16 @@ async def audit_view(request: Request, session: SessionDep, web: WebUser) -> Res
             target=params.get("target") or None,
             **window,
         ),
-        limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
+        limit=paging.size,
+        offset=paging.offset,
     )
-    rest = {k: v for k, v in params.items() if v and k != "page"}
+    sessions = await command_sessions(session, audit_text.command_ids(e.detail or {} for e in entries))
     return await render(
         request,
         "audit.html",
         web,
-        entries=entries,
-        total=total,
+        rows=[(e, audit_text.sentence_of(e, sessions)) for e in entries],
         params=params,
-        page=page,
-        pages=max(1, -(-total // PAGE_SIZE)),
-        rest=urlencode(rest),
+        **paging.context(total),
         today=date.today().isoformat(),
     )

@@ -15,10 +15,10 @@ from server.api.deps import SessionDep
 from server.base import access, permissions
 from server.base.permissions import Capability
 from server.db.models import DeviceState
-from server.errors import InvalidInput
 from server.web.auth import WebSession, WebUser
+from server.web.paging import Paging
 from server.web.queries import FLEET_SORTS, FleetQuery, filter_options, fleet_page
-from server.web.rendering import PAGE_SIZE, int_param, page_router, render, templates
+from server.web.rendering import choice_param, page_router, placement_params, render, templates
 
 __all__ = ["STATES", "router"]
 
@@ -27,47 +27,30 @@ router = page_router()
 STATES = [state.value for state in DeviceState]
 
 
-def _fleet_query(request: Request) -> FleetQuery:
+def _fleet_query(request: Request, paging: Paging) -> FleetQuery:
     params = request.query_params
-    page = max(1, int_param(params.get("page"), "page") or 1)
-    online = params.get("online")
-    sort = params.get("sort") or "id"
-    if sort not in FLEET_SORTS:
-        raise InvalidInput(f"sort: {sort!r} is not one of {', '.join(FLEET_SORTS)}", field="sort")
+    online = choice_param(params.get("online"), "online", ("0", "1"))
     return FleetQuery(
         q=(params.get("q") or "").strip()[:128] or None,
-        customer=int_param(params.get("customer"), "customer"),
-        site=int_param(params.get("site"), "site"),
-        model=params.get("model") or None,
-        state=params.get("state") or None,
-        online=None if online in (None, "") else online == "1",
-        sort=sort,
-        descending=params.get("dir") == "desc",
-        limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
+        **placement_params(params),
+        state=choice_param(params.get("state"), "state", STATES),
+        online=None if online is None else online == "1",
+        sort=choice_param(params.get("sort"), "sort", FLEET_SORTS) or "id",
+        descending=choice_param(params.get("dir"), "dir", ("asc", "desc")) == "desc",
+        limit=paging.size,
+        offset=paging.offset,
     )
 
 
 async def _fleet_context(request: Request, session: SessionDep, web: WebSession) -> dict[str, Any]:
-    where = _fleet_query(request)
+    paging = Paging(request.query_params)
+    where = _fleet_query(request, paging)
     scope = access.device_condition(await access.scope_for(session, web.principal))
     rows, total = await fleet_page(session, where, scope=scope)
-    params = {k: v for k, v in request.query_params.items() if v and k != "page"}
-    page = where.offset // PAGE_SIZE + 1
-
-    def link(**changes: Any) -> str:
-        merged = {**params, **{k: str(v) for k, v in changes.items()}}
-        return "?" + urlencode({k: v for k, v in merged.items() if v})
-
-    return {
-        "rows": rows,
-        "total": total,
-        "where": where,
-        "page": page,
-        "pages": max(1, -(-total // PAGE_SIZE)),
-        "link": link,
-        "query": urlencode(params | {"page": str(page)}),
-    }
+    context = paging.context(total)
+    # the table's own links keep the page (htmx refreshes the page being looked at)
+    context["query"] = urlencode(paging.filters | {"page": str(paging.page)})
+    return {"rows": rows, "where": where, **context}
 
 
 @router.get("/fleet", response_class=HTMLResponse)

@@ -1,8 +1,9 @@
-"""One incident (``GET /incidents/{id}`` for people): facts, timeline, similar past incidents,
-its remote sessions; and its actions — acknowledge, assign, resolve, open a remote session —
-through the incident and session services the API's endpoints call, after the same role check
-(the permissions table) and the same device scope (``server.base.access``). Forms are checked
-against the API's own request schemas, so a bad value is the API's 422."""
+"""One incident (``GET /incidents/{id}`` for people): facts, timeline (sentences with links:
+``server.web.timeline_text``), similar past incidents, its remote sessions; and its actions —
+acknowledge, assign, resolve, open a remote session — through the incident and session services
+the API's endpoints call, after the same role check (the permissions table) and the same device
+scope (``server.base.access``). Forms are checked against the API's own request schemas, so a
+bad value is the API's 422."""
 
 from __future__ import annotations
 
@@ -29,9 +30,12 @@ from server.incidents import service as incident_service
 from server.runtime import Runtime
 from server.sessions.service import SessionFilter, list_sessions
 from server.web import auth
+from server.web.audit_text import command_ids
 from server.web.auth import WebSession, WebUser
-from server.web.pages.knowledge import suggestions_for
+from server.web.pages.knowledge import similar_for, suggestions_for
+from server.web.queries import command_sessions
 from server.web.rendering import invalid, page_router, render
+from server.web.timeline_text import timeline_sentence
 
 __all__ = ["ACTIONS", "reach_incident", "router"]
 
@@ -67,9 +71,16 @@ async def _detail(session: AsyncSession, incident: Incident) -> IncidentDetailPu
 @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
 async def incident_view(incident_id: int, request: Request, session: SessionDep, web: WebUser) -> Response:
     user = permissions.check(web.principal, Capability.READ_INCIDENTS)
-    detail = await _detail(session, await reach_incident(session, user, incident_id))
+    reached = await reach_incident(session, user, incident_id)
+    detail = await _detail(session, reached)
+    sessions = await command_sessions(session, command_ids(entry.detail for entry in detail.timeline))
+    see_sessions = permissions.allows(user, Capability.READ_SESSIONS)
+    timeline = [
+        (e, timeline_sentence(detail.id, detail.device_id, e, sessions, session_links=see_sessions))
+        for e in detail.timeline
+    ]
     remote_sessions: list[RemoteSession] = []
-    if permissions.allows(user, Capability.READ_SESSIONS):
+    if see_sessions:
         remote_sessions, _ = await list_sessions(
             session, user, SessionFilter(incident_id=incident_id), limit=REMOTE_SESSIONS
         )
@@ -78,7 +89,9 @@ async def incident_view(incident_id: int, request: Request, session: SessionDep,
         "incident.html",
         web,
         incident=detail,
+        timeline=timeline,
         suggestions=await suggestions_for(session, user, incident_id),
+        similar=await similar_for(session, user, reached),
         remote_sessions=remote_sessions,
         channels=[c.value for c in Channel],
         can_act=permissions.allows(user, Capability.ACT_ON_INCIDENTS),

@@ -14,10 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.base import permissions
 from server.base.permissions import Capability
 from server.base.users import Principal
+from server.db.models import Incident
 from server.knowledge import service as knowledge_service
 from server.knowledge import suggest
+from server.knowledge.similar import SimilarIncident, similar_incidents
 
-__all__ = ["PAST_INCIDENTS", "SUGGESTIONS", "suggestions_for"]
+__all__ = ["PAST_INCIDENTS", "SUGGESTIONS", "similar_for", "suggestions_for"]
 
 SUGGESTIONS = 5
 PAST_INCIDENTS = 5
@@ -45,3 +47,12 @@ async def suggestions_for(
             {"s": item, "article": article, "past": past[:PAST_INCIDENTS], "more": len(past) > PAST_INCIDENTS}
         )
     return out
+
+
+async def similar_for(
+    session: AsyncSession, user: Principal, incident: Incident
+) -> list[SimilarIncident] | None:
+    """Resolved incidents like this one, beside the articles (None for a role without suggestions)."""
+    if not permissions.allows(user, Capability.READ_SUGGESTIONS):
+        return None
+    return await similar_incidents(session, user, incident, limit=PAST_INCIDENTS)

@@ -1,5 +1,6 @@
 """Signing in and out: the form, the login (the API's login service, same audit, same token
-lifetime) into the session cookie, and sign-out revoking the token."""
+lifetime) into the session cookie, and sign-out revoking the token. Without a page asked for,
+sign-in leads to the first page the user may open (``server.web.navigation``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from server.api.deps import RuntimeDep, SessionDep
 from server.base import users
 from server.errors import Unauthorized
-from server.web import auth
+from server.web import auth, navigation
 from server.web.auth import WebUser
 from server.web.rendering import page_router, templates
 
@@ -57,6 +58,8 @@ async def login(request: Request, session: SessionDep, runtime: RuntimeDep) -> R
         except Unauthorized:
             error = "Wrong user name or password."
         else:
+            if target == "/":  # no page asked for: the first one this user may open
+                target = await navigation.landing(session, await users.authenticate(session, issued.token))
             signed_in = RedirectResponse(target, status_code=303)
             auth.set_session(signed_in, request, issued.token, int(runtime.settings.auth.login_token_ttl))
             signed_in.delete_cookie(auth.LOGIN_CSRF_COOKIE, path="/login")

@@ -86,14 +86,18 @@ STATES = [
 
 
 def _i(key: int, device: str, code: str | None, fault: float, detect: float, **kw: object) -> IncidentRecord:
+    """One failure episode (t_fault, t_detect, t_restored) unless ``episodes`` says otherwise."""
+    kw.setdefault("episodes", ((fault, detect, kw.get("restored_s")),))
     return IncidentRecord(id=key, device_id=device, fault_code=code, fault_s=fault, detect_s=detect, **kw)  # type: ignore[arg-type]
 
 
 INCIDENTS = [
-    # A: d1 E1, field, one visit, but E1 comes back (C) within 30 days: not a first-time fix
+    # A: d1 E1, field, one visit, but E1 comes back (C) within 30 days: not a first-time fix.
+    # Two episodes (E1 cleared at 11.5 h and came back at 12 h, reopening it): 1.5 h and 0.5 h
     _i(1, "gold-ct1", "E1", h(10), h(10) + 2 * M, ack_s=h(10) + 10 * M, respond_s=h(10) + 30 * M,
        onsite_s=h(11), restored_s=h(12.5), resolved_s=h(13), channel="field", needs_dispatch=True,
-       remote_used=True, visits=1),
+       remote_used=True, visits=1, reopened=1,
+       episodes=((h(10), h(10) + 2 * M, h(11.5)), (h(12), h(12) + 1 * M, h(12.5)))),
     # B: d1 E2, overlaps A (same failure episode), cleared by itself
     _i(2, "gold-ct1", "E2", h(11), h(11) + 1 * M, ack_s=h(11) + 5 * M, restored_s=h(13),
        resolved_s=h(13) + 15 * M, channel="auto"),
@@ -125,9 +129,12 @@ INCIDENTS = [
     # K: d2 E6 degraded, field, two visits: not a first-time fix
     _i(12, "gold-mr1", "E6", h(120), h(120) + 5 * M, effect="degraded", ack_s=h(120) + 10 * M,
        respond_s=h(121), restored_s=h(126), resolved_s=h(127), channel="field", needs_dispatch=True, visits=2),
-    # L: d4 E8 degraded, opened in P, resolved after P
+    # L: d4 E8 degraded, opened in P, resolved after P. Two episodes: the first restored in P
+    # (2 h, counted although L is not resolved in P), the second not restored by the end of P
+    # (censored: it counts in the period of its restore, h(173))
     _i(13, "gold-us1", "E8", h(160), h(160) + 2 * M, effect="degraded", ack_s=h(161), restored_s=h(173),
-       resolved_s=h(174), channel="remote", remote_used=True),
+       resolved_s=h(174), channel="remote", remote_used=True, reopened=1,
+       episodes=((h(160), h(160) + 2 * M, h(162)), (h(165), h(165) + 2 * M, h(173)))),
 ]  # fmt: skip
 
 TRANSIENTS = [
@@ -212,6 +219,12 @@ def fleet_expectations() -> dict[str, float | int | bool | None]:
     # MTRS = t_restored - t_fault (I: t_fault clamped to t_detect = h(60) + 1 min)
     mtrs = sorted([2.5 * HOUR, 2 * HOUR, 6 * HOUR, 10 * HOUR, 1 * HOUR, 19 * HOUR, 7 * HOUR, 9 * HOUR,
                    1.5 * HOUR - 1 * M, 6 * HOUR])  # fmt: skip
+    # MTRS per episode = restore - fault of each episode restored in P, whatever its incident:
+    # A 1.5 h and 0.5 h, B 2, D 6, E 10, F 1, G 7, H 9, I 1.5 h - 1 min (clamped), K 6, L's first
+    # 2 h. Not Z (restored before P), C and J (not restored: censored), L's second (after P)
+    per_episode = sorted([1.5 * HOUR, 0.5 * HOUR, 2 * HOUR, 6 * HOUR, 10 * HOUR, 1 * HOUR, 7 * HOUR,
+                          9 * HOUR, 1.5 * HOUR - 1 * M, 6 * HOUR, 2 * HOUR])  # fmt: skip
+    assert _mean(per_episode) == (46.5 * HOUR - 1 * M) / 11
     # MTTA = t_ack - t_detect: A 8 min, B 4, E 12, Z 55, G 6, H 24, I 3, K 5 (D, F: no ack)
     mtta = sorted([8 * M, 4 * M, 12 * M, 55 * M, 6 * M, 24 * M, 3 * M, 5 * M])
     # MTTRespond = t_respond - t_detect: A 28 min, E 57, Z 1 h 55, G 16, H 54, I 9, K 55
@@ -224,6 +237,10 @@ def fleet_expectations() -> dict[str, float | int | bool | None]:
     ages = sorted([18 * HOUR - 5 * M, 240 * HOUR - 1 * M, 8 * HOUR - 2 * M])
     expected.update(
         {
+            "mtrs_episode_n": 11,
+            "mtrs_episode_mean_s": _mean(per_episode),
+            "mtrs_episode_median_s": 2 * HOUR,  # rank (11-1)*0.5 = 5
+            "mtrs_episode_p90_s": 9 * HOUR,  # rank (11-1)*0.9 = 9
             "mtrs_n": 10,
             "mtrs_mean_s": _mean(mtrs),
             "mtrs_median_s": (mtrs[4] + mtrs[5]) / 2,  # rank (10-1)*0.5 = 4.5
@@ -314,6 +331,8 @@ def customer_expectations() -> dict[int, dict[str, float | int | bool | None]]:
             "repeat_failures": 2,  # C F
             "open_at_end": 1,  # C
             "incidents": 7,  # A B C D E F K
+            "mtrs_episode_n": 7,  # A (two), B D E F K
+            "mtrs_episode_mean_s": (1.5 + 0.5 + 2 + 6 + 10 + 1 + 6) * HOUR / 7,
             "transient_faults": 2,
         }
     )
@@ -336,6 +355,8 @@ def customer_expectations() -> dict[int, dict[str, float | int | bool | None]]:
             "repeat_failures": 1,  # H
             "open_at_end": 2,  # J L
             "incidents": 4,  # G H I L
+            "mtrs_episode_n": 4,  # G H I, L's first
+            "mtrs_episode_mean_s": (7 + 9 + 1.5 + 2) * HOUR / 4 - 1 * M / 4,
             "transient_faults": 1,
         }
     )
@@ -349,10 +370,13 @@ def fault_code_expectations() -> dict[str | None, dict[str, float | int | bool |
     )
     return {
         "E1": {**none_state, "resolved": 1, "failures": 2, "repeat_failures": 1, "failure_episodes": 2,
-               "open_at_end": 1, "incidents": 2, "transient_faults": 1, "first_time_fixes": 0},
+               "open_at_end": 1, "incidents": 2, "transient_faults": 1, "first_time_fixes": 0,
+               "mtrs_episode_n": 2, "mtrs_episode_mean_s": 1 * HOUR, "mtrs_mean_s": 2.5 * HOUR},
         "E2": {**none_state, "resolved": 1, "failures": 1, "failure_episodes": 0, "resolved_auto": 1},
         "E7": {**none_state, "resolved": 2, "failures": 2, "repeat_failures": 1, "failure_episodes": 2,
                "first_time_fixes": 1, "dispatches_avoided": 1, "transient_faults": 1,
-               "mtrs_mean_s": (7 * HOUR + 9 * HOUR) / 2},
+               "mtrs_mean_s": (7 * HOUR + 9 * HOUR) / 2, "mtrs_episode_mean_s": (7 * HOUR + 9 * HOUR) / 2},
+        "E8": {**none_state, "resolved": 0, "open_at_end": 1, "mtrs_episode_n": 1,
+               "mtrs_episode_mean_s": 2 * HOUR, "mtrs_n": 0, "mtrs_mean_s": None},
         None: {**none_state, "resolved": 1, "incidents": 1, "failures": 0, "resolved_auto": 1},
     }  # fmt: skip
