@@ -16,9 +16,8 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
-from server.db import create_engine, create_sessionmaker, run_migrations
+from server.db import run_migrations
 from server.db.migrate import alembic_config
-from server.kpi.records import insert_dataset
 from tests.server.kpi import golden
 from tests.support.databases import PostgresUnavailable, sqlite_url, temporary_postgres_database
 from tests.support.server import V1, api_client, server_settings
@@ -161,19 +160,7 @@ def test_reading_commands_refuse_an_unmigrated_postgresql_database(
 
 @pytest.fixture
 def golden_db(tmp_path: Path) -> str:
-    url = sqlite_url(tmp_path / "golden.db")
-    run_migrations(url)
-
-    async def fill() -> None:
-        engine = create_engine(url)
-        try:
-            async with create_sessionmaker(engine)() as session:
-                await insert_dataset(session, golden.dataset())
-        finally:
-            await engine.dispose()
-
-    asyncio.run(fill())
-    return url
+    return golden.sqlite_database(tmp_path / "golden.db")
 
 
 def test_kpi_report_customer_by_name_or_id(golden_db: str, tmp_path: Path) -> None:

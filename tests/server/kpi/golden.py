@@ -12,8 +12,11 @@ The expected values are the arithmetic, written out below each device and incide
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
+from server.db import create_engine, create_sessionmaker, run_migrations
 from server.kpi.records import (
     CustomerRecord,
     Dataset,
@@ -22,7 +25,9 @@ from server.kpi.records import (
     SiteRecord,
     StateRecord,
     TransientRecord,
+    insert_dataset,
 )
+from tests.support.databases import sqlite_url
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
 END = datetime(2026, 3, 9, tzinfo=UTC)
@@ -149,6 +154,23 @@ def dataset() -> Dataset:
     return Dataset(
         list(CUSTOMERS), list(SITES), list(DEVICES), list(STATES), list(INCIDENTS), list(TRANSIENTS)
     )
+
+
+def sqlite_database(path: Path) -> str:
+    """The golden dataset in a migrated SQLite file at ``path``; its URL (for the CLI tests)."""
+    url = sqlite_url(path)
+    run_migrations(url)
+
+    async def fill() -> None:
+        engine = create_engine(url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                await insert_dataset(session, dataset())
+        finally:
+            await engine.dispose()
+
+    asyncio.run(fill())
+    return url
 
 
 def downtime_avoided(baseline: float = BASELINE) -> dict[str, float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import subprocess
@@ -11,29 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from server.db import create_engine, create_sessionmaker, run_migrations
-from server.kpi.records import insert_dataset
 from tests.server.kpi import golden
-from tests.support.databases import sqlite_url
 
 PERIOD = ["--from", "2026-03-02", "--to", "2026-03-09", "--as-of", "2026-06-01"]
 
 
 @pytest.fixture(scope="module")
 def golden_sqlite(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = sqlite_url(tmp_path_factory.mktemp("kpi-cli") / "golden.db")
-    run_migrations(url)
-
-    async def fill() -> None:
-        engine = create_engine(url)
-        try:
-            async with create_sessionmaker(engine)() as session:
-                await insert_dataset(session, golden.dataset())
-        finally:
-            await engine.dispose()
-
-    asyncio.run(fill())
-    return url
+    return golden.sqlite_database(tmp_path_factory.mktemp("kpi-cli") / "golden.db")
 
 
 def fleetcare(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
