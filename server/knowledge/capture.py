@@ -42,6 +42,7 @@ from server.db.models import (
 from server.errors import InvalidInput
 from server.knowledge import index
 from server.knowledge.signature import incident_signature, mean_signature
+from server.knowledge.similar import fault_codes
 
 __all__ = ["PERSON_CHANNELS", "incident_actions", "is_new_fix", "on_reopen", "on_resolve"]
 
@@ -84,7 +85,7 @@ async def _draft(
     session: AsyncSession, incident: Incident, who: Principal, evidence: list[str], now: datetime
 ) -> Article:
     device = await session.get(Device, incident.device_id)
-    codes = list(dict.fromkeys([c for c in [incident.fault_code, *(incident.codes or [])] if c]))
+    codes = fault_codes(incident)
     what = incident.symptom.strip() or (f"fault {', '.join(codes)}" if codes else f"{incident.kind} incident")
     model = device.model if device is not None else None
     article = Article(
@@ -119,7 +120,7 @@ async def is_new_fix(session: AsyncSession, incident: Incident) -> bool:
     """Whether resolving ``incident`` taught something the knowledge base does not hold: a person
     resolved it with resolution notes, it has a fault code, and no article that is not retired
     covers any of its codes for the device's model (an article without models covers every model)."""
-    codes = [c for c in dict.fromkeys([incident.fault_code, *(incident.codes or [])]) if c]
+    codes = fault_codes(incident)
     if not incident.resolution.strip() or incident.channel not in PERSON_CHANNELS or not codes:
         return False
     device = await session.get(Device, incident.device_id)

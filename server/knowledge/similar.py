@@ -16,7 +16,7 @@ from server.base import access
 from server.base.users import Principal
 from server.db.models import Device, Incident, IncidentStatus
 
-__all__ = ["CANDIDATES", "SimilarIncident", "similar_incidents"]
+__all__ = ["CANDIDATES", "SimilarIncident", "fault_codes", "similar_incidents"]
 
 CANDIDATES = 200
 """Resolved incidents read at most (newest first) before ranking by model."""
@@ -35,7 +35,8 @@ class SimilarIncident:
     why: str
 
 
-def _codes(incident: Incident) -> list[str]:
+def fault_codes(incident: Incident) -> list[str]:
+    """The incident's fault codes, its first one first, each once (what articles are matched by)."""
     return [c for c in dict.fromkeys([incident.fault_code, *(incident.codes or [])]) if c]
 
 
@@ -43,7 +44,7 @@ async def similar_incidents(
     session: AsyncSession, who: Principal, incident: Incident, *, limit: int = 5
 ) -> list[SimilarIncident]:
     """Up to ``limit`` resolved incidents like ``incident`` that ``who`` may see."""
-    codes = _codes(incident)
+    codes = fault_codes(incident)
     if not codes:
         return []
     device = await session.get(Device, incident.device_id)
@@ -66,7 +67,7 @@ async def similar_incidents(
     )
     found = []
     for past, past_model in rows:
-        shared = [c for c in _codes(past) if c in codes]
+        shared = [c for c in fault_codes(past) if c in codes]
         if not shared:
             continue  # a substring of another code matched the text form
         same_model = model is not None and past_model == model
