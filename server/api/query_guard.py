@@ -10,6 +10,8 @@ it and listing the ones the route accepts.
 
 from __future__ import annotations
 
+import weakref
+
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
@@ -17,15 +19,18 @@ from fastapi.routing import APIRoute
 
 __all__ = ["accepted_query", "refuse_unknown_query"]
 
-_ACCEPTED: dict[int, frozenset[str]] = {}
+_ACCEPTED: dict[int, tuple[weakref.ref[APIRoute], frozenset[str]]] = {}
+"""By ``id()`` (a route is not hashable), checked against a weak reference: an id is reused
+once its route is freed (an app per test), and a stale entry must not answer for a new route."""
 
 
 def accepted_query(route: APIRoute) -> frozenset[str]:
     """The query parameter names ``route`` declares (by alias), computed once per route."""
-    known = _ACCEPTED.get(id(route))
-    if known is None:
-        known = frozenset(_query_names(route.dependant))
-        _ACCEPTED[id(route)] = known
+    cached = _ACCEPTED.get(id(route))
+    if cached is not None and cached[0]() is route:
+        return cached[1]
+    known = frozenset(_query_names(route.dependant))
+    _ACCEPTED[id(route)] = (weakref.ref(route), known)
     return known
 
 
